@@ -1,0 +1,293 @@
+//! The chain, through alloy: token reads, the `transferWithAuthorization` call and receipts. Used by the
+//! self-hosted facilitator and by `devnet`; never on the gateway's request path.
+
+use std::time::Duration;
+
+use alloy::network::{EthereumWallet, ReceiptResponse, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, TxHash, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol;
+
+use crate::protocol::exact::ExactPayload;
+
+sol! {
+    /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use.
+    #[sol(rpc)]
+    interface IEip3009Token {
+        function name() external view returns (string);
+        function version() external view returns (string);
+        function decimals() external view returns (uint8);
+        function balanceOf(address account) external view returns (uint256);
+        function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        function mint(address to, uint256 amount) external;
+    }
+}
+
+/// What went wrong talking to the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("RPC {url} is unreachable or failed: {source}")]
+    Rpc {
+        url: String,
+        source: alloy::transports::TransportError,
+    },
+    #[error("contract call reverted or failed: {0}")]
+    Call(String),
+    #[error("transaction {hash} failed: {message}")]
+    Transaction { hash: TxHash, message: String },
+}
+
+/// A token's EIP-712 identity, read from the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub version: String,
+    pub decimals: u8,
+}
+
+/// What became of a sent transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// Mined with status success.
+    Succeeded,
+    /// Mined, reverted.
+    Reverted,
+    /// Not mined (yet).
+    Pending,
+}
+
+/// A connection to one chain, optionally with a key that sends transactions.
+#[derive(Clone)]
+pub struct Chain {
+    provider: DynProvider,
+    url: String,
+    chain_id: u64,
+    sender: Option<Address>,
+    /// Sends are serialised so each one takes the next nonce from the node's pending count; a cached
+    /// nonce would leave a gap forever after one rejected send.
+    send_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("url", &self.url)
+            .field("chain_id", &self.chain_id)
+            .field("sender", &self.sender)
+            .finish()
+    }
+}
+
+impl Chain {
+    /// Connects and reads the chain id. With a signer, transactions are signed locally and sent from it.
+    pub async fn connect(
+        url: &url::Url,
+        signer: Option<PrivateKeySigner>,
+    ) -> Result<Self, ChainError> {
+        let sender = signer.as_ref().map(|s| s.address());
+        let provider = match signer {
+            Some(s) => ProviderBuilder::new()
+                .wallet(EthereumWallet::from(s))
+                .connect_http(url.clone())
+                .erased(),
+            None => ProviderBuilder::new().connect_http(url.clone()).erased(),
+        };
+        let url = url.to_string();
+        let chain_id = provider
+            .get_chain_id()
+            .await
+            .map_err(|source| ChainError::Rpc {
+                url: url.clone(),
+                source,
+            })?;
+        Ok(Chain {
+            provider,
+            url,
+            chain_id,
+            sender,
+            send_lock: Default::default(),
+        })
+    }
+
+    /// The chain id the RPC reported.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The address transactions are sent from, if this connection can send.
+    pub fn sender(&self) -> Option<Address> {
+        self.sender
+    }
+
+    /// The underlying provider, for devnet's raw calls.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    fn token(&self, asset: Address) -> IEip3009Token::IEip3009TokenInstance<&DynProvider> {
+        IEip3009Token::new(asset, &self.provider)
+    }
+
+    /// Reads `name()`, `version()` and `decimals()`.
+    pub async fn token_info(&self, asset: Address) -> Result<TokenInfo, ChainError> {
+        let t = self.token(asset);
+        let call = |e: alloy::contract::Error| ChainError::Call(e.to_string());
+        Ok(TokenInfo {
+            name: t.name().call().await.map_err(call)?,
+            version: t.version().call().await.map_err(call)?,
+            decimals: t.decimals().call().await.map_err(call)?,
+        })
+    }
+
+    /// The token balance of `who`.
+    pub async fn balance_of(&self, asset: Address, who: Address) -> Result<U256, ChainError> {
+        self.token(asset)
+            .balanceOf(who)
+            .call()
+            .await
+            .map_err(|e| ChainError::Call(e.to_string()))
+    }
+
+    /// Whether `nonce` of `authorizer` has been used or cancelled.
+    pub async fn authorization_used(
+        &self,
+        asset: Address,
+        authorizer: Address,
+        nonce: B256,
+    ) -> Result<bool, ChainError> {
+        self.token(asset)
+            .authorizationState(authorizer, nonce)
+            .call()
+            .await
+            .map_err(|e| ChainError::Call(e.to_string()))
+    }
+
+    fn transfer_call(
+        &self,
+        asset: Address,
+        p: &ExactPayload,
+    ) -> Result<TransactionRequest, ChainError> {
+        let sig = p.signature.as_ref();
+        let (Some(r), Some(s), Some(&v)) = (sig.get(..32), sig.get(32..64), sig.get(64)) else {
+            return Err(ChainError::Call("signature is not 65 bytes".into()));
+        };
+        let a = &p.authorization;
+        let token = self.token(asset);
+        let call = token.transferWithAuthorization(
+            a.from,
+            a.to,
+            a.value,
+            a.valid_after,
+            a.valid_before,
+            a.nonce,
+            v,
+            B256::from_slice(r),
+            B256::from_slice(s),
+        );
+        let mut tx = call.into_transaction_request();
+        if let Some(from) = self.sender {
+            tx.set_from(from);
+        }
+        Ok(tx)
+    }
+
+    /// Runs `transferWithAuthorization` in `eth_call`: would it succeed if sent now?
+    pub async fn simulate_transfer(
+        &self,
+        asset: Address,
+        p: &ExactPayload,
+    ) -> Result<(), ChainError> {
+        let tx = self.transfer_call(asset, p)?;
+        self.provider
+            .call(tx)
+            .await
+            .map(|_| ())
+            .map_err(|e| ChainError::Call(e.to_string()))
+    }
+
+    /// Sends `transferWithAuthorization`; returns the hash as soon as the node accepted it.
+    pub async fn send_transfer(
+        &self,
+        asset: Address,
+        p: &ExactPayload,
+    ) -> Result<TxHash, ChainError> {
+        let tx = self.transfer_call(asset, p)?;
+        self.send(tx).await
+    }
+
+    /// Sends a transaction request from this connection's key.
+    pub async fn send(&self, tx: TransactionRequest) -> Result<TxHash, ChainError> {
+        let _turn = self.send_lock.lock().await;
+        let pending =
+            self.provider
+                .send_transaction(tx)
+                .await
+                .map_err(|source| ChainError::Rpc {
+                    url: self.url.clone(),
+                    source,
+                })?;
+        Ok(*pending.tx_hash())
+    }
+
+    /// Deploys `code` (creation bytecode with constructor arguments appended); returns the address.
+    pub async fn deploy(&self, code: Bytes, timeout: Duration) -> Result<Address, ChainError> {
+        let hash = self
+            .send(TransactionRequest::default().with_deploy_code(code))
+            .await?;
+        let outcome = self.wait(hash, timeout).await?;
+        if outcome != TxOutcome::Succeeded {
+            return Err(ChainError::Transaction {
+                hash,
+                message: format!("deployment {outcome:?}"),
+            });
+        }
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(|source| ChainError::Rpc {
+                url: self.url.clone(),
+                source,
+            })?;
+        receipt
+            .and_then(|r| r.contract_address())
+            .ok_or_else(|| ChainError::Transaction {
+                hash,
+                message: "deployment produced no contract address".into(),
+            })
+    }
+
+    /// Looks a transaction's receipt up once.
+    pub async fn outcome(&self, hash: TxHash) -> Result<TxOutcome, ChainError> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .map_err(|source| ChainError::Rpc {
+                url: self.url.clone(),
+                source,
+            })?;
+        Ok(match receipt {
+            None => TxOutcome::Pending,
+            Some(r) if r.status() => TxOutcome::Succeeded,
+            Some(_) => TxOutcome::Reverted,
+        })
+    }
+
+    /// Polls for the receipt until `timeout`; `Pending` if it never came.
+    pub async fn wait(&self, hash: TxHash, timeout: Duration) -> Result<TxOutcome, ChainError> {
+        const POLL: Duration = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.outcome(hash).await? {
+                TxOutcome::Pending if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(POLL).await
+                }
+                done => return Ok(done),
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! `x402-gateway devnet`: a local chain anyone can start. Runs anvil, deploys the project's EIP-3009 test
+//! token, funds anvil's dev accounts 1–9 with it, and describes all of that in a state file.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolValue;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::chain::{Chain, ChainError, IEip3009Token};
+use crate::protocol::network::Network;
+
+/// The compiled test token (`contracts/X402TestToken.sol`, built by `scripts/build-token`).
+const TOKEN_ARTIFACT: &str = include_str!("../contracts/X402TestToken.json");
+
+/// Anvil's well-known dev keys (mnemonic "test test … junk"), accounts 0–9. Public test keys: never
+/// fund them on a real chain.
+pub const DEV_KEYS: [&str; 10] = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+];
+
+/// Whole tokens minted to each funded dev account.
+const FUNDED_TOKENS: u64 = 1_000_000;
+/// How long anvil gets to open its RPC port.
+const ANVIL_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a devnet set-up transaction may take to mine.
+const SETUP_TX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the devnet did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    #[error("anvil not found: run scripts/setup (installs it into tools/), put `anvil` on PATH, or pass --anvil PATH")]
+    AnvilNotFound,
+    #[error("could not start anvil at {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("anvil exited before its RPC answered (is port {0} already in use?)")]
+    AnvilExited(u16),
+    #[error("anvil's RPC did not answer within {0:?}")]
+    AnvilTimeout(Duration),
+    #[error("the embedded token artifact is unreadable: {0}")]
+    Artifact(String),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("could not write the state file {path}: {source}")]
+    StateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A dev account in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    pub address: String,
+    pub private_key: String,
+}
+
+/// The `--state-file` JSON: exactly the keys the issue fixes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevnetState {
+    pub rpc_url: String,
+    pub chain_id: u64,
+    pub network: String,
+    pub v1_network: Option<String>,
+    pub asset: String,
+    pub asset_name: String,
+    pub asset_version: String,
+    pub asset_decimals: u8,
+    pub accounts: Vec<Account>,
+    pub facilitator_private_key: String,
+}
+
+/// How to start a devnet.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    pub port: u16,
+    pub chain_id: u64,
+    pub anvil: Option<PathBuf>,
+    pub token_name: String,
+    pub token_version: String,
+    pub token_symbol: String,
+    pub token_decimals: u8,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        DevnetOptions {
+            port: 8545,
+            chain_id: 31_337,
+            anvil: None,
+            token_name: "USD Coin".into(),
+            token_version: "2".into(),
+            token_symbol: "USDC".into(),
+            token_decimals: 6,
+        }
+    }
+}
+
+/// A running devnet; anvil stops when this is dropped.
+pub struct Devnet {
+    /// What runs where.
+    pub state: DevnetState,
+    anvil: Child,
+}
+
+impl Devnet {
+    /// Starts anvil, deploys and funds the token.
+    pub async fn start(opts: &DevnetOptions) -> Result<Devnet, DevnetError> {
+        let path = find_anvil(opts.anvil.as_deref()).ok_or(DevnetError::AnvilNotFound)?;
+        let mut anvil = Command::new(&path)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &opts.port.to_string(),
+                "--chain-id",
+                &opts.chain_id.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| DevnetError::Spawn {
+                path: path.clone(),
+                source,
+            })?;
+        let rpc_url = format!("http://127.0.0.1:{}", opts.port);
+        let url: url::Url = rpc_url
+            .parse()
+            .map_err(|e: url::ParseError| DevnetError::Artifact(e.to_string()))?;
+        let deployer = dev_signer(0)?;
+        let chain = wait_for_rpc(&url, deployer.clone(), &mut anvil, opts.port).await?;
+        // Make sure the settling key has gas whatever mnemonic anvil used.
+        let _: serde_json::Value = chain
+            .provider()
+            .raw_request(
+                "anvil_setBalance".into(),
+                (deployer.address(), U256::from(10u128.pow(22))),
+            )
+            .await
+            .map_err(|source| ChainError::Rpc {
+                url: rpc_url.clone(),
+                source,
+            })?;
+        let asset = deploy_token(&chain, opts).await?;
+        let amount =
+            U256::from(FUNDED_TOKENS) * U256::from(10u64).pow(U256::from(opts.token_decimals));
+        let mut accounts = Vec::new();
+        let mut last = None;
+        for i in 1..DEV_KEYS.len() {
+            let signer = dev_signer(i)?;
+            let tx = IEip3009Token::new(asset, chain.provider())
+                .mint(signer.address(), amount)
+                .into_transaction_request();
+            last = Some(chain.send(tx).await?);
+            accounts.push(Account {
+                address: signer.address().to_string(),
+                private_key: DEV_KEYS[i].to_owned(),
+            });
+        }
+        if let Some(hash) = last {
+            chain.wait(hash, SETUP_TX_TIMEOUT).await?;
+        }
+        let network = Network::new(opts.chain_id);
+        let state = DevnetState {
+            rpc_url,
+            chain_id: opts.chain_id,
+            network: network.caip2(),
+            v1_network: network.v1_name().map(str::to_owned),
+            asset: asset.to_string(),
+            asset_name: opts.token_name.clone(),
+            asset_version: opts.token_version.clone(),
+            asset_decimals: opts.token_decimals,
+            accounts,
+            facilitator_private_key: DEV_KEYS[0].to_owned(),
+        };
+        Ok(Devnet { state, anvil })
+    }
+
+    /// Stops anvil and waits for it to exit.
+    pub async fn stop(mut self) {
+        let _ = self.anvil.kill().await;
+    }
+}
+
+/// The signer for anvil dev account `i`.
+pub fn dev_signer(i: usize) -> Result<PrivateKeySigner, DevnetError> {
+    DEV_KEYS
+        .get(i)
+        .and_then(|k| k.parse().ok())
+        .ok_or_else(|| DevnetError::Artifact(format!("no dev key {i}")))
+}
+
+/// Writes `value` as pretty JSON to `path` atomically (temp file, then rename), so readers never see half
+/// a file.
+pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), DevnetError> {
+    let err = |source| DevnetError::StateFile {
+        path: path.to_owned(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(value).map_err(|e| err(std::io::Error::other(e)))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// `--anvil`, then `tools/node_modules/.bin/anvil` under the current directory or the binary's repo, then PATH.
+fn find_anvil(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_owned());
+    }
+    let relative = Path::new("tools/node_modules/.bin/anvil");
+    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().map(Path::to_owned));
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("anvil"));
+    roots
+        .iter()
+        .map(|r| r.join(relative))
+        .chain(on_path)
+        .find(|p| p.is_file())
+}
+
+async fn wait_for_rpc(
+    url: &url::Url,
+    signer: PrivateKeySigner,
+    anvil: &mut Child,
+    port: u16,
+) -> Result<Chain, DevnetError> {
+    let deadline = tokio::time::Instant::now() + ANVIL_START_TIMEOUT;
+    loop {
+        if let Ok(Some(_)) = anvil.try_wait() {
+            return Err(DevnetError::AnvilExited(port));
+        }
+        if let Ok(chain) = Chain::connect(url, Some(signer.clone())).await {
+            return Ok(chain);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(DevnetError::AnvilTimeout(ANVIL_START_TIMEOUT));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn deploy_token(chain: &Chain, opts: &DevnetOptions) -> Result<Address, DevnetError> {
+    let artifact: serde_json::Value =
+        serde_json::from_str(TOKEN_ARTIFACT).map_err(|e| DevnetError::Artifact(e.to_string()))?;
+    let code: Bytes = artifact
+        .get("bytecode")
+        .and_then(|b| b.as_str())
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| DevnetError::Artifact("no hex `bytecode` field".into()))?;
+    let args = (
+        opts.token_name.clone(),
+        opts.token_version.clone(),
+        opts.token_symbol.clone(),
+        U256::from(opts.token_decimals),
+    )
+        .abi_encode_params();
+    let mut init = code.to_vec();
+    init.extend_from_slice(&args);
+    Ok(chain.deploy(init.into(), SETUP_TX_TIMEOUT).await?)
+}
+
+/// `x402-gateway devnet`: start, describe, wait for a signal, stop.
+pub async fn run(args: crate::cli::DevnetArgs) -> Result<(), String> {
+    let opts = DevnetOptions {
+        port: args.port,
+        chain_id: args.chain_id,
+        anvil: args.anvil,
+        ..DevnetOptions::default()
+    };
+    let devnet = Devnet::start(&opts).await.map_err(|e| e.to_string())?;
+    let s = &devnet.state;
+    if let Some(path) = &args.state_file {
+        write_json_atomically(path, s).map_err(|e| e.to_string())?;
+    }
+    println!("devnet ready");
+    println!(
+        "  rpc:          {} (chain id {}, {}{})",
+        s.rpc_url,
+        s.chain_id,
+        s.network,
+        s.v1_network
+            .as_deref()
+            .map(|n| format!(", v1 name {n}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  token:        {} {:?} v{} ({} decimals)",
+        s.asset, s.asset_name, s.asset_version, s.asset_decimals
+    );
+    println!(
+        "  funded:       anvil dev accounts 1-9 with {FUNDED_TOKENS} tokens each, e.g. {}",
+        s.accounts
+            .first()
+            .map(|a| a.address.as_str())
+            .unwrap_or("-")
+    );
+    println!("  facilitator:  anvil dev account 0 (gas only), key in the state file");
+    if let Some(path) = &args.state_file {
+        println!("  state file:   {}", path.display());
+    }
+    println!("Ctrl-C stops it.");
+    crate::cli::shutdown_signal().await;
+    devnet.stop().await;
+    Ok(())
+}

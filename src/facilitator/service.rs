@@ -1,0 +1,473 @@
+//! The self-hosted facilitator's logic, free of HTTP: parse a `/verify` or `/settle` request, run the local
+//! checks, then the chain checks, then settle with exactly one transaction per authorization.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, TxHash, B256};
+use tokio::sync::Mutex;
+
+use crate::chain::{Chain, ChainError, TokenInfo, TxOutcome};
+use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
+use crate::protocol::facilitator::{
+    FacilitatorRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
+};
+use crate::protocol::network::Network;
+use crate::protocol::{assets, reason, v1, v2, Version, SCHEME_EXACT};
+
+/// How long settled-or-pending authorizations are remembered; longer than any sane `maxTimeoutSeconds`.
+const SETTLEMENT_MEMORY: Duration = Duration::from_secs(24 * 3600);
+
+/// A request the facilitator cannot even read: answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+/// A readable request, parsed into typed values.
+struct Parsed {
+    requirement: Requirement,
+    payment: ExactPayload,
+    /// The network spelled as the request spelled it, echoed in the answer.
+    network_wire: String,
+}
+
+/// Identifies one authorization on chain; a nonce can be used once per (token, payer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AuthorizationKey {
+    chain_id: u64,
+    asset: Address,
+    from: Address,
+    nonce: B256,
+}
+
+/// Counters the facilitator exposes on `/metrics` (tests use them to count calls).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub verify_requests: AtomicU64,
+    pub settle_requests: AtomicU64,
+    pub transactions_sent: AtomicU64,
+}
+
+/// The self-hosted facilitator.
+pub struct FacilitatorService {
+    chains: HashMap<u64, Chain>,
+    /// Custom assets named in config; others are read from the token and cached.
+    known_tokens: moka::future::Cache<(u64, Address), TokenInfo>,
+    /// Per authorization: the hash of a sent transaction whose outcome is not known yet. The mutex makes
+    /// concurrent settles of one payload send one transaction.
+    settlements: moka::future::Cache<AuthorizationKey, Arc<Mutex<Option<TxHash>>>>,
+    receipt_timeout: Duration,
+    /// Public call counters.
+    pub counters: Counters,
+}
+
+impl FacilitatorService {
+    /// A facilitator serving `chains`, waiting up to `receipt_timeout` for a settlement's receipt.
+    pub fn new(chains: Vec<Chain>, receipt_timeout: Duration) -> Self {
+        FacilitatorService {
+            chains: chains.into_iter().map(|c| (c.chain_id(), c)).collect(),
+            known_tokens: moka::future::Cache::new(1024),
+            settlements: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(SETTLEMENT_MEMORY)
+                .build(),
+            receipt_timeout,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Registers a custom asset's EIP-712 identity so it is not read from the chain.
+    pub async fn add_token(&self, chain_id: u64, asset: Address, info: TokenInfo) {
+        self.known_tokens.insert((chain_id, asset), info).await;
+    }
+
+    /// `GET /supported`: v1 and v2 `exact` for each chain, and the settling address.
+    pub fn supported(&self) -> SupportedResponse {
+        let mut ids: Vec<u64> = self.chains.keys().copied().collect();
+        ids.sort_unstable();
+        let mut kinds = Vec::new();
+        for id in &ids {
+            let net = Network::new(*id);
+            for version in [Version::V1, Version::V2] {
+                if version == Version::V1 && net.v1_name().is_none() {
+                    // v1 also accepts CAIP-2 here, but only advertise names v1 clients know.
+                    continue;
+                }
+                kinds.push(SupportedKind {
+                    x402_version: version,
+                    scheme: SCHEME_EXACT.into(),
+                    network: net.wire_name(version),
+                    extra: None,
+                });
+            }
+        }
+        let signers: Vec<String> = self
+            .chains
+            .values()
+            .filter_map(Chain::sender)
+            .map(|a| a.to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        SupportedResponse {
+            kinds,
+            extensions: Vec::new(),
+            signers: BTreeMap::from([("eip155:*".to_owned(), signers)]),
+        }
+    }
+
+    fn parse(&self, req: &FacilitatorRequest) -> Result<Result<Parsed, Rejection>, BadRequest> {
+        let (requirement, network_wire, payload_scheme, payload_network, payload) =
+            match req.x402_version {
+                Version::V2 => {
+                    let r: v2::PaymentRequirements =
+                        serde_json::from_value(req.payment_requirements.clone()).map_err(|e| {
+                            BadRequest(format!(
+                                "paymentRequirements is not a v2 PaymentRequirements: {e}"
+                            ))
+                        })?;
+                    let p: v2::PaymentPayload =
+                        match serde_json::from_value(req.payment_payload.clone()) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                return Ok(Err(Rejection::new(
+                                    reason::INVALID_PAYLOAD,
+                                    format!("paymentPayload is not a v2 PaymentPayload: {e}"),
+                                )))
+                            }
+                        };
+                    (
+                        Requirement::from_v2(&r),
+                        r.network,
+                        p.accepted.scheme,
+                        p.accepted.network,
+                        p.payload,
+                    )
+                }
+                Version::V1 => {
+                    let r: v1::PaymentRequirements =
+                        serde_json::from_value(req.payment_requirements.clone()).map_err(|e| {
+                            BadRequest(format!(
+                                "paymentRequirements is not a v1 PaymentRequirements: {e}"
+                            ))
+                        })?;
+                    let p: v1::PaymentPayload =
+                        match serde_json::from_value(req.payment_payload.clone()) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                return Ok(Err(Rejection::new(
+                                    reason::INVALID_PAYLOAD,
+                                    format!("paymentPayload is not a v1 PaymentPayload: {e}"),
+                                )))
+                            }
+                        };
+                    (
+                        Requirement::from_v1(&r),
+                        r.network,
+                        p.scheme,
+                        p.network,
+                        p.payload,
+                    )
+                }
+            };
+        Ok((|| {
+            let requirement = requirement?;
+            if payload_scheme != SCHEME_EXACT {
+                return Err(Rejection::new(
+                    reason::INVALID_SCHEME,
+                    format!("payload scheme {payload_scheme:?} is not \"exact\""),
+                ));
+            }
+            if Network::parse(&payload_network) != Some(requirement.network) {
+                return Err(Rejection::new(reason::NETWORK_MISMATCH, format!("payload network {payload_network:?} differs from the requirement's {network_wire:?}")));
+            }
+            if !self.chains.contains_key(&requirement.network.chain_id) {
+                return Err(Rejection::new(
+                    reason::INVALID_NETWORK,
+                    format!("this facilitator does not serve {}", requirement.network),
+                ));
+            }
+            let payment = ExactPayload::parse(&payload)?;
+            Ok(Parsed {
+                requirement,
+                payment,
+                network_wire: network_wire.clone(),
+            })
+        })())
+    }
+
+    fn chain(&self, network: Network) -> Result<&Chain, Rejection> {
+        self.chains.get(&network.chain_id).ok_or_else(|| {
+            Rejection::new(
+                reason::INVALID_NETWORK,
+                format!("this facilitator does not serve {network}"),
+            )
+        })
+    }
+
+    async fn token_info(&self, chain: &Chain, asset: Address) -> Result<TokenInfo, ChainError> {
+        if let Some(a) = assets::builtin(chain.chain_id(), asset) {
+            return Ok(TokenInfo {
+                name: a.eip712_name,
+                version: a.eip712_version,
+                decimals: a.decimals,
+            });
+        }
+        let key = (chain.chain_id(), asset);
+        if let Some(info) = self.known_tokens.get(&key).await {
+            return Ok(info);
+        }
+        let info = chain.token_info(asset).await?;
+        self.known_tokens.insert(key, info.clone()).await;
+        Ok(info)
+    }
+
+    /// Every check of x402-notes §10.1 that applies to EIP-3009, local first, then chain state.
+    async fn check(&self, p: &Parsed, simulate: bool) -> Result<Address, Rejection> {
+        let req = &p.requirement;
+        let payer = crate::verify::check(req, &p.payment, unix_now())?;
+        let chain = self.chain(req.network)?;
+        let unexpected =
+            |e: ChainError| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string());
+        let info = self.token_info(chain, req.asset).await.map_err(|e| {
+            Rejection::new(
+                "invalid_exact_evm_eip3009_not_supported",
+                format!("cannot read the token at {}: {e}", req.asset),
+            )
+        })?;
+        if info.name != req.eip712_name {
+            return Err(Rejection::new(
+                reason::TOKEN_NAME_MISMATCH,
+                format!(
+                    "extra.name is {:?}, the token's is {:?}",
+                    req.eip712_name, info.name
+                ),
+            ));
+        }
+        if info.version != req.eip712_version {
+            return Err(Rejection::new(
+                reason::TOKEN_VERSION_MISMATCH,
+                format!(
+                    "extra.version is {:?}, the token's is {:?}",
+                    req.eip712_version, info.version
+                ),
+            ));
+        }
+        let auth = &p.payment.authorization;
+        let balance = chain
+            .balance_of(req.asset, auth.from)
+            .await
+            .map_err(unexpected)?;
+        if balance < auth.value {
+            return Err(Rejection::new(
+                reason::INSUFFICIENT_BALANCE,
+                format!("payer holds {balance}, needs {}", auth.value),
+            ));
+        }
+        if chain
+            .authorization_used(req.asset, auth.from, auth.nonce)
+            .await
+            .map_err(unexpected)?
+        {
+            return Err(Rejection::new(
+                reason::NONCE_ALREADY_USED,
+                format!(
+                    "nonce {} of {} is already used or cancelled",
+                    auth.nonce, auth.from
+                ),
+            ));
+        }
+        if simulate {
+            chain
+                .simulate_transfer(req.asset, &p.payment)
+                .await
+                .map_err(|e| Rejection::new(reason::SIMULATION_FAILED, e.to_string()))?;
+        }
+        Ok(payer)
+    }
+
+    /// `POST /verify`.
+    pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, BadRequest> {
+        self.counters
+            .verify_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let parsed = match self.parse(req)? {
+            Ok(p) => p,
+            Err(r) => {
+                return Ok(VerifyResponse::invalid(
+                    r.reason,
+                    r.message,
+                    claimed_payer(req),
+                ))
+            }
+        };
+        let payer = Some(parsed.payment.authorization.from.to_string());
+        Ok(match self.check(&parsed, true).await {
+            Ok(_) => VerifyResponse {
+                is_valid: true,
+                invalid_reason: None,
+                invalid_message: None,
+                payer,
+            },
+            Err(r) => VerifyResponse::invalid(r.reason, r.message, payer),
+        })
+    }
+
+    /// `POST /settle`: re-verify, send, wait for the receipt. A payload whose transaction is still pending
+    /// is reconciled against that transaction, never sent twice.
+    pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, BadRequest> {
+        self.counters
+            .settle_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let parsed = match self.parse(req)? {
+            Ok(p) => p,
+            Err(r) => {
+                let network = req
+                    .payment_requirements
+                    .get("network")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok(SettleResponse::failed(
+                    r.reason,
+                    r.message,
+                    claimed_payer(req),
+                    network,
+                    String::new(),
+                ));
+            }
+        };
+        let auth = &parsed.payment.authorization;
+        let key = AuthorizationKey {
+            chain_id: parsed.requirement.network.chain_id,
+            asset: parsed.requirement.asset,
+            from: auth.from,
+            nonce: auth.nonce,
+        };
+        let slot = self
+            .settlements
+            .get_with(key.clone(), async { Arc::new(Mutex::new(None)) })
+            .await;
+        let mut pending = slot.lock().await;
+        let payer = Some(auth.from.to_string());
+        let respond =
+            |outcome: Result<TxOutcome, ChainError>, hash: TxHash| -> (SettleResponse, bool) {
+                let net = parsed.network_wire.clone();
+                match outcome {
+                    Ok(TxOutcome::Succeeded) => (
+                        SettleResponse {
+                            success: true,
+                            error_reason: None,
+                            error_message: None,
+                            payer: payer.clone(),
+                            transaction: hash.to_string(),
+                            network: net,
+                        },
+                        true,
+                    ),
+                    Ok(TxOutcome::Reverted) => (
+                        SettleResponse::failed(
+                            reason::TRANSACTION_FAILED,
+                            "the settlement transaction reverted",
+                            payer.clone(),
+                            net,
+                            hash.to_string(),
+                        ),
+                        true,
+                    ),
+                    Ok(TxOutcome::Pending) => (
+                        SettleResponse::failed(
+                            reason::SETTLEMENT_PENDING,
+                            "sent, not mined yet; retry settle with the same payload",
+                            payer.clone(),
+                            net,
+                            hash.to_string(),
+                        ),
+                        false,
+                    ),
+                    // Could not even ask: the outcome is unknown, so it stays pending.
+                    Err(e) => (
+                        SettleResponse::failed(
+                            reason::SETTLEMENT_PENDING,
+                            format!("cannot read the receipt yet: {e}"),
+                            payer.clone(),
+                            net,
+                            hash.to_string(),
+                        ),
+                        false,
+                    ),
+                }
+            };
+        let chain = match self.chain(parsed.requirement.network) {
+            Ok(c) => c,
+            Err(r) => {
+                return Ok(SettleResponse::failed(
+                    r.reason,
+                    r.message,
+                    payer,
+                    parsed.network_wire,
+                    String::new(),
+                ))
+            }
+        };
+        if let Some(hash) = *pending {
+            let (resp, terminal) = respond(chain.outcome(hash).await, hash);
+            if terminal {
+                *pending = None;
+            }
+            return Ok(resp);
+        }
+        // Reference facilitators skip the simulation here; the balance and nonce checks still run.
+        if let Err(r) = self.check(&parsed, false).await {
+            return Ok(SettleResponse::failed(
+                r.reason,
+                r.message,
+                payer,
+                parsed.network_wire,
+                String::new(),
+            ));
+        }
+        let hash = match chain
+            .send_transfer(parsed.requirement.asset, &parsed.payment)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                return Ok(SettleResponse::failed(
+                    reason::UNEXPECTED_SETTLE_ERROR,
+                    e.to_string(),
+                    payer,
+                    parsed.network_wire,
+                    String::new(),
+                ))
+            }
+        };
+        self.counters
+            .transactions_sent
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(tx = %hash, payer = %auth.from, to = %auth.to, value = %auth.value, network = %parsed.requirement.network, "settlement sent");
+        *pending = Some(hash);
+        let (resp, terminal) = respond(chain.wait(hash, self.receipt_timeout).await, hash);
+        if terminal {
+            *pending = None;
+        }
+        Ok(resp)
+    }
+}
+
+/// `authorization.from` if the payload has one, for answers about payloads we could not fully parse.
+fn claimed_payer(req: &FacilitatorRequest) -> Option<String> {
+    req.payment_payload
+        .pointer("/payload/authorization/from")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,342 @@
+//! The `exact` scheme on EVM with EIP-3009 (x402-notes §8): typed requirement, typed payload and the
+//! EIP-712 digest a payer signs. Parsing here is strict: addresses, integers and hashes are checked once,
+//! so later stages only see valid values.
+
+use std::borrow::Cow;
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::sol;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::network::Network;
+use super::{reason, v1, v2, Version, SCHEME_EXACT};
+
+sol! {
+    /// EIP-3009's signed message; field order is part of the type hash.
+    struct TransferWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+}
+
+/// A refusal with a reason string from x402-notes §10.2 (sent as-is) and a sentence for humans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Rejection {
+    /// Machine-readable reason, e.g. `invalid_exact_evm_signature`.
+    pub reason: &'static str,
+    /// What was wrong, for the person reading the logs or the 402.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with the given reason.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A typed `exact` requirement: what the server asks for, independent of the protocol version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub network: Network,
+    pub asset: Address,
+    pub pay_to: Address,
+    /// Atomic units of `asset`.
+    pub amount: U256,
+    pub max_timeout_seconds: u64,
+    /// The token's EIP-712 domain name.
+    pub eip712_name: String,
+    /// The token's EIP-712 domain version.
+    pub eip712_version: String,
+}
+
+/// Optional fields of a v1 requirement that describe the resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceMeta {
+    /// Absolute URL.
+    pub url: String,
+    pub description: String,
+    pub mime_type: String,
+}
+
+impl Requirement {
+    fn extra(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("name".into(), json!(self.eip712_name));
+        m.insert("version".into(), json!(self.eip712_version));
+        m
+    }
+
+    /// The v2 wire form.
+    pub fn to_v2(&self) -> v2::PaymentRequirements {
+        v2::PaymentRequirements {
+            scheme: SCHEME_EXACT.into(),
+            network: self.network.caip2(),
+            amount: self.amount.to_string(),
+            asset: self.asset.to_string(),
+            pay_to: self.pay_to.to_string(),
+            max_timeout_seconds: self.max_timeout_seconds,
+            extra: Some(self.extra()),
+        }
+    }
+
+    /// The v1 wire form, or `None` when the network has no v1 name (legacy clients would reject it).
+    pub fn to_v1(&self, meta: &ResourceMeta) -> Option<v1::PaymentRequirements> {
+        Some(self.v1_named(self.network.v1_name()?.to_owned(), meta))
+    }
+
+    /// The wire form for a protocol version, as JSON (what a facilitator receives). A v1 requirement on a
+    /// chain without a v1 name falls back to CAIP-2, which our own facilitator understands.
+    pub fn to_wire(&self, version: Version, meta: &ResourceMeta) -> Value {
+        let value = match version {
+            Version::V2 => serde_json::to_value(self.to_v2()),
+            Version::V1 => {
+                serde_json::to_value(self.v1_named(self.network.wire_name(Version::V1), meta))
+            }
+        };
+        value.unwrap_or(Value::Null)
+    }
+
+    fn v1_named(&self, network: String, meta: &ResourceMeta) -> v1::PaymentRequirements {
+        v1::PaymentRequirements {
+            scheme: SCHEME_EXACT.into(),
+            network,
+            max_amount_required: self.amount.to_string(),
+            resource: meta.url.clone(),
+            description: meta.description.clone(),
+            mime_type: meta.mime_type.clone(),
+            pay_to: self.pay_to.to_string(),
+            max_timeout_seconds: self.max_timeout_seconds,
+            asset: self.asset.to_string(),
+            output_schema: None,
+            extra: Some(self.extra()),
+        }
+    }
+
+    /// Parses a v2 requirement (as a facilitator receives it).
+    pub fn from_v2(r: &v2::PaymentRequirements) -> Result<Self, Rejection> {
+        Self::from_parts(
+            &r.scheme,
+            &r.network,
+            &r.amount,
+            &r.asset,
+            &r.pay_to,
+            r.max_timeout_seconds,
+            r.extra.as_ref(),
+        )
+    }
+
+    /// Parses a v1 requirement (as a facilitator receives it).
+    pub fn from_v1(r: &v1::PaymentRequirements) -> Result<Self, Rejection> {
+        Self::from_parts(
+            &r.scheme,
+            &r.network,
+            &r.max_amount_required,
+            &r.asset,
+            &r.pay_to,
+            r.max_timeout_seconds,
+            r.extra.as_ref(),
+        )
+    }
+
+    fn from_parts(
+        scheme: &str,
+        network: &str,
+        amount: &str,
+        asset: &str,
+        pay_to: &str,
+        max_timeout_seconds: u64,
+        extra: Option<&Map<String, Value>>,
+    ) -> Result<Self, Rejection> {
+        let bad = |what: &str| Rejection::new(reason::INVALID_REQUIREMENTS, what.to_owned());
+        if scheme != SCHEME_EXACT {
+            return Err(Rejection::new(
+                reason::INVALID_SCHEME,
+                format!("scheme {scheme:?} is not supported; only \"exact\""),
+            ));
+        }
+        let network = Network::parse(network).ok_or_else(|| {
+            Rejection::new(
+                reason::INVALID_NETWORK,
+                format!("network {network:?} is not an EVM network this server knows"),
+            )
+        })?;
+        let field = |k: &str| {
+            extra
+                .and_then(|e| e.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (Some(eip712_name), Some(eip712_version)) = (field("name"), field("version")) else {
+            return Err(Rejection::new(
+                reason::MISSING_EIP712_DOMAIN,
+                "requirement extra must carry the token's EIP-712 name and version",
+            ));
+        };
+        Ok(Requirement {
+            network,
+            asset: parse_address(asset)
+                .ok_or_else(|| bad("asset is not a 0x-prefixed 20-byte address"))?,
+            pay_to: parse_address(pay_to)
+                .ok_or_else(|| bad("payTo is not a 0x-prefixed 20-byte address"))?,
+            amount: parse_decimal(amount)
+                .ok_or_else(|| bad("amount is not a decimal integer string"))?,
+            max_timeout_seconds,
+            eip712_name,
+            eip712_version,
+        })
+    }
+
+    /// The EIP-712 domain the token signs under.
+    pub fn domain(&self) -> Eip712Domain {
+        Eip712Domain::new(
+            Some(Cow::Owned(self.eip712_name.clone())),
+            Some(Cow::Owned(self.eip712_version.clone())),
+            Some(U256::from(self.network.chain_id)),
+            Some(self.asset),
+            None,
+        )
+    }
+
+    /// The digest a payer signs for `auth` under this requirement's domain.
+    pub fn signing_hash(&self, auth: &Authorization) -> B256 {
+        auth.to_sol().eip712_signing_hash(&self.domain())
+    }
+}
+
+/// The EIP-3009 authorization a payer signed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Authorization {
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+    pub valid_after: U256,
+    pub valid_before: U256,
+    pub nonce: B256,
+}
+
+impl Authorization {
+    fn to_sol(&self) -> TransferWithAuthorization {
+        TransferWithAuthorization {
+            from: self.from,
+            to: self.to,
+            value: self.value,
+            validAfter: self.valid_after,
+            validBefore: self.valid_before,
+            nonce: self.nonce,
+        }
+    }
+}
+
+/// The `payload` of an exact EVM payment: a signature and the authorization it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactPayload {
+    pub signature: Bytes,
+    pub authorization: Authorization,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireAuthorization {
+    from: String,
+    to: String,
+    value: String,
+    valid_after: String,
+    valid_before: String,
+    nonce: String,
+}
+
+#[derive(Deserialize)]
+struct WireExact {
+    signature: String,
+    authorization: WireAuthorization,
+}
+
+impl ExactPayload {
+    /// Parses the scheme payload strictly (x402-notes §8.1 formats).
+    pub fn parse(payload: &Value) -> Result<Self, Rejection> {
+        let bad = |what: String| Rejection::new(reason::INVALID_PAYLOAD, what);
+        let w: WireExact = serde_json::from_value(payload.clone())
+            .map_err(|e| bad(format!("exact EVM payload must be {{signature, authorization:{{from,to,value,validAfter,validBefore,nonce}}}}: {e}")))?;
+        let a = &w.authorization;
+        let addr = |name: &str, s: &str| {
+            parse_address(s).ok_or_else(|| {
+                bad(format!(
+                    "authorization.{name} is not a 0x-prefixed 20-byte address"
+                ))
+            })
+        };
+        let int = |name: &str, s: &str| {
+            parse_decimal(s).ok_or_else(|| {
+                bad(format!(
+                    "authorization.{name} is not a decimal integer string"
+                ))
+            })
+        };
+        let nonce = parse_hex(&a.nonce)
+            .filter(|b| b.len() == 32)
+            .map(|b| B256::from_slice(&b))
+            .ok_or_else(|| bad("authorization.nonce is not 0x + 32 bytes of hex".into()))?;
+        let signature = parse_hex(&w.signature)
+            .ok_or_else(|| bad("signature is not 0x-prefixed hex".into()))?;
+        Ok(ExactPayload {
+            signature: Bytes::from(signature),
+            authorization: Authorization {
+                from: addr("from", &a.from)?,
+                to: addr("to", &a.to)?,
+                value: int("value", &a.value)?,
+                valid_after: int("validAfter", &a.valid_after)?,
+                valid_before: int("validBefore", &a.valid_before)?,
+                nonce,
+            },
+        })
+    }
+
+    /// The wire JSON of this payload.
+    pub fn to_json(&self) -> Value {
+        let a = &self.authorization;
+        json!({
+            "signature": self.signature.to_string(),
+            "authorization": {
+                "from": a.from.to_string(),
+                "to": a.to.to_string(),
+                "value": a.value.to_string(),
+                "validAfter": a.valid_after.to_string(),
+                "validBefore": a.valid_before.to_string(),
+                "nonce": a.nonce.to_string(),
+            }
+        })
+    }
+}
+
+/// `0x` + 40 hex digits, any case.
+pub fn parse_address(s: &str) -> Option<Address> {
+    let hex = s.strip_prefix("0x")?;
+    if hex.len() != 40 {
+        return None;
+    }
+    hex.parse().ok()
+}
+
+/// Decimal digits only (no sign, no exponent, no whitespace), fitting in 256 bits.
+pub fn parse_decimal(s: &str) -> Option<U256> {
+    if s.is_empty() || s.len() > 78 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    U256::from_str_radix(s, 10).ok()
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let hex = s.strip_prefix("0x")?;
+    alloy::hex::decode(hex).ok()
+}

@@ -1,0 +1,110 @@
+//! Facilitator API bodies (x402-notes §6): `/verify`, `/settle`, `/supported`. Same shapes for v1 and v2.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Version;
+
+/// Body of `POST /verify` and `POST /settle`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FacilitatorRequest {
+    pub x402_version: Version,
+    /// The client's payload, exactly as decoded from its header.
+    pub payment_payload: Value,
+    /// The server's own requirement that matched (never the client's copy).
+    pub payment_requirements: Value,
+}
+
+/// Answer of `POST /verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    pub is_valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+}
+
+impl VerifyResponse {
+    /// A refusal with a reason string from §10.2 and a sentence for humans.
+    pub fn invalid(reason: &str, message: impl Into<String>, payer: Option<String>) -> Self {
+        VerifyResponse {
+            is_valid: false,
+            invalid_reason: Some(reason.to_owned()),
+            invalid_message: Some(message.into()),
+            payer,
+        }
+    }
+}
+
+/// Answer of `POST /settle`; also the receipt the gateway base64-encodes into `PAYMENT-RESPONSE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettleResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    /// Transaction hash; `""` when nothing was sent.
+    #[serde(default)]
+    pub transaction: String,
+    /// Same spelling as the request used.
+    #[serde(default)]
+    pub network: String,
+}
+
+impl SettleResponse {
+    /// A failed settlement.
+    pub fn failed(
+        reason: &str,
+        message: impl Into<String>,
+        payer: Option<String>,
+        network: String,
+        transaction: String,
+    ) -> Self {
+        SettleResponse {
+            success: false,
+            error_reason: Some(reason.to_owned()),
+            error_message: Some(message.into()),
+            payer,
+            transaction,
+            network,
+        }
+    }
+
+    /// Whether the facilitator broadcast a transaction whose outcome it has not seen yet.
+    pub fn is_pending(&self) -> bool {
+        !self.success && self.error_reason.as_deref() == Some(super::reason::SETTLEMENT_PENDING)
+    }
+}
+
+/// One (version, scheme, network) a facilitator can handle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportedKind {
+    pub x402_version: Version,
+    pub scheme: String,
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
+}
+
+/// Answer of `GET /supported`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportedResponse {
+    pub kinds: Vec<SupportedKind>,
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    #[serde(default)]
+    pub signers: BTreeMap<String, Vec<String>>,
+}

@@ -1,0 +1,84 @@
+//! x402 wire types (v1 and v2 side by side), the header codec, network names and the asset table.
+//!
+//! Everything here is plain data: no I/O. Wire types keep the JSON exactly as the spec spells it so they
+//! round-trip; typed values (addresses, integers) are parsed out of them by [`exact`].
+
+pub mod assets;
+pub mod codec;
+pub mod exact;
+pub mod facilitator;
+pub mod network;
+pub mod v1;
+pub mod v2;
+
+/// The only scheme this gateway speaks.
+pub const SCHEME_EXACT: &str = "exact";
+
+/// Request header carrying a v2 payment.
+pub const HEADER_PAYMENT_SIGNATURE: &str = "payment-signature";
+/// Request header carrying a v1 payment.
+pub const HEADER_X_PAYMENT: &str = "x-payment";
+/// Response header carrying the v2 challenge.
+pub const HEADER_PAYMENT_REQUIRED: &str = "payment-required";
+/// Response header carrying the v2 receipt.
+pub const HEADER_PAYMENT_RESPONSE: &str = "payment-response";
+/// Response header carrying the v1 receipt.
+pub const HEADER_X_PAYMENT_RESPONSE: &str = "x-payment-response";
+
+/// Protocol version of a payment or a facilitator exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum Version {
+    /// x402 v1: `X-PAYMENT`, v1 network names, `maxAmountRequired`.
+    V1,
+    /// x402 v2: `PAYMENT-SIGNATURE`, CAIP-2 networks, `accepted`.
+    V2,
+}
+
+impl From<Version> for u8 {
+    fn from(v: Version) -> u8 {
+        match v {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
+}
+
+impl TryFrom<u8> for Version {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            1 => Ok(Version::V1),
+            2 => Ok(Version::V2),
+            other => Err(format!(
+                "unsupported x402Version {other} (this server speaks 1 and 2)"
+            )),
+        }
+    }
+}
+
+/// Reason strings, from the v2 TS column of x402-notes §10.2. Passed to clients as-is.
+pub mod reason {
+    pub const INVALID_SCHEME: &str = "invalid_exact_evm_scheme";
+    pub const NETWORK_MISMATCH: &str = "invalid_exact_evm_network_mismatch";
+    pub const INVALID_NETWORK: &str = "invalid_network";
+    pub const MISSING_EIP712_DOMAIN: &str = "invalid_exact_evm_missing_eip712_domain";
+    pub const INVALID_SIGNATURE: &str = "invalid_exact_evm_signature";
+    pub const RECIPIENT_MISMATCH: &str = "invalid_exact_evm_recipient_mismatch";
+    pub const VALID_BEFORE: &str = "invalid_exact_evm_payload_authorization_valid_before";
+    pub const VALID_AFTER: &str = "invalid_exact_evm_payload_authorization_valid_after";
+    pub const VALUE_MISMATCH: &str = "invalid_exact_evm_payload_authorization_value_mismatch";
+    pub const INSUFFICIENT_BALANCE: &str = "invalid_exact_evm_insufficient_balance";
+    pub const NONCE_ALREADY_USED: &str = "invalid_exact_evm_nonce_already_used";
+    pub const TOKEN_NAME_MISMATCH: &str = "invalid_exact_evm_token_name_mismatch";
+    pub const TOKEN_VERSION_MISMATCH: &str = "invalid_exact_evm_token_version_mismatch";
+    pub const SIMULATION_FAILED: &str = "invalid_exact_evm_transaction_simulation_failed";
+    pub const TRANSACTION_FAILED: &str = "invalid_exact_evm_transaction_failed";
+    pub const SETTLEMENT_PENDING: &str = "settlement_pending";
+    pub const INVALID_PAYLOAD: &str = "invalid_payload";
+    pub const INVALID_REQUIREMENTS: &str = "invalid_payment_requirements";
+    pub const INVALID_VERSION: &str = "invalid_x402_version";
+    pub const NO_MATCHING_REQUIREMENTS: &str = "No matching payment requirements";
+    pub const UNEXPECTED_VERIFY_ERROR: &str = "unexpected_verify_error";
+    pub const UNEXPECTED_SETTLE_ERROR: &str = "unexpected_settle_error";
+}

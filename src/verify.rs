@@ -1,0 +1,267 @@
+//! Local verification of an `exact` EIP-3009 payment against the server's own requirement
+//! (x402-notes §10.1 steps 5–10). Pure: no network, the clock is a parameter.
+//!
+//! Both the gateway (before spending a facilitator call) and the self-hosted facilitator (before touching
+//! the chain) run these checks, so a payment is judged the same way in both places.
+
+use alloy::primitives::{Address, Signature, U256};
+
+use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
+use crate::protocol::reason;
+
+/// `validBefore` must leave this much time for the settlement to land (x402-notes §10.1 step 8).
+pub const VALID_BEFORE_BUFFER_SECS: u64 = 6;
+
+/// Half the secp256k1 group order: USDC's ECRecover refuses any `s` above it (EIP-2 malleability).
+const SECP256K1N_HALF: U256 = U256::from_be_slice(&alloy::hex!(
+    "7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0"
+));
+
+/// Checks a payment against `req` at unix time `now`; returns the payer on success.
+///
+/// Order follows the reference verifiers so the first failing check names the reason a client expects.
+pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Address, Rejection> {
+    let auth = &payment.authorization;
+    if req.eip712_name.is_empty() || req.eip712_version.is_empty() {
+        return Err(Rejection::new(
+            reason::MISSING_EIP712_DOMAIN,
+            "the requirement has no EIP-712 name/version",
+        ));
+    }
+    let signer = recover(req, payment)?;
+    if signer != auth.from {
+        return Err(Rejection::new(
+            reason::INVALID_SIGNATURE,
+            format!(
+                "signature recovers to {signer}, not authorization.from {}",
+                auth.from
+            ),
+        ));
+    }
+    if auth.to != req.pay_to {
+        return Err(Rejection::new(
+            reason::RECIPIENT_MISMATCH,
+            format!(
+                "authorization.to is {}, this resource pays {}",
+                auth.to, req.pay_to
+            ),
+        ));
+    }
+    if auth.valid_before < U256::from(now.saturating_add(VALID_BEFORE_BUFFER_SECS)) {
+        return Err(Rejection::new(reason::VALID_BEFORE, format!("authorization expired or expires within {VALID_BEFORE_BUFFER_SECS}s (validBefore {})", auth.valid_before)));
+    }
+    if auth.valid_after > U256::from(now) {
+        return Err(Rejection::new(
+            reason::VALID_AFTER,
+            format!(
+                "authorization is not valid until {} (now {now})",
+                auth.valid_after
+            ),
+        ));
+    }
+    if auth.value != req.amount {
+        return Err(Rejection::new(
+            reason::VALUE_MISMATCH,
+            format!(
+                "authorization.value is {}, the price is {}",
+                auth.value, req.amount
+            ),
+        ));
+    }
+    Ok(signer)
+}
+
+/// Recovers the EOA that signed the authorization, with USDC's rules: 65 bytes `r‖s‖v`, `v` ∈ {27, 28},
+/// low `s`.
+fn recover(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
+    let bad = |m: &str| Rejection::new(reason::INVALID_SIGNATURE, m.to_owned());
+    let sig = payment.signature.as_ref();
+    let [.., v] = sig else {
+        return Err(bad("signature is empty"));
+    };
+    if sig.len() != 65 {
+        return Err(bad("only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported"));
+    }
+    if *v != 27 && *v != 28 {
+        return Err(bad("signature v must be 27 or 28"));
+    }
+    let signature = Signature::from_raw(sig)
+        .map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
+    if signature.s() > SECP256K1N_HALF {
+        return Err(bad(
+            "signature s is in the upper half of the curve order (malleable)",
+        ));
+    }
+    signature
+        .recover_address_from_prehash(&req.signing_hash(&payment.authorization))
+        .map_err(|_| bad("no public key recovers from this signature"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::exact::Authorization;
+    use crate::protocol::network::Network;
+    use alloy::primitives::{address, b256, Bytes};
+    use alloy::sol_types::SolStruct;
+
+    // Golden vector, x402-notes §8.4: anvil dev key #0 signing the spec's example authorization.
+    const SIG: &str = "0xdc53a4a579de989368a0fae2ef2172ff2f474b4297013f865d171239f17ef4c3157b4b4030f1bebc53d55ace15c2377dff501a60e1e56c291f1000d6e78f082f1b";
+    const NOW: u64 = 1_740_672_100;
+
+    fn requirement() -> Requirement {
+        Requirement {
+            network: Network::new(84_532),
+            asset: address!("036CbD53842c5426634e7929541eC2318f3dCF7e"),
+            pay_to: address!("209693Bc6afc0C5328bA36FaF03C514EF312287C"),
+            amount: U256::from(10_000),
+            max_timeout_seconds: 60,
+            eip712_name: "USDC".into(),
+            eip712_version: "2".into(),
+        }
+    }
+
+    fn payment() -> ExactPayload {
+        ExactPayload {
+            signature: SIG.parse::<Bytes>().unwrap(),
+            authorization: Authorization {
+                from: address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+                to: address!("209693Bc6afc0C5328bA36FaF03C514EF312287C"),
+                value: U256::from(10_000),
+                valid_after: U256::from(1_740_672_089u64),
+                valid_before: U256::from(1_740_672_154u64),
+                nonce: b256!("f3746613c2d920b5fdabc0856f2aeb2d4f88ee6037b8cc5d04a71a4462f13480"),
+            },
+        }
+    }
+
+    #[test]
+    fn golden_vector_domain_separator_and_digest() {
+        let req = requirement();
+        assert_eq!(
+            req.domain().separator(),
+            b256!("71f17a3b2ff373b803d70a5a07c046c1a2bc8e89c09ef722fcb047abe94c9818")
+        );
+        assert_eq!(
+            req.signing_hash(&payment().authorization),
+            b256!("50708d3bf7216e1aeabe7bf22081b9f36c7c287530f92510318f13a03d89dc86")
+        );
+        assert_eq!(
+            alloy::primitives::keccak256(
+                crate::protocol::exact::TransferWithAuthorization::eip712_encode_type().as_bytes()
+            ),
+            b256!("7c7c6cdb67a18743f49ec6fa9b35f50d52ed05cbed4cc592e13b44501c1a2267")
+        );
+    }
+
+    #[test]
+    fn golden_vector_signature_is_reproduced_by_signing() {
+        use alloy::signers::{local::PrivateKeySigner, SignerSync};
+        let key: PrivateKeySigner =
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+                .parse()
+                .unwrap();
+        let sig = key
+            .sign_hash_sync(&requirement().signing_hash(&payment().authorization))
+            .unwrap();
+        assert_eq!(Bytes::from(sig.as_bytes()).to_string(), SIG);
+    }
+
+    #[test]
+    fn golden_vector_verifies() {
+        assert_eq!(
+            check(&requirement(), &payment(), NOW),
+            Ok(address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266"))
+        );
+    }
+
+    #[test]
+    fn golden_v1_header_decodes_to_the_vector() {
+        let header = "eyJ4NDAyVmVyc2lvbiI6MSwic2NoZW1lIjoiZXhhY3QiLCJuZXR3b3JrIjoiYmFzZS1zZXBvbGlhIiwicGF5bG9hZCI6eyJzaWduYXR1cmUiOiIweGRjNTNhNGE1NzlkZTk4OTM2OGEwZmFlMmVmMjE3MmZmMmY0NzRiNDI5NzAxM2Y4NjVkMTcxMjM5ZjE3ZWY0YzMxNTdiNGI0MDMwZjFiZWJjNTNkNTVhY2UxNWMyMzc3ZGZmNTAxYTYwZTFlNTZjMjkxZjEwMDBkNmU3OGYwODJmMWIiLCJhdXRob3JpemF0aW9uIjp7ImZyb20iOiIweGYzOUZkNmU1MWFhZDg4RjZGNGNlNmFCODgyNzI3OWNmZkZiOTIyNjYiLCJ0byI6IjB4MjA5NjkzQmM2YWZjMEM1MzI4YkEzNkZhRjAzQzUxNEVGMzEyMjg3QyIsInZhbHVlIjoiMTAwMDAiLCJ2YWxpZEFmdGVyIjoiMTc0MDY3MjA4OSIsInZhbGlkQmVmb3JlIjoiMTc0MDY3MjE1NCIsIm5vbmNlIjoiMHhmMzc0NjYxM2MyZDkyMGI1ZmRhYmMwODU2ZjJhZWIyZDRmODhlZTYwMzdiOGNjNWQwNGE3MWE0NDYyZjEzNDgwIn19fQ==";
+        let p: crate::protocol::v1::PaymentPayload =
+            crate::protocol::codec::decode(header.as_bytes()).unwrap();
+        assert_eq!(p.network, "base-sepolia");
+        assert_eq!(ExactPayload::parse(&p.payload).unwrap(), payment());
+        // Our encoder produces the same bytes (compact JSON, same key order).
+        let ours = serde_json::json!({"x402Version":1,"scheme":"exact","network":"base-sepolia","payload":payment().to_json()});
+        let reparsed: serde_json::Value =
+            crate::protocol::codec::decode(crate::protocol::codec::encode(&ours).as_bytes())
+                .unwrap();
+        assert_eq!(reparsed, serde_json::to_value(&p).unwrap());
+    }
+
+    #[test]
+    fn each_tampered_field_is_refused_with_its_reason() {
+        let req = requirement();
+        let cases: Vec<(&str, Box<dyn Fn(&mut ExactPayload, &mut Requirement)>)> = vec![
+            (
+                reason::INVALID_SIGNATURE,
+                Box::new(|p, _| p.authorization.value = U256::from(10_001)),
+            ),
+            (
+                reason::RECIPIENT_MISMATCH,
+                Box::new(|_, r| r.pay_to = address!("0000000000000000000000000000000000000001")),
+            ),
+            (
+                reason::VALUE_MISMATCH,
+                Box::new(|_, r| r.amount = U256::from(9_999)),
+            ),
+            (
+                reason::INVALID_SIGNATURE,
+                Box::new(|_, r| r.network = Network::new(8453)),
+            ),
+            (
+                reason::INVALID_SIGNATURE,
+                Box::new(|_, r| r.eip712_name = "USD Coin".into()),
+            ),
+            (
+                reason::MISSING_EIP712_DOMAIN,
+                Box::new(|_, r| r.eip712_version = String::new()),
+            ),
+        ];
+        for (want, tamper) in cases {
+            let (mut p, mut r) = (payment(), req.clone());
+            tamper(&mut p, &mut r);
+            assert_eq!(check(&r, &p, NOW).unwrap_err().reason, want);
+        }
+    }
+
+    #[test]
+    fn time_window_has_a_six_second_buffer() {
+        let (req, p) = (requirement(), payment());
+        assert!(check(&req, &p, 1_740_672_154 - 6).is_ok());
+        assert_eq!(
+            check(&req, &p, 1_740_672_154 - 5).unwrap_err().reason,
+            reason::VALID_BEFORE
+        );
+        assert_eq!(
+            check(&req, &p, 1_740_672_088).unwrap_err().reason,
+            reason::VALID_AFTER
+        );
+    }
+
+    #[test]
+    fn malleable_and_odd_v_signatures_are_refused() {
+        let req = requirement();
+        let mut p = payment();
+        // High-s twin: s' = n - s, v flipped. Recovers to the same key, but USDC refuses it.
+        let sig = Signature::from_raw(p.signature.as_ref()).unwrap();
+        let n = U256::from_be_slice(&alloy::hex!(
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141"
+        ));
+        let twin = Signature::new(sig.r(), n - sig.s(), !sig.v());
+        p.signature = Bytes::from(twin.as_bytes());
+        assert!(check(&req, &p, NOW)
+            .unwrap_err()
+            .message
+            .contains("upper half"));
+        let mut q = payment();
+        let mut raw = q.signature.to_vec();
+        raw[64] = 0;
+        q.signature = raw.into();
+        assert!(check(&req, &q, NOW)
+            .unwrap_err()
+            .message
+            .contains("27 or 28"));
+    }
+}
