@@ -83,10 +83,7 @@ impl std::fmt::Debug for Chain {
 
 impl Chain {
     /// Connects and reads the chain id. With a signer, transactions are signed locally and sent from it.
-    pub async fn connect(
-        url: &url::Url,
-        signer: Option<PrivateKeySigner>,
-    ) -> Result<Self, ChainError> {
+    pub async fn connect(url: &url::Url, signer: Option<PrivateKeySigner>) -> Result<Self, ChainError> {
         let sender = signer.as_ref().map(|s| s.address());
         let provider = match signer {
             Some(s) => ProviderBuilder::new()
@@ -96,13 +93,10 @@ impl Chain {
             None => ProviderBuilder::new().connect_http(url.clone()).erased(),
         };
         let url = url.to_string();
-        let chain_id = provider
-            .get_chain_id()
-            .await
-            .map_err(|source| ChainError::Rpc {
-                url: url.clone(),
-                source,
-            })?;
+        let chain_id = provider.get_chain_id().await.map_err(|source| ChainError::Rpc {
+            url: url.clone(),
+            source,
+        })?;
         Ok(Chain {
             provider,
             url,
@@ -165,11 +159,7 @@ impl Chain {
             .map_err(|e| ChainError::Call(e.to_string()))
     }
 
-    fn transfer_call(
-        &self,
-        asset: Address,
-        p: &ExactPayload,
-    ) -> Result<TransactionRequest, ChainError> {
+    fn transfer_call(&self, asset: Address, p: &ExactPayload) -> Result<TransactionRequest, ChainError> {
         let sig = p.signature.as_ref();
         let (Some(r), Some(s), Some(&v)) = (sig.get(..32), sig.get(32..64), sig.get(64)) else {
             return Err(ChainError::Call("signature is not 65 bytes".into()));
@@ -195,11 +185,7 @@ impl Chain {
     }
 
     /// Runs `transferWithAuthorization` in `eth_call`: would it succeed if sent now?
-    pub async fn simulate_transfer(
-        &self,
-        asset: Address,
-        p: &ExactPayload,
-    ) -> Result<(), ChainError> {
+    pub async fn simulate_transfer(&self, asset: Address, p: &ExactPayload) -> Result<(), ChainError> {
         let tx = self.transfer_call(asset, p)?;
         self.provider
             .call(tx)
@@ -209,11 +195,7 @@ impl Chain {
     }
 
     /// Sends `transferWithAuthorization`; returns the hash as soon as the node accepted it.
-    pub async fn send_transfer(
-        &self,
-        asset: Address,
-        p: &ExactPayload,
-    ) -> Result<TxHash, ChainError> {
+    pub async fn send_transfer(&self, asset: Address, p: &ExactPayload) -> Result<TxHash, ChainError> {
         let tx = self.transfer_call(asset, p)?;
         self.send(tx).await
     }
@@ -221,22 +203,20 @@ impl Chain {
     /// Sends a transaction request from this connection's key.
     pub async fn send(&self, tx: TransactionRequest) -> Result<TxHash, ChainError> {
         let _turn = self.send_lock.lock().await;
-        let pending =
-            self.provider
-                .send_transaction(tx)
-                .await
-                .map_err(|source| ChainError::Rpc {
-                    url: self.url.clone(),
-                    source,
-                })?;
+        let pending = self
+            .provider
+            .send_transaction(tx)
+            .await
+            .map_err(|source| ChainError::Rpc {
+                url: self.url.clone(),
+                source,
+            })?;
         Ok(*pending.tx_hash())
     }
 
     /// Deploys `code` (creation bytecode with constructor arguments appended); returns the address.
     pub async fn deploy(&self, code: Bytes, timeout: Duration) -> Result<Address, ChainError> {
-        let hash = self
-            .send(TransactionRequest::default().with_deploy_code(code))
-            .await?;
+        let hash = self.send(TransactionRequest::default().with_deploy_code(code)).await?;
         let outcome = self.wait(hash, timeout).await?;
         if outcome != TxOutcome::Succeeded {
             return Err(ChainError::Transaction {
@@ -283,9 +263,7 @@ impl Chain {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match self.outcome(hash).await? {
-                TxOutcome::Pending if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(POLL).await
-                }
+                TxOutcome::Pending if tokio::time::Instant::now() < deadline => tokio::time::sleep(POLL).await,
                 done => return Ok(done),
             }
         }

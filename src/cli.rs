@@ -102,9 +102,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 pub fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Devnet(args) => runtime().and_then(|rt| rt.block_on(crate::devnet::run(args))),
-        Command::Facilitator(args) => {
-            runtime().and_then(|rt| rt.block_on(crate::facilitator::server::run(args)))
-        }
+        Command::Facilitator(args) => runtime().and_then(|rt| rt.block_on(crate::facilitator::server::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -46,10 +46,7 @@ pub enum DevnetError {
     #[error("anvil not found: run scripts/setup (installs it into tools/), put `anvil` on PATH, or pass --anvil PATH")]
     AnvilNotFound,
     #[error("could not start anvil at {path}: {source}")]
-    Spawn {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Spawn { path: PathBuf, source: std::io::Error },
     #[error("anvil exited before its RPC answered (is port {0} already in use?)")]
     AnvilExited(u16),
     #[error("anvil's RPC did not answer within {0:?}")]
@@ -59,10 +56,7 @@ pub enum DevnetError {
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error("could not write the state file {path}: {source}")]
-    StateFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    StateFile { path: PathBuf, source: std::io::Error },
 }
 
 /// A dev account in the state file.
@@ -160,8 +154,7 @@ impl Devnet {
                 source,
             })?;
         let asset = deploy_token(&chain, opts).await?;
-        let amount =
-            U256::from(FUNDED_TOKENS) * U256::from(10u64).pow(U256::from(opts.token_decimals));
+        let amount = U256::from(FUNDED_TOKENS) * U256::from(10u64).pow(U256::from(opts.token_decimals));
         let mut accounts = Vec::new();
         let mut last = None;
         for i in 1..DEV_KEYS.len() {
@@ -313,10 +306,7 @@ pub async fn run(args: crate::cli::DevnetArgs) -> Result<(), String> {
     );
     println!(
         "  funded:       anvil dev accounts 1-9 with {FUNDED_TOKENS} tokens each, e.g. {}",
-        s.accounts
-            .first()
-            .map(|a| a.address.as_str())
-            .unwrap_or("-")
+        s.accounts.first().map(|a| a.address.as_str()).unwrap_or("-")
     );
     println!("  facilitator:  anvil dev account 0 (gas only), key in the state file");
     if let Some(path) = &args.state_file {

@@ -15,12 +15,10 @@ pub struct UsdPrice {
 pub enum PriceError {
     #[error("price {0:?} must look like \"$0.001\": a '$' then digits with at most one '.'")]
     Syntax(String),
-    #[error("price {price:?} has {scale} decimal places but the asset has only {decimals}; round it to {decimals} places")]
-    TooPrecise {
-        price: String,
-        scale: u8,
-        decimals: u8,
-    },
+    #[error(
+        "price {price:?} has {scale} decimal places but the asset has only {decimals}; round it to {decimals} places"
+    )]
+    TooPrecise { price: String, scale: u8, decimals: u8 },
     #[error("price {0:?} is too large")]
     Overflow(String),
 }
@@ -32,28 +30,22 @@ impl UsdPrice {
         let digits = s.strip_prefix('$').ok_or_else(syntax)?;
         let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
         let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-        if int.is_empty()
-            || !all_digits(int)
-            || !all_digits(frac)
-            || (digits.contains('.') && frac.is_empty())
-        {
+        if int.is_empty() || !all_digits(int) || !all_digits(frac) || (digits.contains('.') && frac.is_empty()) {
             return Err(syntax());
         }
         let scale = u8::try_from(frac.len()).map_err(|_| syntax())?;
-        let mantissa = U256::from_str_radix(&format!("{int}{frac}"), 10)
-            .map_err(|_| PriceError::Overflow(s.to_owned()))?;
+        let mantissa =
+            U256::from_str_radix(&format!("{int}{frac}"), 10).map_err(|_| PriceError::Overflow(s.to_owned()))?;
         Ok(UsdPrice { mantissa, scale })
     }
 
     /// The amount in atomic units of a USD-pegged token with `decimals` decimals.
     pub fn to_atomic(&self, decimals: u8, original: &str) -> Result<U256, PriceError> {
-        let shift = decimals
-            .checked_sub(self.scale)
-            .ok_or(PriceError::TooPrecise {
-                price: original.to_owned(),
-                scale: self.scale,
-                decimals,
-            })?;
+        let shift = decimals.checked_sub(self.scale).ok_or(PriceError::TooPrecise {
+            price: original.to_owned(),
+            scale: self.scale,
+            decimals,
+        })?;
         U256::from(10u8)
             .checked_pow(U256::from(shift))
             .and_then(|m| self.mantissa.checked_mul(m))
@@ -92,26 +84,15 @@ mod tests {
         assert_eq!(atomic("$1", 6), Ok(U256::from(1_000_000)));
         assert_eq!(atomic("$12.50", 6), Ok(U256::from(12_500_000)));
         assert_eq!(atomic("$0.000001", 6), Ok(U256::from(1)));
-        assert_eq!(
-            atomic("$0.1", 18),
-            Ok(U256::from(100_000_000_000_000_000u128))
-        );
+        assert_eq!(atomic("$0.1", 18), Ok(U256::from(100_000_000_000_000_000u128)));
     }
 
     #[test]
     fn refuses_what_is_not_an_exact_decimal() {
-        for bad in [
-            "0.01", "$", "$.5", "$1.", "$1e-3", "$-1", "$ 1", "$1,000", "$0.0.1",
-        ] {
-            assert!(
-                matches!(UsdPrice::parse(bad), Err(PriceError::Syntax(_))),
-                "{bad}"
-            );
+        for bad in ["0.01", "$", "$.5", "$1.", "$1e-3", "$-1", "$ 1", "$1,000", "$0.0.1"] {
+            assert!(matches!(UsdPrice::parse(bad), Err(PriceError::Syntax(_))), "{bad}");
         }
-        assert!(matches!(
-            atomic("$0.0000001", 6),
-            Err(PriceError::TooPrecise { .. })
-        ));
+        assert!(matches!(atomic("$0.0000001", 6), Err(PriceError::TooPrecise { .. })));
     }
 
     #[test]

@@ -32,8 +32,7 @@ impl fmt::Display for Secret {
 
 /// Reads a private key from the environment variable `var`; the error never contains the value.
 pub fn private_key_from_env(var: &str) -> Result<alloy::signers::local::PrivateKeySigner, String> {
-    let raw =
-        std::env::var(var).map_err(|_| format!("set {var} to a 0x-prefixed hex private key"))?;
+    let raw = std::env::var(var).map_err(|_| format!("set {var} to a 0x-prefixed hex private key"))?;
     Secret::new(raw)
         .expose()
         .trim()

@@ -32,40 +32,34 @@ pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Addr
     if signer != auth.from {
         return Err(Rejection::new(
             reason::INVALID_SIGNATURE,
-            format!(
-                "signature recovers to {signer}, not authorization.from {}",
-                auth.from
-            ),
+            format!("signature recovers to {signer}, not authorization.from {}", auth.from),
         ));
     }
     if auth.to != req.pay_to {
         return Err(Rejection::new(
             reason::RECIPIENT_MISMATCH,
-            format!(
-                "authorization.to is {}, this resource pays {}",
-                auth.to, req.pay_to
-            ),
+            format!("authorization.to is {}, this resource pays {}", auth.to, req.pay_to),
         ));
     }
     if auth.valid_before < U256::from(now.saturating_add(VALID_BEFORE_BUFFER_SECS)) {
-        return Err(Rejection::new(reason::VALID_BEFORE, format!("authorization expired or expires within {VALID_BEFORE_BUFFER_SECS}s (validBefore {})", auth.valid_before)));
+        return Err(Rejection::new(
+            reason::VALID_BEFORE,
+            format!(
+                "authorization expired or expires within {VALID_BEFORE_BUFFER_SECS}s (validBefore {})",
+                auth.valid_before
+            ),
+        ));
     }
     if auth.valid_after > U256::from(now) {
         return Err(Rejection::new(
             reason::VALID_AFTER,
-            format!(
-                "authorization is not valid until {} (now {now})",
-                auth.valid_after
-            ),
+            format!("authorization is not valid until {} (now {now})", auth.valid_after),
         ));
     }
     if auth.value != req.amount {
         return Err(Rejection::new(
             reason::VALUE_MISMATCH,
-            format!(
-                "authorization.value is {}, the price is {}",
-                auth.value, req.amount
-            ),
+            format!("authorization.value is {}, the price is {}", auth.value, req.amount),
         ));
     }
     Ok(signer)
@@ -80,17 +74,16 @@ fn recover(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejecti
         return Err(bad("signature is empty"));
     };
     if sig.len() != 65 {
-        return Err(bad("only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported"));
+        return Err(bad(
+            "only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported",
+        ));
     }
     if *v != 27 && *v != 28 {
         return Err(bad("signature v must be 27 or 28"));
     }
-    let signature = Signature::from_raw(sig)
-        .map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
+    let signature = Signature::from_raw(sig).map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
     if signature.s() > SECP256K1N_HALF {
-        return Err(bad(
-            "signature s is in the upper half of the curve order (malleable)",
-        ));
+        return Err(bad("signature s is in the upper half of the curve order (malleable)"));
     }
     signature
         .recover_address_from_prehash(&req.signing_hash(&payment.authorization))
@@ -157,10 +150,9 @@ mod tests {
     #[test]
     fn golden_vector_signature_is_reproduced_by_signing() {
         use alloy::signers::{local::PrivateKeySigner, SignerSync};
-        let key: PrivateKeySigner =
-            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-                .parse()
-                .unwrap();
+        let key: PrivateKeySigner = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+            .parse()
+            .unwrap();
         let sig = key
             .sign_hash_sync(&requirement().signing_hash(&payment().authorization))
             .unwrap();
@@ -178,15 +170,13 @@ mod tests {
     #[test]
     fn golden_v1_header_decodes_to_the_vector() {
         let header = "eyJ4NDAyVmVyc2lvbiI6MSwic2NoZW1lIjoiZXhhY3QiLCJuZXR3b3JrIjoiYmFzZS1zZXBvbGlhIiwicGF5bG9hZCI6eyJzaWduYXR1cmUiOiIweGRjNTNhNGE1NzlkZTk4OTM2OGEwZmFlMmVmMjE3MmZmMmY0NzRiNDI5NzAxM2Y4NjVkMTcxMjM5ZjE3ZWY0YzMxNTdiNGI0MDMwZjFiZWJjNTNkNTVhY2UxNWMyMzc3ZGZmNTAxYTYwZTFlNTZjMjkxZjEwMDBkNmU3OGYwODJmMWIiLCJhdXRob3JpemF0aW9uIjp7ImZyb20iOiIweGYzOUZkNmU1MWFhZDg4RjZGNGNlNmFCODgyNzI3OWNmZkZiOTIyNjYiLCJ0byI6IjB4MjA5NjkzQmM2YWZjMEM1MzI4YkEzNkZhRjAzQzUxNEVGMzEyMjg3QyIsInZhbHVlIjoiMTAwMDAiLCJ2YWxpZEFmdGVyIjoiMTc0MDY3MjA4OSIsInZhbGlkQmVmb3JlIjoiMTc0MDY3MjE1NCIsIm5vbmNlIjoiMHhmMzc0NjYxM2MyZDkyMGI1ZmRhYmMwODU2ZjJhZWIyZDRmODhlZTYwMzdiOGNjNWQwNGE3MWE0NDYyZjEzNDgwIn19fQ==";
-        let p: crate::protocol::v1::PaymentPayload =
-            crate::protocol::codec::decode(header.as_bytes()).unwrap();
+        let p: crate::protocol::v1::PaymentPayload = crate::protocol::codec::decode(header.as_bytes()).unwrap();
         assert_eq!(p.network, "base-sepolia");
         assert_eq!(ExactPayload::parse(&p.payload).unwrap(), payment());
         // Our encoder produces the same bytes (compact JSON, same key order).
         let ours = serde_json::json!({"x402Version":1,"scheme":"exact","network":"base-sepolia","payload":payment().to_json()});
         let reparsed: serde_json::Value =
-            crate::protocol::codec::decode(crate::protocol::codec::encode(&ours).as_bytes())
-                .unwrap();
+            crate::protocol::codec::decode(crate::protocol::codec::encode(&ours).as_bytes()).unwrap();
         assert_eq!(reparsed, serde_json::to_value(&p).unwrap());
     }
 
@@ -202,10 +192,7 @@ mod tests {
                 reason::RECIPIENT_MISMATCH,
                 Box::new(|_, r| r.pay_to = address!("0000000000000000000000000000000000000001")),
             ),
-            (
-                reason::VALUE_MISMATCH,
-                Box::new(|_, r| r.amount = U256::from(9_999)),
-            ),
+            (reason::VALUE_MISMATCH, Box::new(|_, r| r.amount = U256::from(9_999))),
             (
                 reason::INVALID_SIGNATURE,
                 Box::new(|_, r| r.network = Network::new(8453)),
@@ -234,10 +221,7 @@ mod tests {
             check(&req, &p, 1_740_672_154 - 5).unwrap_err().reason,
             reason::VALID_BEFORE
         );
-        assert_eq!(
-            check(&req, &p, 1_740_672_088).unwrap_err().reason,
-            reason::VALID_AFTER
-        );
+        assert_eq!(check(&req, &p, 1_740_672_088).unwrap_err().reason, reason::VALID_AFTER);
     }
 
     #[test]
@@ -251,17 +235,11 @@ mod tests {
         ));
         let twin = Signature::new(sig.r(), n - sig.s(), !sig.v());
         p.signature = Bytes::from(twin.as_bytes());
-        assert!(check(&req, &p, NOW)
-            .unwrap_err()
-            .message
-            .contains("upper half"));
+        assert!(check(&req, &p, NOW).unwrap_err().message.contains("upper half"));
         let mut q = payment();
         let mut raw = q.signature.to_vec();
         raw[64] = 0;
         q.signature = raw.into();
-        assert!(check(&req, &q, NOW)
-            .unwrap_err()
-            .message
-            .contains("27 or 28"));
+        assert!(check(&req, &q, NOW).unwrap_err().message.contains("27 or 28"));
     }
 }

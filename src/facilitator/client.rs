@@ -7,9 +7,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 
-use crate::protocol::facilitator::{
-    FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse,
-};
+use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse, SupportedResponse, VerifyResponse};
 
 /// Why a facilitator call produced no usable answer. The gateway answers these with 502/503, never by
 /// serving content.
@@ -20,11 +18,7 @@ pub enum FacilitatorError {
     #[error("facilitator {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("facilitator {url} answered HTTP {status} with an unusable body: {message}")]
-    BadAnswer {
-        url: String,
-        status: u16,
-        message: String,
-    },
+    BadAnswer { url: String, status: u16, message: String },
 }
 
 /// A facilitator at a base URL.
@@ -53,49 +47,26 @@ impl FacilitatorClient {
     }
 
     /// `POST /verify`.
-    pub async fn verify(
-        &self,
-        req: &FacilitatorRequest,
-    ) -> Result<VerifyResponse, FacilitatorError> {
-        self.call(
-            self.http.post(format!("{}/verify", self.base)).json(req),
-            "/verify",
-        )
-        .await
+    pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, FacilitatorError> {
+        self.call(self.http.post(format!("{}/verify", self.base)).json(req), "/verify")
+            .await
     }
 
     /// `POST /settle`.
-    pub async fn settle(
-        &self,
-        req: &FacilitatorRequest,
-    ) -> Result<SettleResponse, FacilitatorError> {
-        self.call(
-            self.http.post(format!("{}/settle", self.base)).json(req),
-            "/settle",
-        )
-        .await
+    pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, FacilitatorError> {
+        self.call(self.http.post(format!("{}/settle", self.base)).json(req), "/settle")
+            .await
     }
 
     /// `GET /supported`.
     pub async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        self.call(
-            self.http.get(format!("{}/supported", self.base)),
-            "/supported",
-        )
-        .await
+        self.call(self.http.get(format!("{}/supported", self.base)), "/supported")
+            .await
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        rb: reqwest::RequestBuilder,
-        path: &str,
-    ) -> Result<T, FacilitatorError> {
+    async fn call<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder, path: &str) -> Result<T, FacilitatorError> {
         let url = format!("{}{path}", self.base);
-        let sent = rb
-            .headers(self.headers.clone())
-            .timeout(self.timeout)
-            .send()
-            .await;
+        let sent = rb.headers(self.headers.clone()).timeout(self.timeout).send().await;
         let resp = sent.map_err(|e| {
             if e.is_timeout() {
                 FacilitatorError::Timeout {
@@ -110,13 +81,10 @@ impl FacilitatorClient {
             }
         })?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| FacilitatorError::Unreachable {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+        let body = resp.bytes().await.map_err(|e| FacilitatorError::Unreachable {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         // A non-2xx whose body still has the answer's shape is an answer (TS maps it to VerifyError/SettleError).
         serde_json::from_slice(&body).map_err(|e| {
             let text = String::from_utf8_lossy(&body);
@@ -125,16 +93,9 @@ impl FacilitatorClient {
                 .and_then(|v| v.get("error").cloned())
             {
                 Some(err) => format!("error {err}"),
-                None => format!(
-                    "{e}; body starts {:?}",
-                    text.chars().take(200).collect::<String>()
-                ),
+                None => format!("{e}; body starts {:?}", text.chars().take(200).collect::<String>()),
             };
-            FacilitatorError::BadAnswer {
-                url,
-                status,
-                message,
-            }
+            FacilitatorError::BadAnswer { url, status, message }
         })
     }
 }

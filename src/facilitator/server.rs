@@ -37,7 +37,9 @@ fn bad_request(message: String) -> Response {
 
 fn parse(body: &Bytes) -> Result<FacilitatorRequest, Response> {
     serde_json::from_slice(body).map_err(|e| {
-        bad_request(format!("body must be JSON {{x402Version: 1|2, paymentPayload: {{…}}, paymentRequirements: {{…}}}}: {e}"))
+        bad_request(format!(
+            "body must be JSON {{x402Version: 1|2, paymentPayload: {{…}}, paymentRequirements: {{…}}}}: {e}"
+        ))
     })
 }
 
@@ -115,7 +117,9 @@ pub async fn run(args: crate::cli::FacilitatorArgs) -> Result<(), String> {
                 ),
                 None => (spec.as_str(), args.rpc_url.clone()),
             };
-            let net = Network::parse(name).ok_or_else(|| format!("--network {spec}: {name:?} is neither eip155:<chainId> nor a known v1 network name"))?;
+            let net = Network::parse(name).ok_or_else(|| {
+                format!("--network {spec}: {name:?} is neither eip155:<chainId> nor a known v1 network name")
+            })?;
             out.push((Some(net), url));
         }
         out

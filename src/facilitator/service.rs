@@ -119,59 +119,42 @@ impl FacilitatorService {
     }
 
     fn parse(&self, req: &FacilitatorRequest) -> Result<Result<Parsed, Rejection>, BadRequest> {
-        let (requirement, network_wire, payload_scheme, payload_network, payload) =
-            match req.x402_version {
-                Version::V2 => {
-                    let r: v2::PaymentRequirements =
-                        serde_json::from_value(req.payment_requirements.clone()).map_err(|e| {
-                            BadRequest(format!(
-                                "paymentRequirements is not a v2 PaymentRequirements: {e}"
-                            ))
-                        })?;
-                    let p: v2::PaymentPayload =
-                        match serde_json::from_value(req.payment_payload.clone()) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                return Ok(Err(Rejection::new(
-                                    reason::INVALID_PAYLOAD,
-                                    format!("paymentPayload is not a v2 PaymentPayload: {e}"),
-                                )))
-                            }
-                        };
-                    (
-                        Requirement::from_v2(&r),
-                        r.network,
-                        p.accepted.scheme,
-                        p.accepted.network,
-                        p.payload,
-                    )
-                }
-                Version::V1 => {
-                    let r: v1::PaymentRequirements =
-                        serde_json::from_value(req.payment_requirements.clone()).map_err(|e| {
-                            BadRequest(format!(
-                                "paymentRequirements is not a v1 PaymentRequirements: {e}"
-                            ))
-                        })?;
-                    let p: v1::PaymentPayload =
-                        match serde_json::from_value(req.payment_payload.clone()) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                return Ok(Err(Rejection::new(
-                                    reason::INVALID_PAYLOAD,
-                                    format!("paymentPayload is not a v1 PaymentPayload: {e}"),
-                                )))
-                            }
-                        };
-                    (
-                        Requirement::from_v1(&r),
-                        r.network,
-                        p.scheme,
-                        p.network,
-                        p.payload,
-                    )
-                }
-            };
+        let (requirement, network_wire, payload_scheme, payload_network, payload) = match req.x402_version {
+            Version::V2 => {
+                let r: v2::PaymentRequirements = serde_json::from_value(req.payment_requirements.clone())
+                    .map_err(|e| BadRequest(format!("paymentRequirements is not a v2 PaymentRequirements: {e}")))?;
+                let p: v2::PaymentPayload = match serde_json::from_value(req.payment_payload.clone()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Ok(Err(Rejection::new(
+                            reason::INVALID_PAYLOAD,
+                            format!("paymentPayload is not a v2 PaymentPayload: {e}"),
+                        )))
+                    }
+                };
+                (
+                    Requirement::from_v2(&r),
+                    r.network,
+                    p.accepted.scheme,
+                    p.accepted.network,
+                    p.payload,
+                )
+            }
+            Version::V1 => {
+                let r: v1::PaymentRequirements = serde_json::from_value(req.payment_requirements.clone())
+                    .map_err(|e| BadRequest(format!("paymentRequirements is not a v1 PaymentRequirements: {e}")))?;
+                let p: v1::PaymentPayload = match serde_json::from_value(req.payment_payload.clone()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Ok(Err(Rejection::new(
+                            reason::INVALID_PAYLOAD,
+                            format!("paymentPayload is not a v1 PaymentPayload: {e}"),
+                        )))
+                    }
+                };
+                (Requirement::from_v1(&r), r.network, p.scheme, p.network, p.payload)
+            }
+        };
         Ok((|| {
             let requirement = requirement?;
             if payload_scheme != SCHEME_EXACT {
@@ -181,7 +164,10 @@ impl FacilitatorService {
                 ));
             }
             if Network::parse(&payload_network) != Some(requirement.network) {
-                return Err(Rejection::new(reason::NETWORK_MISMATCH, format!("payload network {payload_network:?} differs from the requirement's {network_wire:?}")));
+                return Err(Rejection::new(
+                    reason::NETWORK_MISMATCH,
+                    format!("payload network {payload_network:?} differs from the requirement's {network_wire:?}"),
+                ));
             }
             if !self.chains.contains_key(&requirement.network.chain_id) {
                 return Err(Rejection::new(
@@ -229,8 +215,7 @@ impl FacilitatorService {
         let req = &p.requirement;
         let payer = crate::verify::check(req, &p.payment, unix_now())?;
         let chain = self.chain(req.network)?;
-        let unexpected =
-            |e: ChainError| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string());
+        let unexpected = |e: ChainError| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string());
         let info = self.token_info(chain, req.asset).await.map_err(|e| {
             Rejection::new(
                 "invalid_exact_evm_eip3009_not_supported",
@@ -240,10 +225,7 @@ impl FacilitatorService {
         if info.name != req.eip712_name {
             return Err(Rejection::new(
                 reason::TOKEN_NAME_MISMATCH,
-                format!(
-                    "extra.name is {:?}, the token's is {:?}",
-                    req.eip712_name, info.name
-                ),
+                format!("extra.name is {:?}, the token's is {:?}", req.eip712_name, info.name),
             ));
         }
         if info.version != req.eip712_version {
@@ -256,10 +238,7 @@ impl FacilitatorService {
             ));
         }
         let auth = &p.payment.authorization;
-        let balance = chain
-            .balance_of(req.asset, auth.from)
-            .await
-            .map_err(unexpected)?;
+        let balance = chain.balance_of(req.asset, auth.from).await.map_err(unexpected)?;
         if balance < auth.value {
             return Err(Rejection::new(
                 reason::INSUFFICIENT_BALANCE,
@@ -273,10 +252,7 @@ impl FacilitatorService {
         {
             return Err(Rejection::new(
                 reason::NONCE_ALREADY_USED,
-                format!(
-                    "nonce {} of {} is already used or cancelled",
-                    auth.nonce, auth.from
-                ),
+                format!("nonce {} of {} is already used or cancelled", auth.nonce, auth.from),
             ));
         }
         if simulate {
@@ -290,18 +266,10 @@ impl FacilitatorService {
 
     /// `POST /verify`.
     pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, BadRequest> {
-        self.counters
-            .verify_requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.verify_requests.fetch_add(1, Ordering::Relaxed);
         let parsed = match self.parse(req)? {
             Ok(p) => p,
-            Err(r) => {
-                return Ok(VerifyResponse::invalid(
-                    r.reason,
-                    r.message,
-                    claimed_payer(req),
-                ))
-            }
+            Err(r) => return Ok(VerifyResponse::invalid(r.reason, r.message, claimed_payer(req))),
         };
         let payer = Some(parsed.payment.authorization.from.to_string());
         Ok(match self.check(&parsed, true).await {
@@ -318,9 +286,7 @@ impl FacilitatorService {
     /// `POST /settle`: re-verify, send, wait for the receipt. A payload whose transaction is still pending
     /// is reconciled against that transaction, never sent twice.
     pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, BadRequest> {
-        self.counters
-            .settle_requests
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.settle_requests.fetch_add(1, Ordering::Relaxed);
         let parsed = match self.parse(req)? {
             Ok(p) => p,
             Err(r) => {
@@ -352,54 +318,53 @@ impl FacilitatorService {
             .await;
         let mut pending = slot.lock().await;
         let payer = Some(auth.from.to_string());
-        let respond =
-            |outcome: Result<TxOutcome, ChainError>, hash: TxHash| -> (SettleResponse, bool) {
-                let net = parsed.network_wire.clone();
-                match outcome {
-                    Ok(TxOutcome::Succeeded) => (
-                        SettleResponse {
-                            success: true,
-                            error_reason: None,
-                            error_message: None,
-                            payer: payer.clone(),
-                            transaction: hash.to_string(),
-                            network: net,
-                        },
-                        true,
+        let respond = |outcome: Result<TxOutcome, ChainError>, hash: TxHash| -> (SettleResponse, bool) {
+            let net = parsed.network_wire.clone();
+            match outcome {
+                Ok(TxOutcome::Succeeded) => (
+                    SettleResponse {
+                        success: true,
+                        error_reason: None,
+                        error_message: None,
+                        payer: payer.clone(),
+                        transaction: hash.to_string(),
+                        network: net,
+                    },
+                    true,
+                ),
+                Ok(TxOutcome::Reverted) => (
+                    SettleResponse::failed(
+                        reason::TRANSACTION_FAILED,
+                        "the settlement transaction reverted",
+                        payer.clone(),
+                        net,
+                        hash.to_string(),
                     ),
-                    Ok(TxOutcome::Reverted) => (
-                        SettleResponse::failed(
-                            reason::TRANSACTION_FAILED,
-                            "the settlement transaction reverted",
-                            payer.clone(),
-                            net,
-                            hash.to_string(),
-                        ),
-                        true,
+                    true,
+                ),
+                Ok(TxOutcome::Pending) => (
+                    SettleResponse::failed(
+                        reason::SETTLEMENT_PENDING,
+                        "sent, not mined yet; retry settle with the same payload",
+                        payer.clone(),
+                        net,
+                        hash.to_string(),
                     ),
-                    Ok(TxOutcome::Pending) => (
-                        SettleResponse::failed(
-                            reason::SETTLEMENT_PENDING,
-                            "sent, not mined yet; retry settle with the same payload",
-                            payer.clone(),
-                            net,
-                            hash.to_string(),
-                        ),
-                        false,
+                    false,
+                ),
+                // Could not even ask: the outcome is unknown, so it stays pending.
+                Err(e) => (
+                    SettleResponse::failed(
+                        reason::SETTLEMENT_PENDING,
+                        format!("cannot read the receipt yet: {e}"),
+                        payer.clone(),
+                        net,
+                        hash.to_string(),
                     ),
-                    // Could not even ask: the outcome is unknown, so it stays pending.
-                    Err(e) => (
-                        SettleResponse::failed(
-                            reason::SETTLEMENT_PENDING,
-                            format!("cannot read the receipt yet: {e}"),
-                            payer.clone(),
-                            net,
-                            hash.to_string(),
-                        ),
-                        false,
-                    ),
-                }
-            };
+                    false,
+                ),
+            }
+        };
         let chain = match self.chain(parsed.requirement.network) {
             Ok(c) => c,
             Err(r) => {
@@ -429,10 +394,7 @@ impl FacilitatorService {
                 String::new(),
             ));
         }
-        let hash = match chain
-            .send_transfer(parsed.requirement.asset, &parsed.payment)
-            .await
-        {
+        let hash = match chain.send_transfer(parsed.requirement.asset, &parsed.payment).await {
             Ok(h) => h,
             Err(e) => {
                 return Ok(SettleResponse::failed(
@@ -444,9 +406,7 @@ impl FacilitatorService {
                 ))
             }
         };
-        self.counters
-            .transactions_sent
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
         tracing::info!(tx = %hash, payer = %auth.from, to = %auth.to, value = %auth.value, network = %parsed.requirement.network, "settlement sent");
         *pending = Some(hash);
         let (resp, terminal) = respond(chain.wait(hash, self.receipt_timeout).await, hash);

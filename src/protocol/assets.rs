@@ -114,10 +114,7 @@ pub fn default_for_chain(chain_id: u64) -> Option<Asset> {
 
 /// A built-in asset by chain and address.
 pub fn builtin(chain_id: u64, address: Address) -> Option<Asset> {
-    BUILTIN
-        .iter()
-        .find(|r| r.0 == chain_id && r.1 == address)
-        .map(from_row)
+    BUILTIN.iter().find(|r| r.0 == chain_id && r.1 == address).map(from_row)
 }
 
 #[cfg(test)]

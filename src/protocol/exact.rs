@@ -100,9 +100,7 @@ impl Requirement {
     pub fn to_wire(&self, version: Version, meta: &ResourceMeta) -> Value {
         let value = match version {
             Version::V2 => serde_json::to_value(self.to_v2()),
-            Version::V1 => {
-                serde_json::to_value(self.v1_named(self.network.wire_name(Version::V1), meta))
-            }
+            Version::V1 => serde_json::to_value(self.v1_named(self.network.wire_name(Version::V1), meta)),
         };
         value.unwrap_or(Value::Null)
     }
@@ -171,12 +169,7 @@ impl Requirement {
                 format!("network {network:?} is not an EVM network this server knows"),
             )
         })?;
-        let field = |k: &str| {
-            extra
-                .and_then(|e| e.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let field = |k: &str| extra.and_then(|e| e.get(k)).and_then(Value::as_str).map(str::to_owned);
         let (Some(eip712_name), Some(eip712_version)) = (field("name"), field("version")) else {
             return Err(Rejection::new(
                 reason::MISSING_EIP712_DOMAIN,
@@ -185,12 +178,9 @@ impl Requirement {
         };
         Ok(Requirement {
             network,
-            asset: parse_address(asset)
-                .ok_or_else(|| bad("asset is not a 0x-prefixed 20-byte address"))?,
-            pay_to: parse_address(pay_to)
-                .ok_or_else(|| bad("payTo is not a 0x-prefixed 20-byte address"))?,
-            amount: parse_decimal(amount)
-                .ok_or_else(|| bad("amount is not a decimal integer string"))?,
+            asset: parse_address(asset).ok_or_else(|| bad("asset is not a 0x-prefixed 20-byte address"))?,
+            pay_to: parse_address(pay_to).ok_or_else(|| bad("payTo is not a 0x-prefixed 20-byte address"))?,
+            amount: parse_decimal(amount).ok_or_else(|| bad("amount is not a decimal integer string"))?,
             max_timeout_seconds,
             eip712_name,
             eip712_version,
@@ -270,25 +260,16 @@ impl ExactPayload {
             .map_err(|e| bad(format!("exact EVM payload must be {{signature, authorization:{{from,to,value,validAfter,validBefore,nonce}}}}: {e}")))?;
         let a = &w.authorization;
         let addr = |name: &str, s: &str| {
-            parse_address(s).ok_or_else(|| {
-                bad(format!(
-                    "authorization.{name} is not a 0x-prefixed 20-byte address"
-                ))
-            })
+            parse_address(s).ok_or_else(|| bad(format!("authorization.{name} is not a 0x-prefixed 20-byte address")))
         };
         let int = |name: &str, s: &str| {
-            parse_decimal(s).ok_or_else(|| {
-                bad(format!(
-                    "authorization.{name} is not a decimal integer string"
-                ))
-            })
+            parse_decimal(s).ok_or_else(|| bad(format!("authorization.{name} is not a decimal integer string")))
         };
         let nonce = parse_hex(&a.nonce)
             .filter(|b| b.len() == 32)
             .map(|b| B256::from_slice(&b))
             .ok_or_else(|| bad("authorization.nonce is not 0x + 32 bytes of hex".into()))?;
-        let signature = parse_hex(&w.signature)
-            .ok_or_else(|| bad("signature is not 0x-prefixed hex".into()))?;
+        let signature = parse_hex(&w.signature).ok_or_else(|| bad("signature is not 0x-prefixed hex".into()))?;
         Ok(ExactPayload {
             signature: Bytes::from(signature),
             authorization: Authorization {

@@ -50,9 +50,7 @@ impl TryFrom<u8> for Version {
         match v {
             1 => Ok(Version::V1),
             2 => Ok(Version::V2),
-            other => Err(format!(
-                "unsupported x402Version {other} (this server speaks 1 and 2)"
-            )),
+            other => Err(format!("unsupported x402Version {other} (this server speaks 1 and 2)")),
         }
     }
 }

@@ -49,10 +49,7 @@ impl Network {
     /// Parses `eip155:<decimal chain id>`; any other namespace is not an EVM network.
     pub fn from_caip2(s: &str) -> Option<Self> {
         let id = s.strip_prefix("eip155:")?;
-        if id.is_empty()
-            || !id.bytes().all(|b| b.is_ascii_digit())
-            || (id.len() > 1 && id.starts_with('0'))
-        {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || (id.len() > 1 && id.starts_with('0')) {
             return None;
         }
         id.parse().ok().map(Self::new)

@@ -1,0 +1,222 @@
+//! The self-hosted facilitator against a real anvil chain and the real test token, paid by the official
+//! Python client.
+
+mod support;
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use serde_json::{json, Value};
+use support::{python_sign, Devnet, Facilitator};
+use x402_gateway::protocol::exact::{Authorization, Requirement};
+use x402_gateway::protocol::network::Network;
+
+const PRICE: u64 = 1000;
+
+/// The v2 challenge for `PRICE` of the devnet token, paid to `pay_to`.
+fn payment_required(devnet: &Devnet, pay_to: Address, max_timeout: u64) -> Value {
+    json!({
+        "x402Version": 2,
+        "resource": {"url": "http://api.example/paid", "description": "", "mimeType": "application/json"},
+        "accepts": [requirements(devnet, pay_to, max_timeout)],
+    })
+}
+
+fn requirements(devnet: &Devnet, pay_to: Address, max_timeout: u64) -> Value {
+    json!({
+        "scheme": "exact",
+        "network": devnet.state.network,
+        "amount": PRICE.to_string(),
+        "asset": devnet.state.asset,
+        "payTo": pay_to.to_string(),
+        "maxTimeoutSeconds": max_timeout,
+        "extra": {"name": devnet.state.asset_name, "version": devnet.state.asset_version},
+    })
+}
+
+fn request(payload: &Value, requirements: &Value) -> Value {
+    json!({"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements})
+}
+
+/// Signs an authorization ourselves, for shapes the official clients never produce (future validAfter…).
+fn sign_raw(devnet: &Devnet, key: &str, pay_to: Address, value: u64, valid_after: u64, valid_before: u64) -> Value {
+    let signer: PrivateKeySigner = key.parse().unwrap();
+    let req = Requirement {
+        network: Network::new(devnet.state.chain_id),
+        asset: devnet.asset(),
+        pay_to,
+        amount: U256::from(PRICE),
+        max_timeout_seconds: 60,
+        eip712_name: devnet.state.asset_name.clone(),
+        eip712_version: devnet.state.asset_version.clone(),
+    };
+    let auth = Authorization {
+        from: signer.address(),
+        to: pay_to,
+        value: U256::from(value),
+        valid_after: U256::from(valid_after),
+        valid_before: U256::from(valid_before),
+        nonce: B256::random(),
+    };
+    let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
+    let payload = x402_gateway::protocol::exact::ExactPayload { signature: Bytes::from(sig.as_bytes()), authorization: auth };
+    json!({"x402Version": 2, "accepted": requirements(devnet, pay_to, 60), "payload": payload.to_json()})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_signed_payment_verifies_settles_and_moves_exactly_the_price() {
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let (payer, key) = devnet.account(0);
+    let (pay_to, _) = devnet.account(1);
+    let payload = python_sign(&payment_required(&devnet, pay_to, 60), &key);
+    let body = request(&payload, &requirements(&devnet, pay_to, 60));
+
+    let (status, verify) = facilitator.post("/verify", &body).await;
+    assert_eq!((status, verify["isValid"].as_bool()), (200, Some(true)), "{verify}");
+    assert_eq!(verify["payer"].as_str().unwrap().parse::<Address>().unwrap(), payer);
+
+    let (payer_before, payee_before) = (devnet.balance(payer).await, devnet.balance(pay_to).await);
+    let (status, settle) = facilitator.post("/settle", &body).await;
+    assert_eq!((status, settle["success"].as_bool()), (200, Some(true)), "{settle}");
+    assert_eq!(settle["network"], devnet.state.network);
+    let tx = settle["transaction"].as_str().unwrap();
+    let receipt = devnet.receipt(tx).await;
+    assert_eq!(receipt["status"], "0x1");
+    assert_eq!(receipt["to"].as_str().unwrap().to_lowercase(), devnet.state.asset.to_lowercase());
+    assert_eq!(devnet.balance(payer).await, payer_before - U256::from(PRICE));
+    assert_eq!(devnet.balance(pay_to).await, payee_before + U256::from(PRICE));
+
+    // The same payload again: refused as a used nonce, and nothing is broadcast.
+    let sent = facilitator.counter("facilitator_transactions_sent_total").await;
+    let (status, again) = facilitator.post("/settle", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["success"], false);
+    assert_eq!(again["errorReason"], "invalid_exact_evm_nonce_already_used");
+    assert_eq!(again["transaction"], "");
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
+    assert_eq!(devnet.balance(payer).await, payer_before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_and_out_of_window_payments_are_refused_with_the_right_reason() {
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let (_, key) = devnet.account(2);
+    let (pay_to, _) = devnet.account(3);
+    let (other, _) = devnet.account(4);
+    let reqs = requirements(&devnet, pay_to, 60);
+    let signed = python_sign(&payment_required(&devnet, pay_to, 60), &key);
+    let now = support::now();
+
+    let mut cases: Vec<(&str, Value, Value)> = Vec::new();
+    // Value changed after signing: the signature no longer covers it.
+    let mut p = signed.clone();
+    p["payload"]["authorization"]["value"] = json!("1");
+    cases.push(("invalid_exact_evm_signature", p, reqs.clone()));
+    // Signed properly, but for a different amount than the price.
+    cases.push(("invalid_exact_evm_payload_authorization_value_mismatch", sign_raw(&devnet, &key, pay_to, 999, now - 600, now + 60), reqs.clone()));
+    // Signed to another recipient than the requirement's payTo.
+    cases.push(("invalid_exact_evm_recipient_mismatch", python_sign(&payment_required(&devnet, other, 60), &key), reqs.clone()));
+    // Payload claims another network than the requirement.
+    let mut p = signed.clone();
+    p["accepted"]["network"] = json!("eip155:8453");
+    cases.push(("invalid_exact_evm_network_mismatch", p, reqs.clone()));
+    // Expired (validBefore inside the 6 s buffer) and not yet valid.
+    cases.push(("invalid_exact_evm_payload_authorization_valid_before", python_sign(&payment_required(&devnet, pay_to, 3), &key), requirements(&devnet, pay_to, 3)));
+    cases.push(("invalid_exact_evm_payload_authorization_valid_after", sign_raw(&devnet, &key, pay_to, PRICE, now + 3600, now + 7200), reqs.clone()));
+
+    for (want, payload, reqs) in cases {
+        for path in ["/verify", "/settle"] {
+            let (status, resp) = facilitator.post(path, &request(&payload, &reqs)).await;
+            assert_eq!(status, 200, "{path} {resp}");
+            let reason = if path == "/verify" { &resp["invalidReason"] } else { &resp["errorReason"] };
+            assert_eq!(reason, want, "{path}: {resp}");
+        }
+    }
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_400_with_a_reason() {
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let client = reqwest::Client::new();
+    for body in ["not json", "{}", r#"{"x402Version":3,"paymentPayload":{},"paymentRequirements":{}}"#, r#"{"x402Version":2,"paymentPayload":{},"paymentRequirements":{"scheme":1}}"#] {
+        let resp = client.post(format!("{}/verify", facilitator.url)).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn supported_lists_v1_and_v2_kinds_and_the_signer() {
+    let devnet = Devnet::start(84_532).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let s: Value = reqwest::get(format!("{}/supported", facilitator.url)).await.unwrap().json().await.unwrap();
+    let kinds = s["kinds"].as_array().unwrap();
+    assert!(kinds.contains(&json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia"})), "{s}");
+    assert!(kinds.contains(&json!({"x402Version": 2, "scheme": "exact", "network": "eip155:84532"})), "{s}");
+    assert_eq!(s["extensions"], json!([]));
+    let signer: PrivateKeySigner = devnet.state.facilitator_private_key.parse().unwrap();
+    assert_eq!(s["signers"]["eip155:*"], json!([signer.address().to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_payment_settles_by_network_name() {
+    let devnet = Devnet::start(84_532).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let (payer, key) = devnet.account(0);
+    let (pay_to, _) = devnet.account(1);
+    let v1_req = json!({
+        "scheme": "exact", "network": "base-sepolia", "maxAmountRequired": PRICE.to_string(),
+        "resource": "http://api.example/paid", "description": "", "mimeType": "application/json",
+        "payTo": pay_to.to_string(), "maxTimeoutSeconds": 60, "asset": devnet.state.asset,
+        "extra": {"name": devnet.state.asset_name, "version": devnet.state.asset_version},
+    });
+    let payload = python_sign(&json!({"x402Version": 1, "error": "", "accepts": [v1_req]}), &key);
+    assert_eq!(payload["x402Version"], 1);
+    let body = json!({"x402Version": 1, "paymentPayload": payload, "paymentRequirements": v1_req});
+    let before = devnet.balance(payer).await;
+    let (_, settle) = facilitator.post("/settle", &body).await;
+    assert_eq!(settle["success"], true, "{settle}");
+    assert_eq!(settle["network"], "base-sepolia");
+    assert_eq!(devnet.receipt(settle["transaction"].as_str().unwrap()).await["status"], "0x1");
+    assert_eq!(devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_settlement_is_reconciled_not_resent() {
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &["--receipt-timeout", "1s"]).await;
+    let (payer, key) = devnet.account(5);
+    let (pay_to, _) = devnet.account(6);
+    let body = request(&python_sign(&payment_required(&devnet, pay_to, 120), &key), &requirements(&devnet, pay_to, 120));
+    let before = devnet.balance(payer).await;
+
+    devnet.rpc("evm_setAutomine", json!([false])).await;
+    // Two settles at once: one transaction, both answers pending on the same hash.
+    let (a, b) = tokio::join!(facilitator.post("/settle", &body), facilitator.post("/settle", &body));
+    for (_, r) in [&a, &b] {
+        assert_eq!(r["success"], false, "{r}");
+        assert_eq!(r["errorReason"], "settlement_pending", "{r}");
+    }
+    let hash = a.1["transaction"].as_str().unwrap().to_owned();
+    assert_eq!(hash.len(), 66);
+    assert_eq!(b.1["transaction"], hash.as_str());
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 1);
+
+    devnet.rpc("evm_mine", json!([])).await;
+    let (_, done) = facilitator.post("/settle", &body).await;
+    assert_eq!(done["success"], true, "{done}");
+    assert_eq!(done["transaction"], hash.as_str());
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 1);
+    assert_eq!(devnet.receipt(&hash).await["status"], "0x1");
+    assert_eq!(devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[test]
+fn committed_token_artifact_matches_its_source() {
+    let out = std::process::Command::new(support::repo().join("scripts/build-token")).arg("--check").output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}

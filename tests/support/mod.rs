@@ -1,0 +1,225 @@
+//! Test support: starts the real pieces (anvil devnet with the test token, our facilitator, the gateway,
+//! the demo upstream) as subprocesses of the built binary on free ports, and tears them down on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, U256};
+use serde_json::{json, Value};
+use x402_gateway::chain::Chain;
+use x402_gateway::devnet::DevnetState;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_x402-gateway"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first so devnet stops its anvil; then make sure.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns the binary with `args` and `env`; its stderr goes to `target/test-logs/<name>.log`.
+pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let logs = repo().join("target/test-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = std::fs::File::create(logs.join(format!("{name}.log"))).unwrap();
+    let child = Command::new(bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc { child, name: name.to_owned() }
+}
+
+/// Waits until `cond` holds, panicking with `what` after `timeout`.
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut cond: F) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `url` answers any HTTP status.
+pub async fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if reqwest::get(url).await.is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {url}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running devnet and what its state file says.
+pub struct Devnet {
+    pub proc: Proc,
+    pub state: DevnetState,
+    pub dir: tempfile::TempDir,
+}
+
+impl Devnet {
+    /// Starts `x402-gateway devnet` with the given chain id on a free port.
+    pub async fn start(chain_id: u64) -> Devnet {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("devnet.json");
+        let port = free_port().to_string();
+        let chain = chain_id.to_string();
+        let proc = spawn(
+            &format!("devnet-{port}"),
+            &["devnet", "--port", &port, "--chain-id", &chain, "--state-file", state_file.to_str().unwrap()],
+            &[],
+        );
+        wait_until("the devnet state file", Duration::from_secs(90), || state_file.exists()).await;
+        let state: DevnetState = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+        Devnet { proc, state, dir }
+    }
+
+    pub fn asset(&self) -> Address {
+        self.state.asset.parse().unwrap()
+    }
+
+    pub fn account(&self, i: usize) -> (Address, String) {
+        let a = &self.state.accounts[i];
+        (a.address.parse().unwrap(), a.private_key.clone())
+    }
+
+    pub async fn chain(&self) -> Chain {
+        Chain::connect(&self.state.rpc_url.parse().unwrap(), None).await.unwrap()
+    }
+
+    pub async fn balance(&self, who: Address) -> U256 {
+        self.chain().await.balance_of(self.asset(), who).await.unwrap()
+    }
+
+    /// A raw JSON-RPC call.
+    pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let resp: Value = reqwest::Client::new().post(&self.state.rpc_url).json(&body).send().await.unwrap().json().await.unwrap();
+        assert!(resp.get("error").is_none(), "{method}: {resp}");
+        resp["result"].clone()
+    }
+
+    /// The receipt of `tx`, which must exist.
+    pub async fn receipt(&self, tx: &str) -> Value {
+        let r = self.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        assert!(!r.is_null(), "no receipt for {tx}");
+        r
+    }
+}
+
+/// Our facilitator, started against a devnet.
+pub struct Facilitator {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Facilitator {
+    pub async fn start(devnet: &Devnet, extra: &[&str]) -> Facilitator {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["facilitator", "--listen", &listen, "--rpc-url", &devnet.state.rpc_url];
+        args.extend_from_slice(extra);
+        let proc = spawn(
+            &format!("facilitator-{listen}"),
+            &args,
+            &[("X402_FACILITATOR_PRIVATE_KEY", devnet.state.facilitator_private_key.as_str())],
+        );
+        let url = format!("http://{listen}");
+        wait_http(&format!("{url}/healthz")).await;
+        Facilitator { proc, url }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = reqwest::Client::new().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    /// A counter from `/metrics`.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+}
+
+/// Python from the venv `scripts/setup` makes.
+pub fn python() -> PathBuf {
+    let p = repo().join("tools/venv/bin/python");
+    assert!(p.exists(), "{} missing: run scripts/setup", p.display());
+    p
+}
+
+/// Node.
+pub fn node() -> PathBuf {
+    PathBuf::from("node")
+}
+
+/// Runs an official-client wrapper from `tests/clients` with `env`, feeding `stdin`; returns its one JSON line.
+pub fn run_client(program: &Path, script: &str, env: &[(&str, &str)], stdin: Option<&str>) -> Value {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .arg(repo().join("tests/clients").join(script))
+        .envs(env.iter().copied())
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("{script} printed nothing; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed {line:?} ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Signs a payment for `payment_required` with the official Python SDK.
+pub fn python_sign(payment_required: &Value, private_key: &str) -> Value {
+    let v = run_client(&python(), "sign_python.py", &[("PRIVATE_KEY", private_key)], Some(&payment_required.to_string()));
+    assert!(v.get("error").is_none(), "python signer failed: {v}");
+    v
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
