@@ -25,6 +25,28 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// Run a self-hosted x402 facilitator that verifies and settles on chain.
     Facilitator(FacilitatorArgs),
+    /// Run the paid reverse proxy.
+    Run(ConfigArgs),
+    /// Validate a config file without starting; print the resolved price table.
+    Check(ConfigArgs),
+    /// Run the demo's JSON echo upstream by itself.
+    Upstream(UpstreamArgs),
+}
+
+/// Flags of `upstream`.
+#[derive(Debug, Args)]
+pub struct UpstreamArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+}
+
+/// `-c FILE`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The gateway configuration (YAML).
+    #[arg(short, long, default_value = "gateway.yaml")]
+    pub config: PathBuf,
 }
 
 /// Flags of `devnet`.
@@ -103,6 +125,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Devnet(args) => runtime().and_then(|rt| rt.block_on(crate::devnet::run(args))),
         Command::Facilitator(args) => runtime().and_then(|rt| rt.block_on(crate::facilitator::server::run(args))),
+        // Pingora owns its runtimes and threads: no tokio runtime around it.
+        Command::Run(args) => crate::gateway::run(&args.config),
+        Command::Upstream(args) => runtime().and_then(|rt| rt.block_on(crate::upstream::run(args.listen))),
+        Command::Check(args) => crate::config::load(&args.config)
+            .map(|c| print!("{}", c.describe()))
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

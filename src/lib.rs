@@ -7,11 +7,24 @@
 //! self-hosted tools around it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
 pub mod chain;
+pub mod challenge;
+pub mod checkout;
+pub mod claims;
 pub mod cli;
+pub mod config;
 pub mod devnet;
 pub mod facilitator;
+pub mod gateway;
+pub mod metrics;
 pub mod money;
+pub mod payment;
 pub mod protocol;
+pub mod proxy;
+pub mod refusal;
+pub mod remote;
+pub mod routes;
 pub mod secret;
+pub mod upstream;
 pub mod verify;

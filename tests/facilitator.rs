@@ -58,7 +58,10 @@ fn sign_raw(devnet: &Devnet, key: &str, pay_to: Address, value: u64, valid_after
         nonce: B256::random(),
     };
     let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
-    let payload = x402_gateway::protocol::exact::ExactPayload { signature: Bytes::from(sig.as_bytes()), authorization: auth };
+    let payload = x402_gateway::protocol::exact::ExactPayload {
+        signature: Bytes::from(sig.as_bytes()),
+        authorization: auth,
+    };
     json!({"x402Version": 2, "accepted": requirements(devnet, pay_to, 60), "payload": payload.to_json()})
 }
 
@@ -82,7 +85,10 @@ async fn python_signed_payment_verifies_settles_and_moves_exactly_the_price() {
     let tx = settle["transaction"].as_str().unwrap();
     let receipt = devnet.receipt(tx).await;
     assert_eq!(receipt["status"], "0x1");
-    assert_eq!(receipt["to"].as_str().unwrap().to_lowercase(), devnet.state.asset.to_lowercase());
+    assert_eq!(
+        receipt["to"].as_str().unwrap().to_lowercase(),
+        devnet.state.asset.to_lowercase()
+    );
     assert_eq!(devnet.balance(payer).await, payer_before - U256::from(PRICE));
     assert_eq!(devnet.balance(pay_to).await, payee_before + U256::from(PRICE));
 
@@ -114,22 +120,42 @@ async fn tampered_and_out_of_window_payments_are_refused_with_the_right_reason()
     p["payload"]["authorization"]["value"] = json!("1");
     cases.push(("invalid_exact_evm_signature", p, reqs.clone()));
     // Signed properly, but for a different amount than the price.
-    cases.push(("invalid_exact_evm_payload_authorization_value_mismatch", sign_raw(&devnet, &key, pay_to, 999, now - 600, now + 60), reqs.clone()));
+    cases.push((
+        "invalid_exact_evm_payload_authorization_value_mismatch",
+        sign_raw(&devnet, &key, pay_to, 999, now - 600, now + 60),
+        reqs.clone(),
+    ));
     // Signed to another recipient than the requirement's payTo.
-    cases.push(("invalid_exact_evm_recipient_mismatch", python_sign(&payment_required(&devnet, other, 60), &key), reqs.clone()));
+    cases.push((
+        "invalid_exact_evm_recipient_mismatch",
+        python_sign(&payment_required(&devnet, other, 60), &key),
+        reqs.clone(),
+    ));
     // Payload claims another network than the requirement.
     let mut p = signed.clone();
     p["accepted"]["network"] = json!("eip155:8453");
     cases.push(("invalid_exact_evm_network_mismatch", p, reqs.clone()));
     // Expired (validBefore inside the 6 s buffer) and not yet valid.
-    cases.push(("invalid_exact_evm_payload_authorization_valid_before", python_sign(&payment_required(&devnet, pay_to, 3), &key), requirements(&devnet, pay_to, 3)));
-    cases.push(("invalid_exact_evm_payload_authorization_valid_after", sign_raw(&devnet, &key, pay_to, PRICE, now + 3600, now + 7200), reqs.clone()));
+    cases.push((
+        "invalid_exact_evm_payload_authorization_valid_before",
+        python_sign(&payment_required(&devnet, pay_to, 3), &key),
+        requirements(&devnet, pay_to, 3),
+    ));
+    cases.push((
+        "invalid_exact_evm_payload_authorization_valid_after",
+        sign_raw(&devnet, &key, pay_to, PRICE, now + 3600, now + 7200),
+        reqs.clone(),
+    ));
 
     for (want, payload, reqs) in cases {
         for path in ["/verify", "/settle"] {
             let (status, resp) = facilitator.post(path, &request(&payload, &reqs)).await;
             assert_eq!(status, 200, "{path} {resp}");
-            let reason = if path == "/verify" { &resp["invalidReason"] } else { &resp["errorReason"] };
+            let reason = if path == "/verify" {
+                &resp["invalidReason"]
+            } else {
+                &resp["errorReason"]
+            };
             assert_eq!(reason, want, "{path}: {resp}");
         }
     }
@@ -141,8 +167,18 @@ async fn malformed_requests_get_400_with_a_reason() {
     let devnet = Devnet::start(31_337).await;
     let facilitator = Facilitator::start(&devnet, &[]).await;
     let client = reqwest::Client::new();
-    for body in ["not json", "{}", r#"{"x402Version":3,"paymentPayload":{},"paymentRequirements":{}}"#, r#"{"x402Version":2,"paymentPayload":{},"paymentRequirements":{"scheme":1}}"#] {
-        let resp = client.post(format!("{}/verify", facilitator.url)).body(body).send().await.unwrap();
+    for body in [
+        "not json",
+        "{}",
+        r#"{"x402Version":3,"paymentPayload":{},"paymentRequirements":{}}"#,
+        r#"{"x402Version":2,"paymentPayload":{},"paymentRequirements":{"scheme":1}}"#,
+    ] {
+        let resp = client
+            .post(format!("{}/verify", facilitator.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{body}");
         let v: Value = resp.json().await.unwrap();
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
@@ -153,10 +189,21 @@ async fn malformed_requests_get_400_with_a_reason() {
 async fn supported_lists_v1_and_v2_kinds_and_the_signer() {
     let devnet = Devnet::start(84_532).await;
     let facilitator = Facilitator::start(&devnet, &[]).await;
-    let s: Value = reqwest::get(format!("{}/supported", facilitator.url)).await.unwrap().json().await.unwrap();
+    let s: Value = reqwest::get(format!("{}/supported", facilitator.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let kinds = s["kinds"].as_array().unwrap();
-    assert!(kinds.contains(&json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia"})), "{s}");
-    assert!(kinds.contains(&json!({"x402Version": 2, "scheme": "exact", "network": "eip155:84532"})), "{s}");
+    assert!(
+        kinds.contains(&json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia"})),
+        "{s}"
+    );
+    assert!(
+        kinds.contains(&json!({"x402Version": 2, "scheme": "exact", "network": "eip155:84532"})),
+        "{s}"
+    );
     assert_eq!(s["extensions"], json!([]));
     let signer: PrivateKeySigner = devnet.state.facilitator_private_key.parse().unwrap();
     assert_eq!(s["signers"]["eip155:*"], json!([signer.address().to_string()]));
@@ -181,7 +228,10 @@ async fn v1_payment_settles_by_network_name() {
     let (_, settle) = facilitator.post("/settle", &body).await;
     assert_eq!(settle["success"], true, "{settle}");
     assert_eq!(settle["network"], "base-sepolia");
-    assert_eq!(devnet.receipt(settle["transaction"].as_str().unwrap()).await["status"], "0x1");
+    assert_eq!(
+        devnet.receipt(settle["transaction"].as_str().unwrap()).await["status"],
+        "0x1"
+    );
     assert_eq!(devnet.balance(payer).await, before - U256::from(PRICE));
 }
 
@@ -191,7 +241,10 @@ async fn pending_settlement_is_reconciled_not_resent() {
     let facilitator = Facilitator::start(&devnet, &["--receipt-timeout", "1s"]).await;
     let (payer, key) = devnet.account(5);
     let (pay_to, _) = devnet.account(6);
-    let body = request(&python_sign(&payment_required(&devnet, pay_to, 120), &key), &requirements(&devnet, pay_to, 120));
+    let body = request(
+        &python_sign(&payment_required(&devnet, pay_to, 120), &key),
+        &requirements(&devnet, pay_to, 120),
+    );
     let before = devnet.balance(payer).await;
 
     devnet.rpc("evm_setAutomine", json!([false])).await;
@@ -217,6 +270,14 @@ async fn pending_settlement_is_reconciled_not_resent() {
 
 #[test]
 fn committed_token_artifact_matches_its_source() {
-    let out = std::process::Command::new(support::repo().join("scripts/build-token")).arg("--check").output().unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(support::repo().join("scripts/build-token"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -11,7 +11,7 @@ use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse, Supported
 
 /// Why a facilitator call produced no usable answer. The gateway answers these with 502/503, never by
 /// serving content.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FacilitatorError {
     #[error("facilitator {url} is unreachable: {message}")]
     Unreachable { url: String, message: String },

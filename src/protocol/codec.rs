@@ -10,7 +10,7 @@ use serde::Serialize;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Why a header value could not be decoded.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("payment header is {0} bytes; the limit is {MAX_HEADER_BYTES}")]
     TooLarge(usize),

@@ -23,7 +23,10 @@ pub fn bin() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }
 
 /// A child process killed when dropped.
@@ -61,7 +64,10 @@ pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         .stderr(log)
         .spawn()
         .unwrap();
-    Proc { child, name: name.to_owned() }
+    Proc {
+        child,
+        name: name.to_owned(),
+    }
 }
 
 /// Waits until `cond` holds, panicking with `what` after `timeout`.
@@ -101,7 +107,15 @@ impl Devnet {
         let chain = chain_id.to_string();
         let proc = spawn(
             &format!("devnet-{port}"),
-            &["devnet", "--port", &port, "--chain-id", &chain, "--state-file", state_file.to_str().unwrap()],
+            &[
+                "devnet",
+                "--port",
+                &port,
+                "--chain-id",
+                &chain,
+                "--state-file",
+                state_file.to_str().unwrap(),
+            ],
             &[],
         );
         wait_until("the devnet state file", Duration::from_secs(90), || state_file.exists()).await;
@@ -119,7 +133,9 @@ impl Devnet {
     }
 
     pub async fn chain(&self) -> Chain {
-        Chain::connect(&self.state.rpc_url.parse().unwrap(), None).await.unwrap()
+        Chain::connect(&self.state.rpc_url.parse().unwrap(), None)
+            .await
+            .unwrap()
     }
 
     pub async fn balance(&self, who: Address) -> U256 {
@@ -129,7 +145,15 @@ impl Devnet {
     /// A raw JSON-RPC call.
     pub async fn rpc(&self, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let resp: Value = reqwest::Client::new().post(&self.state.rpc_url).json(&body).send().await.unwrap().json().await.unwrap();
+        let resp: Value = reqwest::Client::new()
+            .post(&self.state.rpc_url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert!(resp.get("error").is_none(), "{method}: {resp}");
         resp["result"].clone()
     }
@@ -156,7 +180,10 @@ impl Facilitator {
         let proc = spawn(
             &format!("facilitator-{listen}"),
             &args,
-            &[("X402_FACILITATOR_PRIVATE_KEY", devnet.state.facilitator_private_key.as_str())],
+            &[(
+                "X402_FACILITATOR_PRIVATE_KEY",
+                devnet.state.facilitator_private_key.as_str(),
+            )],
         );
         let url = format!("http://{listen}");
         wait_http(&format!("{url}/healthz")).await;
@@ -164,14 +191,24 @@ impl Facilitator {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = reqwest::Client::new().post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap())
     }
 
     /// A counter from `/metrics`.
     pub async fn counter(&self, name: &str) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.url)).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
             .unwrap_or_else(|| panic!("no {name} in /metrics"))
@@ -208,18 +245,36 @@ pub fn run_client(program: &Path, script: &str, env: &[(&str, &str)], stdin: Opt
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{script} printed nothing; stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{script} printed {line:?} ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)))
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "{script} printed nothing; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed {line:?} ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// Signs a payment for `payment_required` with the official Python SDK.
 pub fn python_sign(payment_required: &Value, private_key: &str) -> Value {
-    let v = run_client(&python(), "sign_python.py", &[("PRIVATE_KEY", private_key)], Some(&payment_required.to_string()));
+    let v = run_client(
+        &python(),
+        "sign_python.py",
+        &[("PRIVATE_KEY", private_key)],
+        Some(&payment_required.to_string()),
+    );
     assert!(v.get("error").is_none(), "python signer failed: {v}");
     v
 }
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

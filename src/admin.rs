@@ -1,0 +1,57 @@
+//! The admin listener: `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (the price table
+//! is loaded and the facilitator answers `/supported`). Runs on its own thread so it never competes
+//! with the data plane's runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::facilitator::client::FacilitatorClient;
+use crate::metrics::Metrics;
+
+/// Starts the admin server on a thread of its own.
+pub fn spawn(listen: SocketAddr, metrics: Arc<Metrics>, facilitator: FacilitatorClient) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("admin".into()).spawn(move || {
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let app = Router::new()
+                .route(
+                    "/metrics",
+                    get(move || {
+                        let m = metrics.clone();
+                        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
+                    }),
+                )
+                .route("/healthz", get(|| async { "ok" }))
+                .route(
+                    "/readyz",
+                    get(move || {
+                        let f = facilitator.clone();
+                        async move {
+                            match f.supported().await {
+                                Ok(_) => (axum::http::StatusCode::OK, "ready".to_owned()).into_response(),
+                                Err(e) => (
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    format!("facilitator not ready: {e}"),
+                                )
+                                    .into_response(),
+                            }
+                        }
+                    }),
+                );
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        });
+    })?;
+    Ok(())
+}

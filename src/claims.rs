@@ -1,0 +1,237 @@
+//! Single use of an authorization: `(network, asset, payer, nonce)` is claimed atomically before any
+//! facilitator call, so a second request carrying the same payment, in flight or after settlement, is
+//! refused without reaching the facilitator or the upstream (x402-notes §12.2).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256};
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::policy::{EvictionPolicy, Expiry};
+
+/// Claims outlive `validBefore` by this much, so clock skew cannot reopen a settled authorization.
+const CLAIM_GRACE: Duration = Duration::from_secs(60);
+
+/// Identifies one EIP-3009 authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClaimKey {
+    pub chain_id: u64,
+    pub asset: Address,
+    pub payer: Address,
+    pub nonce: B256,
+}
+
+/// Where a claimed authorization stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimState {
+    /// A request is using it now.
+    InFlight,
+    /// Settled on chain in this transaction.
+    Settled { transaction: String },
+    /// Sent for settlement, outcome unknown (pending or the facilitator timed out): never reusable.
+    InDoubt { transaction: String },
+}
+
+#[derive(Debug, Clone)]
+struct Claim {
+    state: ClaimState,
+    /// Unix seconds after which the chain refuses the authorization anyway.
+    valid_before: u64,
+    /// Which request holds it, so a stale release cannot free someone else's claim.
+    holder: u64,
+}
+
+/// Why a claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefusal {
+    #[error("this payment is already being used by another request")]
+    InFlight,
+    #[error("this payment was already used: settled in transaction {transaction}")]
+    Settled { transaction: String },
+    #[error(
+        "this payment was already submitted for settlement (transaction {transaction}); its outcome is not known yet"
+    )]
+    InDoubt { transaction: String },
+    #[error("the gateway is tracking too many unsettled payments right now; retry shortly")]
+    Full,
+}
+
+/// A held claim. Whoever holds it must settle it, mark it in doubt, or release it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimTicket {
+    key: ClaimKey,
+    holder: u64,
+}
+
+struct UntilValidBefore;
+
+impl Expiry<ClaimKey, Claim> for UntilValidBefore {
+    fn expire_after_create(&self, _: &ClaimKey, claim: &Claim, _: Instant) -> Option<Duration> {
+        Some(remaining(claim.valid_before))
+    }
+    fn expire_after_update(&self, _: &ClaimKey, claim: &Claim, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(remaining(claim.valid_before))
+    }
+}
+
+fn remaining(valid_before: u64) -> Duration {
+    Duration::from_secs(valid_before.saturating_sub(crate::facilitator::service::unix_now())) + CLAIM_GRACE
+}
+
+/// The claim table: bounded, LRU (TinyLFU admission could refuse a new key), entries expire after
+/// `validBefore`.
+pub struct Claims {
+    cache: Cache<ClaimKey, Claim>,
+    capacity: u64,
+    next_holder: AtomicU64,
+}
+
+impl Claims {
+    /// A table for at most `capacity` live authorizations.
+    pub fn new(capacity: u64) -> Self {
+        let cache = Cache::builder()
+            // Headroom over the admission check below, so the cache itself never evicts a live claim.
+            .max_capacity(capacity.saturating_mul(2))
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilValidBefore)
+            .build();
+        Claims {
+            cache,
+            capacity,
+            next_holder: AtomicU64::new(1),
+        }
+    }
+
+    /// Claims `key` for one request, atomically.
+    pub async fn claim(&self, key: ClaimKey, valid_before: u64) -> Result<ClaimTicket, ClaimRefusal> {
+        if self.cache.entry_count() >= self.capacity {
+            self.cache.run_pending_tasks().await;
+            if self.cache.entry_count() >= self.capacity {
+                return Err(ClaimRefusal::Full);
+            }
+        }
+        let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
+        let entry = self
+            .cache
+            .entry(key.clone())
+            .or_insert_with(async {
+                Claim {
+                    state: ClaimState::InFlight,
+                    valid_before,
+                    holder,
+                }
+            })
+            .await;
+        if entry.is_fresh() {
+            return Ok(ClaimTicket { key, holder });
+        }
+        Err(match entry.into_value().state {
+            ClaimState::InFlight => ClaimRefusal::InFlight,
+            ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
+            ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
+        })
+    }
+
+    /// Records the settlement: the authorization stays refused until it expires.
+    pub async fn settled(&self, ticket: &ClaimTicket, transaction: String) {
+        self.set(ticket, Some(ClaimState::Settled { transaction })).await;
+    }
+
+    /// Records an unknown outcome: never reusable, never treated as unpaid.
+    pub async fn in_doubt(&self, ticket: &ClaimTicket, transaction: String) {
+        self.set(ticket, Some(ClaimState::InDoubt { transaction })).await;
+    }
+
+    /// Frees an in-flight claim (no settlement happened), so the payer can use the authorization again.
+    pub async fn release(&self, ticket: &ClaimTicket) {
+        self.set(ticket, None).await;
+    }
+
+    /// The state of an authorization, if claimed.
+    pub async fn state(&self, key: &ClaimKey) -> Option<ClaimState> {
+        self.cache.get(key).await.map(|c| c.state)
+    }
+
+    /// Moves the ticket's own in-flight claim to `next` (or removes it); anything else is left alone.
+    async fn set(&self, ticket: &ClaimTicket, next: Option<ClaimState>) {
+        let holder = ticket.holder;
+        self.cache
+            .entry(ticket.key.clone())
+            .and_compute_with(|current| async move {
+                match current.map(|e| e.into_value()) {
+                    Some(c) if c.holder == holder && c.state == ClaimState::InFlight => match next {
+                        Some(state) => Op::Put(Claim { state, ..c }),
+                        None => Op::Remove,
+                    },
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> ClaimKey {
+        ClaimKey {
+            chain_id: 1,
+            asset: Address::ZERO,
+            payer: Address::ZERO,
+            nonce: B256::repeat_byte(n),
+        }
+    }
+
+    fn later() -> u64 {
+        crate::facilitator::service::unix_now() + 60
+    }
+
+    #[tokio::test]
+    async fn one_claim_per_authorization_until_released() {
+        let claims = Claims::new(10);
+        let t = claims.claim(key(1), later()).await.unwrap();
+        assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+        claims.release(&t).await;
+        let t2 = claims.claim(key(1), later()).await.unwrap();
+        // A stale ticket cannot free the new holder's claim.
+        claims.release(&t).await;
+        assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+        claims.settled(&t2, "0xabc".into()).await;
+        assert_eq!(
+            claims.claim(key(1), later()).await,
+            Err(ClaimRefusal::Settled {
+                transaction: "0xabc".into()
+            })
+        );
+        // Settled claims are not released by a late release.
+        claims.release(&t2).await;
+        assert!(matches!(claims.state(&key(1)).await, Some(ClaimState::Settled { .. })));
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_have_exactly_one_winner() {
+        let claims = std::sync::Arc::new(Claims::new(100));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let c = claims.clone();
+                tokio::spawn(async move { c.claim(key(7), later()).await.is_ok() })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_table_refuses_instead_of_evicting() {
+        let claims = Claims::new(2);
+        claims.claim(key(1), later()).await.unwrap();
+        claims.claim(key(2), later()).await.unwrap();
+        assert_eq!(claims.claim(key(3), later()).await, Err(ClaimRefusal::Full));
+        assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+    }
+}

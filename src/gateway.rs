@@ -1,0 +1,91 @@
+//! `x402-gateway run`: load the price table, resolve upstreams, and start Pingora (HTTP/1.1 and h2c) with
+//! the admin listener beside it.
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::claims::Claims;
+use crate::config::Config;
+use crate::facilitator::client::FacilitatorClient;
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, ResolvedUpstream};
+use crate::remote::Remote;
+
+/// Live authorizations tracked at once; past this the gateway refuses new payments (fail closed).
+const MAX_CLAIMS: u64 = 1_000_000;
+/// Seconds Pingora waits on SIGTERM before draining: keep it well under a pod's termination grace period.
+const GRACE_PERIOD_SECS: u64 = 5;
+const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// Resolves each upstream once, at start-up.
+fn resolve(config: &Config) -> Result<HashMap<String, ResolvedUpstream>, String> {
+    let mut out = HashMap::new();
+    for (name, u) in &config.upstreams {
+        let addr = (u.host.as_str(), u.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("upstream {name}: cannot resolve {}:{}: {e}", u.host, u.port))?
+            .next()
+            .ok_or_else(|| format!("upstream {name}: {}:{} has no address", u.host, u.port))?;
+        out.insert(
+            name.clone(),
+            ResolvedUpstream {
+                addr,
+                tls: u.tls,
+                sni: u.host.clone(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Builds the proxy for a resolved configuration.
+pub fn build(config: Config) -> Result<(Gateway, Arc<Metrics>, FacilitatorClient), String> {
+    let upstreams = resolve(&config)?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let f = &config.facilitator;
+    let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout);
+    let gateway = Gateway {
+        config: Arc::new(config),
+        upstreams,
+        claims: Claims::new(MAX_CLAIMS),
+        remote: Remote::new(client.clone(), metrics.clone()),
+        metrics: metrics.clone(),
+    };
+    Ok((gateway, metrics, client))
+}
+
+/// Loads `path` and serves until SIGTERM/SIGINT. Never returns on success (Pingora exits the process).
+pub fn run(path: &Path) -> Result<(), String> {
+    let config = crate::config::load(path).map_err(|e| e.to_string())?;
+    let listen = config.listen;
+    let admin = config.admin_listen;
+    tracing::info!(listen = %listen, routes = config.routes.len(), facilitator = %config.facilitator.url, "starting gateway");
+    let (gateway, metrics, client) = build(config)?;
+
+    let conf = ServerConf {
+        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECS),
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    if let Some(app) = service.app_logic_mut() {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        app.server_options = Some(opts);
+    }
+    service.add_tcp(&listen.to_string());
+    server.add_service(service);
+    if let Some(addr) = admin {
+        crate::admin::spawn(addr, metrics, client).map_err(|e| format!("admin listener {addr}: {e}"))?;
+    }
+    server.run_forever()
+}

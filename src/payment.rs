@@ -1,0 +1,141 @@
+//! Reading a payment off a request: pick the header (v2 wins over v1), decode it strictly, and match it
+//! against the route's own offers (x402-notes §10.1 steps 1–2). No I/O.
+
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use crate::config::Offer;
+use crate::protocol::codec::{self, DecodeError};
+use crate::protocol::exact::{parse_address, parse_decimal, ExactPayload, Rejection};
+use crate::protocol::network::Network;
+use crate::protocol::{reason, v1, v2, Version, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, SCHEME_EXACT};
+
+/// A payment header that was present, decoded to JSON.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    pub version: Version,
+    /// The decoded payload, forwarded to the facilitator exactly as the client sent it.
+    pub json: Value,
+}
+
+/// A payment matched to one of the route's offers.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub version: Version,
+    /// Indexes into the route's offers this payment could be for (v1 names only a network, so several
+    /// assets on one network are all candidates; the signature decides).
+    pub candidates: Vec<usize>,
+    pub json: Value,
+    pub exact: ExactPayload,
+}
+
+/// Why a payment was refused before any verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentError {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Rejected(Rejection),
+}
+
+impl PaymentError {
+    /// The reason string for the 402.
+    pub fn reason(&self) -> String {
+        match self {
+            PaymentError::Decode(e) => format!("{}: {e}", reason::INVALID_PAYLOAD),
+            PaymentError::Rejected(r) => r.reason.to_owned(),
+        }
+    }
+}
+
+/// The payment header of a request, if any: `PAYMENT-SIGNATURE` (v2) when present, else `X-PAYMENT` (v1).
+pub fn read(headers: &HeaderMap) -> Option<Result<Presented, PaymentError>> {
+    let (version, value) = match headers.get(HEADER_PAYMENT_SIGNATURE) {
+        Some(v) => (Version::V2, v),
+        None => (Version::V1, headers.get(HEADER_X_PAYMENT)?),
+    };
+    Some(
+        codec::decode::<Value>(value.as_bytes())
+            .map(|json| Presented { version, json })
+            .map_err(PaymentError::from),
+    )
+}
+
+/// Matches a presented payment against `offers`.
+pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentError> {
+    let reject = |r: &'static str, m: String| PaymentError::Rejected(Rejection::new(r, m));
+    let claimed = p.json.get("x402Version").and_then(Value::as_u64);
+    let (candidates, payload) = match p.version {
+        Version::V2 => {
+            if claimed != Some(2) {
+                return Err(reject(
+                    reason::INVALID_VERSION,
+                    "PAYMENT-SIGNATURE must carry an x402Version 2 payload".into(),
+                ));
+            }
+            let pp: v2::PaymentPayload = serde_json::from_value(p.json.clone())
+                .map_err(|e| reject(reason::INVALID_PAYLOAD, format!("not a v2 PaymentPayload: {e}")))?;
+            let found = offers
+                .iter()
+                .position(|o| accepted_matches(&pp.accepted, &o.requirement.to_v2()));
+            let i = found.ok_or_else(|| {
+                reject(
+                    reason::NO_MATCHING_REQUIREMENTS,
+                    "`accepted` is none of the offers in this resource's 402".into(),
+                )
+            })?;
+            (vec![i], pp.payload)
+        }
+        Version::V1 => {
+            if claimed != Some(1) {
+                return Err(reject(
+                    reason::INVALID_VERSION,
+                    "X-PAYMENT must carry an x402Version 1 payload".into(),
+                ));
+            }
+            let pp: v1::PaymentPayload = serde_json::from_value(p.json.clone())
+                .map_err(|e| reject(reason::INVALID_PAYLOAD, format!("not a v1 PaymentPayload: {e}")))?;
+            let network = Network::parse(&pp.network);
+            let c: Vec<usize> = offers
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| pp.scheme == SCHEME_EXACT && Some(o.requirement.network) == network)
+                .map(|(i, _)| i)
+                .collect();
+            if c.is_empty() {
+                return Err(reject(
+                    reason::NO_MATCHING_REQUIREMENTS,
+                    format!("no offer for scheme {:?} on network {:?}", pp.scheme, pp.network),
+                ));
+            }
+            (c, pp.payload)
+        }
+    };
+    let exact = ExactPayload::parse(&payload).map_err(PaymentError::Rejected)?;
+    Ok(Matched {
+        version: p.version,
+        candidates,
+        json: p.json,
+        exact,
+    })
+}
+
+/// The 2.27 rule (x402-notes §10.1 step 2): every field equal, `extra` a superset of ours. Integers and
+/// addresses compare by value, so case and leading zeros cannot split a match.
+fn accepted_matches(a: &v2::PaymentRequirements, ours: &v2::PaymentRequirements) -> bool {
+    let same_addr = |x: &str, y: &str| parse_address(x).is_some() && parse_address(x) == parse_address(y);
+    let extra_ok = |theirs: &Option<Map<String, Value>>| {
+        ours.extra
+            .iter()
+            .flatten()
+            .all(|(k, v)| theirs.as_ref().and_then(|t| t.get(k)) == Some(v))
+    };
+    a.scheme == ours.scheme
+        && Network::parse(&a.network) == Network::parse(&ours.network)
+        && parse_decimal(&a.amount).is_some()
+        && parse_decimal(&a.amount) == parse_decimal(&ours.amount)
+        && same_addr(&a.asset, &ours.asset)
+        && same_addr(&a.pay_to, &ours.pay_to)
+        && a.max_timeout_seconds == ours.max_timeout_seconds
+        && extra_ok(&a.extra)
+}

@@ -1,0 +1,118 @@
+//! Every way the gateway answers instead of the upstream, and the one function that turns each into an
+//! HTTP response (status, headers, body).
+
+use serde_json::json;
+
+use crate::challenge;
+use crate::config::Pricing;
+use crate::facilitator::client::FacilitatorError;
+use crate::protocol::facilitator::SettleResponse;
+use crate::protocol::{codec, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_RESPONSE, HEADER_X_PAYMENT_RESPONSE};
+
+/// Headers a browser client must be allowed to read.
+pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+/// Headers a browser client may send on a paid request (the reference clients also send
+/// `Access-Control-Expose-Headers` on requests, x402-notes §2.2).
+pub const ALLOWED_REQUEST_HEADERS: &str =
+    "PAYMENT-SIGNATURE, X-PAYMENT, Access-Control-Expose-Headers, Content-Type, Authorization";
+
+/// A refusal, produced by a stage and rendered once.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 402: pay (again). `reason` is `None` for a first challenge; `receipt` carries a failed settlement
+    /// or names the transaction that already used this payment.
+    PaymentRequired {
+        reason: Option<String>,
+        receipt: Option<(Version, SettleResponse)>,
+    },
+    /// 400: the request itself is malformed.
+    BadRequest(String),
+    /// 404: unmatched under `default: deny`.
+    NotFound,
+    /// 502/503/504: the facilitator failed; nothing was served.
+    Facilitator(FacilitatorError),
+    /// 504: settlement was sent and is still pending; the body names the transaction so the client does
+    /// not pay twice.
+    SettlementPending { transaction: String },
+    /// 503: the gateway is at capacity.
+    Busy(String),
+    /// The upstream could not be reached or broke off (502 unless Pingora chose a status).
+    Upstream { status: u16, message: String },
+}
+
+/// A rendered answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// The receipt header name for a protocol version.
+pub fn receipt_header(version: Version) -> &'static str {
+    match version {
+        Version::V1 => HEADER_X_PAYMENT_RESPONSE,
+        Version::V2 => HEADER_PAYMENT_RESPONSE,
+    }
+}
+
+fn json_answer(status: u16, body: serde_json::Value) -> Answer {
+    Answer {
+        status,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("cache-control", "no-store".into()),
+        ],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// Renders a refusal. `pricing` and `url` describe the priced resource, when there is one.
+pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: bool) -> Answer {
+    match refusal {
+        Refusal::PaymentRequired { reason, receipt } => {
+            let Some(pricing) = pricing else {
+                return json_answer(402, json!({ "error": reason }));
+            };
+            let c = challenge::build(pricing, url, reason.as_deref(), browser);
+            let mut headers = vec![
+                ("content-type", c.content_type.to_owned()),
+                ("cache-control", "no-store".to_owned()),
+                (HEADER_PAYMENT_REQUIRED, c.header),
+            ];
+            if let Some((version, r)) = receipt {
+                headers.push((receipt_header(*version), codec::encode(r)));
+            }
+            Answer {
+                status: 402,
+                headers,
+                body: c.body,
+            }
+        }
+        Refusal::BadRequest(m) => json_answer(400, json!({ "error": m })),
+        Refusal::NotFound => json_answer(404, json!({ "error": "no route matches this request" })),
+        Refusal::Facilitator(e) => {
+            let status = match e {
+                FacilitatorError::BadAnswer { .. } => 502,
+                FacilitatorError::Unreachable { .. } => 503,
+                FacilitatorError::Timeout { .. } => 504,
+            };
+            json_answer(
+                status,
+                json!({ "error": "facilitator_unavailable", "message": e.to_string() }),
+            )
+        }
+        Refusal::SettlementPending { transaction } => json_answer(
+            504,
+            json!({
+                "error": "settlement_pending",
+                "transaction": transaction,
+                "message": format!("your payment was submitted in transaction {transaction} but is not confirmed yet; do not pay again, check the transaction"),
+            }),
+        ),
+        Refusal::Busy(m) => json_answer(503, json!({ "error": "busy", "message": m })),
+        Refusal::Upstream { status, message } => {
+            json_answer(*status, json!({ "error": "upstream_failed", "message": message }))
+        }
+    }
+}

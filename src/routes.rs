@@ -1,0 +1,258 @@
+//! Route matching: request paths are normalised once, then matched against compiled patterns
+//! (`*` one segment, `**` the rest, `:name` one named segment), first match wins. Knows nothing of payments.
+
+use std::fmt;
+
+/// A compiled path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `*` or `:name`: exactly one non-empty segment.
+    One,
+    /// `**`: any number of segments, including none; only last.
+    Rest,
+}
+
+impl PathPattern {
+    /// Compiles `/v1/:id/*/files/**`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix('/')
+            .ok_or_else(|| format!("path {s:?} must start with '/'"))?;
+        let parts: Vec<&str> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').collect()
+        };
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            let seg = match *p {
+                "**" if i + 1 == parts.len() => Segment::Rest,
+                "**" => return Err(format!("path {s:?}: '**' may only be the last segment")),
+                "*" => Segment::One,
+                "" if i + 1 == parts.len() => continue, // trailing slash: same as without
+                "" => return Err(format!("path {s:?} has an empty segment ('//')")),
+                p if p.starts_with(':') && p.len() > 1 => Segment::One,
+                p if p.contains('*') => return Err(format!("path {s:?}: '*' must be a whole segment ('*' or '**')")),
+                p => Segment::Literal(p.to_owned()),
+            };
+            segments.push(seg);
+        }
+        Ok(PathPattern {
+            source: s.to_owned(),
+            segments,
+        })
+    }
+
+    /// Whether a normalised path matches.
+    pub fn matches(&self, path: &NormalPath) -> bool {
+        let segs = &path.segments;
+        let mut i = 0;
+        for (n, pat) in self.segments.iter().enumerate() {
+            match pat {
+                Segment::Rest => return n + 1 == self.segments.len(),
+                Segment::One if i < segs.len() => i += 1,
+                Segment::Literal(l) if segs.get(i) == Some(l) => i += 1,
+                _ => return false,
+            }
+        }
+        i == segs.len()
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// A host pattern: exact (`api.example.com`) or one leading wildcard label (`*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern(String);
+
+impl HostPattern {
+    /// Lower-cases and validates.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let h = s.to_ascii_lowercase();
+        let body = h.strip_prefix("*.").unwrap_or(&h);
+        if body.is_empty() || body.contains('*') || body.contains('/') || body.contains(':') {
+            return Err(format!(
+                "host {s:?} must be a name like api.example.com or *.example.com (no port, no scheme)"
+            ));
+        }
+        Ok(HostPattern(h))
+    }
+
+    /// Matches a `Host` header value (port ignored, case-insensitive).
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
+        let host = host.to_ascii_lowercase();
+        match self.0.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => host == self.0,
+        }
+    }
+}
+
+/// A request path after percent-decoding and dot-segment removal: what routes match against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath {
+    segments: Vec<String>,
+    /// Whether normalising changed the structure (dot segments, empty segments): then the upstream gets
+    /// the normal form, so it cannot see a different resource than the one that was priced.
+    pub rewritten: bool,
+}
+
+/// Why a request path was refused (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the request target must be an absolute path starting with '/'")]
+    NotOriginForm,
+    #[error("the path has an invalid percent-encoding")]
+    BadEncoding,
+    #[error("the path encodes '/', '\\' or a control character, which this gateway refuses as ambiguous")]
+    Ambiguous,
+    #[error("the path climbs above the root with '..'")]
+    AboveRoot,
+}
+
+impl NormalPath {
+    /// Normalises the path part of a request target (no query).
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        let rest = raw.strip_prefix('/').ok_or(PathError::NotOriginForm)?;
+        let mut segments: Vec<String> = Vec::new();
+        let mut rewritten = false;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.iter().enumerate() {
+            let seg = percent_decode(part)?;
+            match seg.as_str() {
+                "" if i == last => {}
+                "" | "." => rewritten = true,
+                ".." => {
+                    rewritten = true;
+                    segments.pop().ok_or(PathError::AboveRoot)?;
+                }
+                _ => segments.push(seg),
+            }
+        }
+        Ok(NormalPath { segments, rewritten })
+    }
+
+    /// The normal form as a path, re-encoding what must be encoded.
+    pub fn to_path(&self) -> String {
+        let mut out = String::new();
+        for s in &self.segments {
+            out.push('/');
+            for b in s.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, PathError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(PathError::BadEncoding)?;
+            let v = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or(PathError::BadEncoding)?;
+            if v == b'/' || v == b'\\' || v < 0x20 || v == 0x7f {
+                return Err(PathError::Ambiguous);
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            if c == b'\\' {
+                return Err(PathError::Ambiguous);
+            }
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| PathError::BadEncoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, path: &str) -> bool {
+        PathPattern::parse(pattern)
+            .unwrap()
+            .matches(&NormalPath::parse(path).unwrap())
+    }
+
+    #[test]
+    fn wildcards_params_and_rest() {
+        assert!(m("/v1/*/items", "/v1/abc/items"));
+        assert!(!m("/v1/*/items", "/v1/items"));
+        assert!(m("/users/:id", "/users/42"));
+        assert!(!m("/users/:id", "/users/42/x"));
+        assert!(m("/paid/**", "/paid"));
+        assert!(m("/paid/**", "/paid/a/b/c"));
+        assert!(!m("/paid/**", "/paidx"));
+        assert!(m("/**", "/"));
+        assert!(m("/a/", "/a"));
+        assert!(m("/a", "/a/"));
+    }
+
+    #[test]
+    fn normalisation_cannot_dodge_a_priced_route() {
+        assert!(m("/paid/**", "/free/../paid/x"));
+        assert!(m("/paid/**", "/./paid//x"));
+        assert!(m("/paid/**", "/%70aid/x"));
+        assert!(NormalPath::parse("/free/../paid/x").unwrap().rewritten);
+        assert_eq!(NormalPath::parse("/free/../paid/x").unwrap().to_path(), "/paid/x");
+        assert_eq!(NormalPath::parse("/free%2F..%2Fpaid"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/a\\b"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/../etc"), Err(PathError::AboveRoot));
+        assert_eq!(NormalPath::parse("/%zz"), Err(PathError::BadEncoding));
+        assert_eq!(NormalPath::parse("http://x/"), Err(PathError::NotOriginForm));
+    }
+
+    #[test]
+    fn bad_patterns_are_explained() {
+        assert!(PathPattern::parse("paid").unwrap_err().contains("start with '/'"));
+        assert!(PathPattern::parse("/a/**/b").unwrap_err().contains("last segment"));
+        assert!(PathPattern::parse("/a*").unwrap_err().contains("whole segment"));
+    }
+
+    #[test]
+    fn hosts() {
+        let h = HostPattern::parse("*.Example.com").unwrap();
+        assert!(h.matches("api.example.com:8080"));
+        assert!(!h.matches("example.com"));
+        assert!(!h.matches("evilexample.com"));
+        assert!(HostPattern::parse("api.example.com")
+            .unwrap()
+            .matches("API.example.com"));
+    }
+}

@@ -1,0 +1,60 @@
+//! A small JSON echo service: the demo's upstream and the tests' stand-in for "your API". It answers
+//! every request with what it received (method, path, query, headers, body), so a test can see exactly
+//! what reached the upstream; `/status/<code>` answers with that status.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// Largest request body echoed back.
+const MAX_BODY: usize = 1024 * 1024;
+
+async fn echo(req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_else(|_| Bytes::new());
+    let headers: Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<binary>"))))
+        .collect();
+    let path = parts.uri.path().to_owned();
+    let status = path
+        .strip_prefix("/status/")
+        .or_else(|| path.strip_prefix("/paid/status/"))
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let answer = json!({
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "served_by": "x402-gateway demo upstream",
+    });
+    (status, [("x-upstream", "echo")], Json(answer)).into_response()
+}
+
+/// Serves the echo app on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, axum::Router::new().fallback(echo)).await
+}
+
+/// `x402-gateway upstream`: run the echo service by itself.
+pub async fn run(listen: SocketAddr) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "echo upstream ready");
+    tokio::select! {
+        r = serve(listener) => r.map_err(|e| e.to_string()),
+        () = crate::cli::shutdown_signal() => Ok(()),
+    }
+}
