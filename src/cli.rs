@@ -31,6 +31,58 @@ pub enum Command {
     Check(ConfigArgs),
     /// Run the demo's JSON echo upstream by itself.
     Upstream(UpstreamArgs),
+    /// Request a URL, paying its x402 price (key from X402_PRIVATE_KEY).
+    Pay(PayArgs),
+    /// Start everything locally (chain, facilitator, upstream, gateway) and pay one request.
+    Demo(DemoArgs),
+}
+
+/// Flags of `pay`.
+#[derive(Debug, Args)]
+pub struct PayArgs {
+    /// The URL to request.
+    pub url: String,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    pub method: String,
+    /// Extra request header, `Name: value`. Repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long = "data")]
+    pub data: Option<String>,
+    /// Pay with the x402 v1 offer (X-PAYMENT) even if a v2 one is present.
+    #[arg(long)]
+    pub v1: bool,
+    /// Largest price paid without asking, in the asset's atomic units (100000 = $0.10 of USDC).
+    #[arg(long, default_value_t = crate::pay::DEFAULT_MAX_AMOUNT)]
+    pub max_amount: u64,
+}
+
+/// Flags of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Write every devnet key plus the demo's URLs here once everything is ready.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// anvil RPC port.
+    #[arg(long, default_value_t = 8545)]
+    pub rpc_port: u16,
+    /// Facilitator port.
+    #[arg(long, default_value_t = 4020)]
+    pub facilitator_port: u16,
+    /// Echo upstream port.
+    #[arg(long, default_value_t = 3000)]
+    pub upstream_port: u16,
+    /// Gateway port.
+    #[arg(long, default_value_t = 8402)]
+    pub gateway_port: u16,
+    /// Gateway admin port (/metrics).
+    #[arg(long, default_value_t = 9402)]
+    pub admin_port: u16,
+    /// Chain id of the local chain.
+    #[arg(long, default_value_t = 31_337)]
+    pub chain_id: u64,
 }
 
 /// Flags of `upstream`.
@@ -127,6 +179,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Facilitator(args) => runtime().and_then(|rt| rt.block_on(crate::facilitator::server::run(args))),
         // Pingora owns its runtimes and threads: no tokio runtime around it.
         Command::Run(args) => crate::gateway::run(&args.config),
+        Command::Pay(args) => runtime().and_then(|rt| rt.block_on(crate::pay::run(args))),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(crate::demo::run(args))),
         Command::Upstream(args) => runtime().and_then(|rt| rt.block_on(crate::upstream::run(args.listen))),
         Command::Check(args) => crate::config::load(&args.config)
             .map(|c| print!("{}", c.describe()))

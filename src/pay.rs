@@ -1,0 +1,283 @@
+//! `x402-gateway pay`: a curl-like paying client for operators, and the demo's client. Sends the request,
+//! reads the 402 offer (v2 header, or the v1 body), signs an EIP-3009 authorization locally, retries with
+//! the payment header, and returns every step so the caller can show it.
+
+use std::time::Duration;
+
+use alloy::primitives::{Bytes, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{json, Value};
+
+use crate::facilitator::service::unix_now;
+use crate::protocol::exact::{Authorization, ExactPayload, Requirement};
+use crate::protocol::facilitator::SettleResponse;
+use crate::protocol::{codec, v1, v2, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
+use crate::refusal::receipt_header;
+
+/// The reference clients date authorizations this far back, to absorb clock skew.
+const VALID_AFTER_SKEW_SECS: u64 = 600;
+/// Default spending cap in atomic units: 0.10 of a 6-decimals stablecoin, like the legacy client's.
+pub const DEFAULT_MAX_AMOUNT: u64 = 100_000;
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct PayRequest {
+    pub url: String,
+    pub method: reqwest::Method,
+    pub headers: HeaderMap,
+    pub body: Option<String>,
+    /// Pay with the v1 body offer even when a v2 header is present.
+    pub v1: bool,
+    /// Largest amount paid without asking, in atomic units.
+    pub max_amount: U256,
+}
+
+/// One paid exchange, step by step.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    /// Status of the first answer.
+    pub first_status: u16,
+    /// The offer chosen (v2 or v1 JSON), if a 402 came.
+    pub offer: Option<(Version, Value)>,
+    /// The typed requirement that was signed.
+    pub requirement: Option<Requirement>,
+    pub authorization: Option<Authorization>,
+    pub status: u16,
+    pub receipt: Option<SettleResponse>,
+    pub body: String,
+}
+
+/// Why paying failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    #[error("request to {url} failed: {message}")]
+    Http { url: String, message: String },
+    #[error("the 402 carries no offer this client can pay: {0}")]
+    NoOffer(String),
+    #[error(
+        "the cheapest payable offer asks {amount} atomic units, above --max-amount {max}; raise --max-amount to pay it"
+    )]
+    TooExpensive { amount: U256, max: U256 },
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// Sends the request, paying if asked. `confirm(amount)` is consulted when the price is above the cap.
+pub async fn pay(
+    http: &reqwest::Client,
+    signer: &PrivateKeySigner,
+    req: &PayRequest,
+    confirm: impl Fn(U256) -> bool,
+) -> Result<Transcript, PayError> {
+    let first = send(http, req, None).await?;
+    let mut t = Transcript {
+        first_status: first.status().as_u16(),
+        offer: None,
+        requirement: None,
+        authorization: None,
+        status: 0,
+        receipt: None,
+        body: String::new(),
+    };
+    if first.status().as_u16() != 402 {
+        t.status = t.first_status;
+        t.body = first.text().await.unwrap_or_default();
+        return Ok(t);
+    }
+    let header = first.headers().get(HEADER_PAYMENT_REQUIRED).cloned();
+    let body = first.bytes().await.unwrap_or_default();
+    let offers = offers(header.as_ref().map(HeaderValue::as_bytes), &body, req.v1)?;
+    let (version, offer, requirement, resource) = choose(offers, req.max_amount, confirm)?;
+    let now = unix_now();
+    let authorization = Authorization {
+        from: signer.address(),
+        to: requirement.pay_to,
+        value: requirement.amount,
+        valid_after: U256::from(now.saturating_sub(VALID_AFTER_SKEW_SECS)),
+        valid_before: U256::from(now + requirement.max_timeout_seconds),
+        nonce: B256::random(),
+    };
+    let signature = signer
+        .sign_hash_sync(&requirement.signing_hash(&authorization))
+        .map_err(|e| PayError::Sign(e.to_string()))?;
+    let payload = ExactPayload {
+        signature: Bytes::from(signature.as_bytes()),
+        authorization: authorization.clone(),
+    }
+    .to_json();
+    let (name, value) = match version {
+        Version::V2 => {
+            let mut p = json!({"x402Version": 2, "accepted": offer, "payload": payload});
+            if let Some(r) = resource {
+                p["resource"] = r;
+            }
+            (HEADER_PAYMENT_SIGNATURE, codec::encode(&p))
+        }
+        Version::V1 => {
+            let p =
+                json!({"x402Version": 1, "scheme": offer["scheme"], "network": offer["network"], "payload": payload});
+            (HEADER_X_PAYMENT, codec::encode(&p))
+        }
+    };
+    let paid = send(http, req, Some((name, value))).await?;
+    t.status = paid.status().as_u16();
+    t.receipt = paid
+        .headers()
+        .get(receipt_header(version))
+        .and_then(|v| codec::decode(v.as_bytes()).ok());
+    t.body = paid.text().await.unwrap_or_default();
+    t.offer = Some((version, offer));
+    t.requirement = Some(requirement);
+    t.authorization = Some(authorization);
+    Ok(t)
+}
+
+async fn send(
+    http: &reqwest::Client,
+    req: &PayRequest,
+    payment: Option<(&str, String)>,
+) -> Result<reqwest::Response, PayError> {
+    let mut rb = http
+        .request(req.method.clone(), &req.url)
+        .headers(req.headers.clone())
+        .timeout(Duration::from_secs(120));
+    if let Some(b) = &req.body {
+        rb = rb.body(b.clone());
+    }
+    if let Some((name, value)) = payment {
+        rb = rb.header(name, value);
+    }
+    rb.send().await.map_err(|e| PayError::Http {
+        url: req.url.clone(),
+        message: e.to_string(),
+    })
+}
+
+type Candidate = (Version, Value, Requirement, Option<Value>);
+
+/// Offers from the v2 header (preferred) or the v1 body, each with its typed requirement.
+fn offers(header: Option<&[u8]>, body: &[u8], v1_only: bool) -> Result<Vec<Candidate>, PayError> {
+    if let (Some(h), false) = (header, v1_only) {
+        let pr: v2::PaymentRequired =
+            codec::decode(h).map_err(|e| PayError::NoOffer(format!("PAYMENT-REQUIRED: {e}")))?;
+        let resource = serde_json::to_value(&pr.resource).ok();
+        return Ok(pr
+            .accepts
+            .iter()
+            .filter_map(|a| {
+                Some((
+                    Version::V2,
+                    serde_json::to_value(a).ok()?,
+                    Requirement::from_v2(a).ok()?,
+                    resource.clone(),
+                ))
+            })
+            .collect());
+    }
+    let pr: v1::PaymentRequired = serde_json::from_slice(body)
+        .map_err(|e| PayError::NoOffer(format!("the 402 body is not a v1 PaymentRequired: {e}")))?;
+    Ok(pr
+        .accepts
+        .iter()
+        .filter_map(|a| {
+            Some((
+                Version::V1,
+                serde_json::to_value(a).ok()?,
+                Requirement::from_v1(a).ok()?,
+                None,
+            ))
+        })
+        .collect())
+}
+
+fn choose(offers: Vec<Candidate>, max: U256, confirm: impl Fn(U256) -> bool) -> Result<Candidate, PayError> {
+    let cheapest = offers
+        .iter()
+        .map(|o| o.2.amount)
+        .min()
+        .ok_or_else(|| PayError::NoOffer("no exact EVM offer with a known EIP-712 domain".into()))?;
+    if let Some(o) = offers.iter().find(|o| o.2.amount <= max) {
+        return Ok(o.clone());
+    }
+    if confirm(cheapest) {
+        return offers
+            .into_iter()
+            .find(|o| o.2.amount == cheapest)
+            .ok_or_else(|| PayError::NoOffer("offer vanished".into()));
+    }
+    Err(PayError::TooExpensive { amount: cheapest, max })
+}
+
+/// Parses `-H "Name: value"`.
+pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (n, v) = s
+        .split_once(':')
+        .ok_or_else(|| format!("header {s:?} must look like \"Name: value\""))?;
+    let name = HeaderName::from_bytes(n.trim().as_bytes()).map_err(|_| format!("{n:?} is not a header name"))?;
+    let value = HeaderValue::from_str(v.trim()).map_err(|_| format!("the value of {n} is not a valid header value"))?;
+    Ok((name, value))
+}
+
+/// `x402-gateway pay`: run and print each step.
+pub async fn run(args: crate::cli::PayArgs) -> Result<(), String> {
+    use std::io::IsTerminal;
+    let signer = crate::secret::private_key_from_env("X402_PRIVATE_KEY")?;
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        let (n, v) = parse_header(h)?;
+        headers.append(n, v);
+    }
+    let method = reqwest::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("{:?} is not an HTTP method", args.method))?;
+    let req = PayRequest {
+        url: args.url,
+        method,
+        headers,
+        body: args.data,
+        v1: args.v1,
+        max_amount: U256::from(args.max_amount),
+    };
+    let confirm = |amount: U256| {
+        if !std::io::stdin().is_terminal() {
+            return false;
+        }
+        eprint!(
+            "The offer asks {amount} atomic units, above --max-amount {}. Pay it? [y/N] ",
+            args.max_amount
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
+    };
+    let t = pay(&reqwest::Client::new(), &signer, &req, confirm)
+        .await
+        .map_err(|e| e.to_string())?;
+    print!("{}", describe(&t));
+    Ok(())
+}
+
+/// The transcript as the CLI and the demo print it.
+pub fn describe(t: &Transcript) -> String {
+    let mut out = String::new();
+    if let (Some((version, offer)), Some(r), Some(a)) = (&t.offer, &t.requirement, &t.authorization) {
+        out.push_str(&format!(
+            "402 Payment Required: offer (x402 v{}) {}\n",
+            u8::from(*version),
+            offer
+        ));
+        out.push_str(&format!(
+            "signed EIP-3009 authorization: {} pays {} atomic units of {} on {} to {}, nonce {}\n",
+            a.from, a.value, r.asset, r.network, a.to, a.nonce
+        ));
+    }
+    out.push_str(&format!("status {}\n", t.status));
+    if let Some(r) = &t.receipt {
+        out.push_str(&format!("receipt: {}\n", serde_json::to_string(r).unwrap_or_default()));
+    }
+    out.push_str(&t.body);
+    if !t.body.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
