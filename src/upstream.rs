@@ -1,6 +1,6 @@
 //! A small JSON echo service: the demo's upstream and the tests' stand-in for "your API". It answers
 //! every request with what it received (method, path, query, headers, body), so a test can see exactly
-//! what reached the upstream; `/status/<code>` answers with that status.
+//! what reached the upstream; the request header `x-echo-status: <code>` makes it answer with that status.
 
 use std::net::SocketAddr;
 
@@ -25,9 +25,10 @@ async fn echo(req: Request) -> Response {
         .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or("<binary>"))))
         .collect();
     let path = parts.uri.path().to_owned();
-    let status = path
-        .strip_prefix("/status/")
-        .or_else(|| path.strip_prefix("/paid/status/"))
+    let status = parts
+        .headers
+        .get("x-echo-status")
+        .and_then(|v| v.to_str().ok())
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);

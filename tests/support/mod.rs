@@ -278,3 +278,136 @@ pub fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// The echo upstream (`x402-gateway upstream`).
+pub struct Upstream {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let proc = spawn(&format!("upstream-{listen}"), &["upstream", "--listen", &listen], &[]);
+        let url = format!("http://{listen}");
+        wait_http(&url).await;
+        Upstream { proc, url }
+    }
+}
+
+/// The gateway under test, started from a YAML price table.
+pub struct Gateway {
+    pub proc: Proc,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// `yaml` may use `{listen}` for the address the gateway must listen on.
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml.replace("{listen}", &listen)).unwrap();
+        let proc = spawn(
+            &format!("gateway-{listen}"),
+            &["run", "-c", path.to_str().unwrap()],
+            &[],
+        );
+        let url = format!("http://{listen}");
+        wait_http(&url).await;
+        Gateway { proc, url, dir }
+    }
+}
+
+/// The standard test price table: `/free/**` free, `/paid/**` and `/before/**` at 1000 atomic units of the
+/// devnet token, paid to `pay_to`.
+pub fn price_table(devnet: &Devnet, upstream: &str, facilitator: &str, pay_to: Address, extra: &str) -> String {
+    format!(
+        r#"listen: "{{listen}}"
+upstreams:
+  default: "{upstream}"
+facilitator:
+  url: "{facilitator}"
+  timeout: 20s
+pay_to: "{pay_to}"
+assets:
+  - network: "{network}"
+    address: "{asset}"
+    name: "{name}"
+    version: "{version}"
+    decimals: 6
+    symbol: USDC
+accepts: ["{network}"]
+{extra}
+routes:
+  - path: /free/**
+    free: true
+  - path: /paid/**
+    price: "$0.001"
+    description: "test resource"
+  - path: /before/**
+    price: "$0.001"
+    settle: before
+"#,
+        network = devnet.state.network,
+        asset = devnet.state.asset,
+        name = devnet.state.asset_name,
+        version = devnet.state.asset_version,
+    )
+}
+
+/// A whole stack: devnet, facilitator, echo upstream, gateway.
+pub struct Stack {
+    pub devnet: Devnet,
+    pub facilitator: Facilitator,
+    pub upstream: Upstream,
+    pub gateway: Gateway,
+    pub pay_to: Address,
+}
+
+impl Stack {
+    pub async fn start(chain_id: u64, extra: &str) -> Stack {
+        let devnet = Devnet::start(chain_id).await;
+        let facilitator = Facilitator::start(&devnet, &[]).await;
+        let upstream = Upstream::start().await;
+        let (pay_to, _) = devnet.account(8);
+        let gateway = Gateway::start(&price_table(&devnet, &upstream.url, &facilitator.url, pay_to, extra)).await;
+        Stack {
+            devnet,
+            facilitator,
+            upstream,
+            gateway,
+            pay_to,
+        }
+    }
+
+    /// Facilitator calls so far: (verify, settle, transactions sent).
+    pub async fn facilitator_calls(&self) -> (u64, u64, u64) {
+        let f = &self.facilitator;
+        (
+            f.counter("facilitator_verify_requests_total").await,
+            f.counter("facilitator_settle_requests_total").await,
+            f.counter("facilitator_transactions_sent_total").await,
+        )
+    }
+
+    /// Fetches the 402 for `path` and returns its decoded `PAYMENT-REQUIRED`.
+    pub async fn challenge(&self, path: &str) -> Value {
+        let resp = reqwest::get(format!("{}{path}", self.gateway.url)).await.unwrap();
+        assert_eq!(resp.status(), 402);
+        decode_header(resp.headers().get("payment-required").unwrap().to_str().unwrap())
+    }
+}
+
+/// Base64 JSON header → JSON.
+pub fn decode_header(v: &str) -> Value {
+    use base64::Engine;
+    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(v).unwrap()).unwrap()
+}
+
+/// JSON → base64 header value.
+pub fn encode_header(v: &Value) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(v.to_string())
+}

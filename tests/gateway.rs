@@ -1,0 +1,491 @@
+//! The gateway end to end: real anvil, real token, our facilitator, the echo upstream, and the official
+//! x402 clients paying through it.
+
+mod support;
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use serde_json::{json, Value};
+use support::{decode_header, encode_header, node, python, python_sign, run_client, Stack};
+use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
+
+const PRICE: u64 = 1000;
+
+/// Asserts a paid response: 200, a receipt whose transaction is on chain, and exactly PRICE moved.
+async fn assert_paid(stack: &Stack, out: &Value, payer: Address, payer_before: U256, payee_before: U256, header: &str) {
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(
+        out["payment_response_header"].as_str().map(str::to_ascii_uppercase),
+        Some(header.to_owned()),
+        "{out}"
+    );
+    let receipt = &out["payment_response"];
+    assert_eq!(receipt["success"], true, "{out}");
+    let tx = receipt["transaction"].as_str().unwrap();
+    assert_eq!(stack.devnet.receipt(tx).await["status"], "0x1");
+    assert_eq!(stack.devnet.balance(payer).await, payer_before - U256::from(PRICE));
+    assert_eq!(
+        stack.devnet.balance(stack.pay_to).await,
+        payee_before + U256::from(PRICE)
+    );
+    // Invariant 4: the upstream saw no payment header.
+    let echoed: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    let headers = echoed["headers"].as_object().unwrap();
+    assert!(
+        !headers.contains_key("payment-signature") && !headers.contains_key("x-payment"),
+        "{headers:?}"
+    );
+}
+
+/// Signs an authorization directly, for shapes the official clients never produce.
+fn sign(stack: &Stack, key: &str, tweak: impl Fn(&mut Requirement, &mut Authorization)) -> ExactPayload {
+    let signer: PrivateKeySigner = key.parse().unwrap();
+    let now = support::now();
+    let mut req = Requirement {
+        network: x402_gateway::protocol::network::Network::new(stack.devnet.state.chain_id),
+        asset: stack.devnet.asset(),
+        pay_to: stack.pay_to,
+        amount: U256::from(PRICE),
+        max_timeout_seconds: 120,
+        eip712_name: stack.devnet.state.asset_name.clone(),
+        eip712_version: stack.devnet.state.asset_version.clone(),
+    };
+    let mut auth = Authorization {
+        from: signer.address(),
+        to: stack.pay_to,
+        value: U256::from(PRICE),
+        valid_after: U256::from(now - 600),
+        valid_before: U256::from(now + 120),
+        nonce: B256::random(),
+    };
+    tweak(&mut req, &mut auth);
+    let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
+    ExactPayload {
+        signature: Bytes::from(sig.as_bytes()),
+        authorization: auth,
+    }
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn free_route_passes_untouched_and_unmatched_follows_default() {
+    let stack = Stack::start(31_337, "").await;
+    let direct = get(&format!("{}/free/a?b=c", stack.upstream.url), &[("x-test", "1")]).await;
+    let via = get(&format!("{}/free/a?b=c", stack.gateway.url), &[("x-test", "1")]).await;
+    assert_eq!(via.status(), direct.status());
+    assert_eq!(via.headers().get("x-upstream").unwrap(), "echo");
+    assert_eq!(via.headers().get("content-type"), direct.headers().get("content-type"));
+    let (d, v): (Value, Value) = (direct.json().await.unwrap(), via.json().await.unwrap());
+    assert_eq!(
+        (v["path"].clone(), v["query"].clone(), v["headers"]["x-test"].clone()),
+        (d["path"].clone(), d["query"].clone(), d["headers"]["x-test"].clone())
+    );
+    // Upstream status and body pass through on free routes too.
+    let failing = get(&format!("{}/free/x", stack.gateway.url), &[("x-echo-status", "503")]).await;
+    assert_eq!(failing.status(), 503);
+    // `default: pass`: unmatched requests reach the upstream for free.
+    let unmatched = get(&format!("{}/elsewhere", stack.gateway.url), &[]).await;
+    assert_eq!(unmatched.status(), 200);
+    assert_eq!(unmatched.json::<Value>().await.unwrap()["path"], "/elsewhere");
+    // `default: deny`.
+    let deny = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        &stack.facilitator.url,
+        stack.pay_to,
+        "default: deny",
+    ))
+    .await;
+    let r = get(&format!("{}/elsewhere", deny.url), &[]).await;
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn challenge_header_and_body_decode_to_the_configured_offer() {
+    // Chain 84532 has a v1 name, so the v1 body lists the offer too.
+    let stack = Stack::start(84_532, "").await;
+    let url = format!("{}/paid/item?id=7", stack.gateway.url);
+    let resp = get(&url, &[]).await;
+    assert_eq!(resp.status(), 402);
+    assert_eq!(resp.headers().get("cache-control").unwrap(), "no-store");
+    let header = decode_header(resp.headers().get("payment-required").unwrap().to_str().unwrap());
+    let want = json!({
+        "scheme": "exact", "network": "eip155:84532", "amount": "1000", "asset": stack.devnet.asset().to_string(),
+        "payTo": stack.pay_to.to_string(), "maxTimeoutSeconds": 120,
+        "extra": {"name": stack.devnet.state.asset_name, "version": stack.devnet.state.asset_version},
+    });
+    assert_eq!(header["x402Version"], 2);
+    assert_eq!(header["accepts"], json!([want]));
+    assert_eq!(
+        header["resource"],
+        json!({"url": url, "description": "test resource", "mimeType": "application/json"})
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["x402Version"], 1);
+    assert_eq!(body["error"], "X-PAYMENT header is required");
+    let v1 = &body["accepts"][0];
+    assert_eq!(
+        (
+            v1["network"].as_str(),
+            v1["maxAmountRequired"].as_str(),
+            v1["resource"].as_str()
+        ),
+        (Some("base-sepolia"), Some("1000"), Some(url.as_str()))
+    );
+    assert_eq!(v1["payTo"], want["payTo"]);
+    assert_eq!(v1["mimeType"], "application/json");
+
+    // HEAD: the same status and headers, no body.
+    let head = reqwest::Client::new().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 402);
+    assert_eq!(
+        decode_header(head.headers().get("payment-required").unwrap().to_str().unwrap())["accepts"],
+        json!([want])
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    // Browsers get a page, and the header still.
+    let page = get(
+        &url,
+        &[
+            ("accept", "text/html,application/xhtml+xml"),
+            ("user-agent", "Mozilla/5.0"),
+        ],
+    )
+    .await;
+    assert_eq!(page.status(), 402);
+    assert!(page
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.headers().contains_key("payment-required"));
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("0.001 USDC") && html.contains(&stack.pay_to.to_string()),
+        "{html}"
+    );
+
+    // CORS preflight lets browser clients send and read the payment headers.
+    let pre = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "payment-signature")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    let allow = pre
+        .headers()
+        .get("access-control-allow-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_uppercase();
+    assert!(
+        allow.contains("PAYMENT-SIGNATURE") && allow.contains("X-PAYMENT"),
+        "{allow}"
+    );
+    let cors = get(&url, &[("origin", "https://app.example")]).await;
+    assert!(cors
+        .headers()
+        .get("access-control-expose-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("PAYMENT-REQUIRED"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_python_client_pays_and_a_replay_is_refused_without_a_facilitator_call() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(0);
+    let (pb, eb) = (
+        stack.devnet.balance(payer).await,
+        stack.devnet.balance(stack.pay_to).await,
+    );
+    let url = format!("{}/paid/python", stack.gateway.url);
+    let out = run_client(
+        &python(),
+        "pay_python.py",
+        &[("URL", &url), ("PRIVATE_KEY", &key)],
+        None,
+    );
+    assert_paid(&stack, &out, payer, pb, eb, "PAYMENT-RESPONSE").await;
+
+    // The same PAYMENT-SIGNATURE again: 402 naming the settling transaction, no facilitator call.
+    let calls = stack.facilitator_calls().await;
+    let replay = get(&url, &[("payment-signature", out["payment_header"].as_str().unwrap())]).await;
+    assert_eq!(replay.status(), 402);
+    let receipt = decode_header(replay.headers().get("payment-response").unwrap().to_str().unwrap());
+    assert_eq!(receipt["success"], false);
+    assert_eq!(receipt["transaction"], out["payment_response"]["transaction"]);
+    let challenge = decode_header(replay.headers().get("payment-required").unwrap().to_str().unwrap());
+    assert!(
+        challenge["error"].as_str().unwrap().contains("already used"),
+        "{challenge}"
+    );
+    assert_eq!(stack.facilitator_calls().await, calls);
+    assert_eq!(stack.devnet.balance(payer).await, pb - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn official_typescript_v2_client_pays() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(1);
+    let (pb, eb) = (
+        stack.devnet.balance(payer).await,
+        stack.devnet.balance(stack.pay_to).await,
+    );
+    let url = format!("{}/paid/ts", stack.gateway.url);
+    let out = run_client(&node(), "pay_v2.mjs", &[("URL", &url), ("PRIVATE_KEY", &key)], None);
+    assert_eq!(
+        out["payment_header_name"]
+            .as_str()
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+        Some("PAYMENT-SIGNATURE"),
+        "{out}"
+    );
+    assert_paid(&stack, &out, payer, pb, eb, "PAYMENT-RESPONSE").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_v1_client_pays_with_x_payment() {
+    // The legacy client knows only its own network names: run the chain as base-sepolia.
+    let stack = Stack::start(84_532, "").await;
+    let (payer, key) = stack.devnet.account(2);
+    let (pb, eb) = (
+        stack.devnet.balance(payer).await,
+        stack.devnet.balance(stack.pay_to).await,
+    );
+    let url = format!("{}/paid/legacy", stack.gateway.url);
+    let out = run_client(
+        &node(),
+        "pay_v1.mjs",
+        &[("URL", &url), ("PRIVATE_KEY", &key), ("NETWORK", "base-sepolia")],
+        None,
+    );
+    assert_paid(&stack, &out, payer, pb, eb, "X-PAYMENT-RESPONSE").await;
+    assert_eq!(out["payment_response"]["network"], "base-sepolia");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_concurrent_requests_with_one_payment_get_one_response_and_one_settlement() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(3);
+    let before = stack.devnet.balance(payer).await;
+    let url = format!("{}/paid/race", stack.gateway.url);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/race").await, &key));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, header) = (url.clone(), header.clone());
+            tokio::spawn(async move { get(&url, &[("payment-signature", &header)]).await.status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 402, 402, 402, 402, 402, 402, 402]);
+    assert_eq!(
+        stack.facilitator_calls().await.2,
+        1,
+        "exactly one settlement transaction"
+    );
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_error_is_passed_through_unsettled_and_the_payment_then_succeeds() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(4);
+    let before = stack.devnet.balance(payer).await;
+    let url = format!("{}/paid/flaky", stack.gateway.url);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/flaky").await, &key));
+    let failed = get(&url, &[("payment-signature", &header), ("x-echo-status", "500")]).await;
+    assert_eq!(failed.status(), 500);
+    assert!(!failed.headers().contains_key("payment-response"));
+    assert_eq!(
+        failed.json::<Value>().await.unwrap()["served_by"],
+        "x402-gateway demo upstream"
+    );
+    assert_eq!(
+        stack.facilitator_calls().await.1,
+        0,
+        "no settle after an upstream error"
+    );
+    assert_eq!(stack.devnet.balance(payer).await, before);
+
+    let ok = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(ok.status(), 200);
+    let receipt = decode_header(ok.headers().get("payment-response").unwrap().to_str().unwrap());
+    assert_eq!(receipt["success"], true);
+    assert!(ok
+        .headers()
+        .get("cache-control")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("private"));
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settle_before_puts_the_receipt_on_whatever_the_upstream_answers() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(5);
+    let before = stack.devnet.balance(payer).await;
+    let header = encode_header(&python_sign(&stack.challenge("/before/x").await, &key));
+    let resp = get(
+        &format!("{}/before/x", stack.gateway.url),
+        &[("payment-signature", &header), ("x-echo-status", "500")],
+    )
+    .await;
+    assert_eq!(resp.status(), 500);
+    let receipt = decode_header(resp.headers().get("payment-response").unwrap().to_str().unwrap());
+    assert_eq!(receipt["success"], true);
+    assert_eq!(
+        stack.devnet.receipt(receipt["transaction"].as_str().unwrap()).await["status"],
+        "0x1"
+    );
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn locally_invalid_payments_get_their_reason_and_cost_no_facilitator_call() {
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(6);
+    let (other, _) = stack.devnet.account(7);
+    let challenge = stack.challenge("/paid/bad").await;
+    let accepted = challenge["accepts"][0].clone();
+    let envelope = |p: ExactPayload, accepted: &Value| {
+        encode_header(&json!({"x402Version": 2, "accepted": accepted, "payload": p.to_json()}))
+    };
+    let mut wrong_asset = accepted.clone();
+    wrong_asset["asset"] = json!("0x036CbD53842c5426634e7929541eC2318f3dCF7e");
+    let cases = [
+        (
+            "invalid_exact_evm_payload_authorization_value_mismatch",
+            envelope(sign(&stack, &key, |_, a| a.value = U256::from(PRICE - 1)), &accepted),
+        ),
+        (
+            "invalid_exact_evm_recipient_mismatch",
+            envelope(
+                sign(&stack, &key, |r, a| {
+                    r.pay_to = other;
+                    a.to = other
+                }),
+                &accepted,
+            ),
+        ),
+        (
+            "No matching payment requirements",
+            envelope(sign(&stack, &key, |_, _| {}), &wrong_asset),
+        ),
+        (
+            "invalid_exact_evm_signature",
+            envelope(
+                sign(&stack, &key, |r, _| r.asset = Address::repeat_byte(0x11)),
+                &accepted,
+            ),
+        ),
+        (
+            "invalid_exact_evm_payload_authorization_valid_before",
+            envelope(
+                sign(&stack, &key, |_, a| a.valid_before = U256::from(support::now() - 1)),
+                &accepted,
+            ),
+        ),
+        ("invalid_payload", "not base64!".to_owned()),
+    ];
+    for (want, header) in cases {
+        let resp = get(
+            &format!("{}/paid/bad", stack.gateway.url),
+            &[("payment-signature", &header)],
+        )
+        .await;
+        assert_eq!(resp.status(), 402, "{want}");
+        let got = decode_header(resp.headers().get("payment-required").unwrap().to_str().unwrap());
+        assert!(
+            got["error"].as_str().unwrap().starts_with(want),
+            "want {want}, got {got}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().starts_with(want), "{body}");
+    }
+    assert_eq!(stack.facilitator_calls().await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn facilitator_down_means_no_content_and_a_json_reason() {
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(6);
+    let dead = format!("http://127.0.0.1:{}", support::free_port());
+    let gw = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        &dead,
+        stack.pay_to,
+        "",
+    ))
+    .await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/x").await, &key));
+    let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "facilitator_unavailable", "{body}");
+    assert!(body.get("served_by").is_none());
+}
+
+#[test]
+fn check_validates_files_and_points_at_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "facilitator:\n  url: http://127.0.0.1:4020\nupstreams:\n  default: http://127.0.0.1:3000\npay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\naccepts: [base]\nroutes:\n  - path: /paid/**\n    methods: [GET]\n    price: \"$0.01\"\n").unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["check", "-c", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("GET /paid/**")
+            && text.contains("10000 atomic of 0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913 on eip155:8453")
+            && text.contains("settle After"),
+        "{text}"
+    );
+
+    let cases = [
+        ("routes:\n  - path: /a\n    pric: 1\n", "3:5", "unknown field `pric`"),
+        ("facilitator:\n  url: http://x\nupstreams:\n  default: http://127.0.0.1:1\naccepts: [base]\npay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\nroutes:\n  - path: /a\n    price: \"$0.0.1\"\n", "9:5", "routes[0].price"),
+        ("facilitator:\n  url: http://x\nupstreams:\n  default: http://127.0.0.1:1\nroutes:\n  - path: /a\n    price: \"$1\"\n    accepts: [eip155:31337]\n    pay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\n", "8:5", "no built-in stablecoin"),
+        ("facilitator:\n  url: http://x\nupstreams:\n  default: http://127.0.0.1:1\npay_to: \"${NO_SUCH_VAR_X402}\"\n", "5:10", "NO_SUCH_VAR_X402 is not set"),
+    ];
+    for (yaml, at, what) in cases {
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, yaml).unwrap();
+        let out = std::process::Command::new(support::bin())
+            .args(["check", "-c", bad.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("bad.yaml:{at}:")) && err.contains(what),
+            "want {at} {what}: {err}"
+        );
+    }
+}
