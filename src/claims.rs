@@ -3,10 +3,12 @@
 //! refused without reaching the facilitator or the upstream (x402-notes §12.2).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256};
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::{EvictionPolicy, Expiry};
 
@@ -64,6 +66,14 @@ pub struct ClaimTicket {
     holder: u64,
 }
 
+fn refusal(state: ClaimState) -> ClaimRefusal {
+    match state {
+        ClaimState::InFlight => ClaimRefusal::InFlight,
+        ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
+        ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
+    }
+}
+
 struct UntilValidBefore;
 
 impl Expiry<ClaimKey, Claim> for UntilValidBefore {
@@ -84,31 +94,47 @@ fn remaining(valid_before: u64) -> Duration {
 pub struct Claims {
     cache: Cache<ClaimKey, Claim>,
     capacity: u64,
+    /// Live entries, counted exactly (moka's own count lags until its maintenance runs).
+    live: Arc<AtomicU64>,
     next_holder: AtomicU64,
 }
 
 impl Claims {
     /// A table for at most `capacity` live authorizations.
     pub fn new(capacity: u64) -> Self {
+        let live = Arc::new(AtomicU64::new(0));
+        let on_removal = live.clone();
         let cache = Cache::builder()
             // Headroom over the admission check below, so the cache itself never evicts a live claim.
             .max_capacity(capacity.saturating_mul(2))
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(UntilValidBefore)
+            .eviction_listener(move |_, _, cause| {
+                if cause != RemovalCause::Replaced {
+                    on_removal.fetch_sub(1, Ordering::Relaxed);
+                }
+            })
             .build();
         Claims {
             cache,
             capacity,
+            live,
             next_holder: AtomicU64::new(1),
         }
     }
 
     /// Claims `key` for one request, atomically.
     pub async fn claim(&self, key: ClaimKey, valid_before: u64) -> Result<ClaimTicket, ClaimRefusal> {
-        if self.cache.entry_count() >= self.capacity {
+        if self.live.load(Ordering::Relaxed) >= self.capacity {
+            // Expired entries are only counted out when moka's maintenance runs.
             self.cache.run_pending_tasks().await;
-            if self.cache.entry_count() >= self.capacity {
-                return Err(ClaimRefusal::Full);
+            if self.live.load(Ordering::Relaxed) >= self.capacity {
+                // A known authorization still gets its own answer; only new ones are turned away.
+                return Err(self
+                    .cache
+                    .get(&key)
+                    .await
+                    .map_or(ClaimRefusal::Full, |c| refusal(c.state)));
             }
         }
         let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
@@ -124,13 +150,10 @@ impl Claims {
             })
             .await;
         if entry.is_fresh() {
+            self.live.fetch_add(1, Ordering::Relaxed);
             return Ok(ClaimTicket { key, holder });
         }
-        Err(match entry.into_value().state {
-            ClaimState::InFlight => ClaimRefusal::InFlight,
-            ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
-            ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
-        })
+        Err(refusal(entry.into_value().state))
     }
 
     /// Records the settlement: the authorization stays refused until it expires.
@@ -231,7 +254,13 @@ mod tests {
         let claims = Claims::new(2);
         claims.claim(key(1), later()).await.unwrap();
         claims.claim(key(2), later()).await.unwrap();
-        assert_eq!(claims.claim(key(3), later()).await, Err(ClaimRefusal::Full));
+        let t3 = claims.claim(key(3), later()).await;
+        assert_eq!(t3, Err(ClaimRefusal::Full));
         assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+        // Releasing one makes room again.
+        let t2 = ClaimTicket { key: key(2), holder: 2 };
+        claims.release(&t2).await;
+        claims.cache.run_pending_tasks().await;
+        assert!(claims.claim(key(3), later()).await.is_ok());
     }
 }

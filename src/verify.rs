@@ -4,7 +4,9 @@
 //! Both the gateway (before spending a facilitator call) and the self-hosted facilitator (before touching
 //! the chain) run these checks, so a payment is judged the same way in both places.
 
-use alloy::primitives::{Address, Signature, U256};
+use alloy::primitives::{keccak256, Address, Signature, U256};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+use secp256k1::Message;
 
 use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
 use crate::protocol::reason;
@@ -85,9 +87,16 @@ fn recover(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejecti
     if signature.s() > SECP256K1N_HALF {
         return Err(bad("signature s is in the upper half of the curve order (malleable)"));
     }
-    signature
-        .recover_address_from_prehash(&req.signing_hash(&payment.authorization))
-        .map_err(|_| bad("no public key recovers from this signature"))
+    let digest = req.signing_hash(&payment.authorization);
+    let recovery_id = RecoveryId::try_from(i32::from(*v - 27)).map_err(|_| bad("signature v must be 27 or 28"))?;
+    let compact = RecoverableSignature::from_compact(&sig[..64], recovery_id)
+        .map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
+    let key = secp256k1::SECP256K1
+        .recover_ecdsa(&Message::from_digest(digest.0), &compact)
+        .map_err(|_| bad("no public key recovers from this signature"))?;
+    // An Ethereum address is the last 20 bytes of keccak256 of the uncompressed key without its 0x04 prefix.
+    let uncompressed = key.serialize_uncompressed();
+    Ok(Address::from_slice(&keccak256(&uncompressed[1..])[12..]))
 }
 
 #[cfg(test)]

@@ -1,0 +1,75 @@
+//! Per-request CPU cost of the payment path that needs no network: decoding a `PAYMENT-SIGNATURE` header,
+//! matching it to the route's offer and the local EIP-712/EIP-3009 checks (signature recovery dominates).
+//! Run: `cargo bench --bench verify`. Prints ns per operation; compare runs on the same machine.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use alloy::primitives::{Bytes, B256, U256};
+use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use serde_json::json;
+use x402_gateway::config::Offer;
+use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
+use x402_gateway::protocol::network::Network;
+
+fn time<F: FnMut()>(name: &str, iters: u32, mut f: F) {
+    for _ in 0..iters / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    let ns = start.elapsed().as_nanos() / u128::from(iters);
+    println!("{name:<40} {ns:>10} ns/op  ({iters} iterations)");
+}
+
+fn main() {
+    let signer: PrivateKeySigner = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+        .parse()
+        .unwrap();
+    let req = Requirement {
+        network: Network::new(8453),
+        asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".parse().unwrap(),
+        pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+        amount: U256::from(1000),
+        max_timeout_seconds: 120,
+        eip712_name: "USD Coin".into(),
+        eip712_version: "2".into(),
+    };
+    let now = x402_gateway::facilitator::service::unix_now();
+    let auth = Authorization {
+        from: signer.address(),
+        to: req.pay_to,
+        value: req.amount,
+        valid_after: U256::ZERO,
+        valid_before: U256::from(now + 3600),
+        nonce: B256::repeat_byte(7),
+    };
+    let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
+    let payload = ExactPayload {
+        signature: Bytes::from(sig.as_bytes()),
+        authorization: auth.clone(),
+    };
+    let header = x402_gateway::protocol::codec::encode(
+        &json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload.to_json()}),
+    );
+    let offers = vec![Offer {
+        requirement: req.clone(),
+        symbol: "USDC".into(),
+        decimals: 6,
+    }];
+    let mut headers = http::HeaderMap::new();
+    headers.insert("payment-signature", header.parse().unwrap());
+
+    time("eip712 signing hash", 200_000, || {
+        black_box(req.signing_hash(black_box(&auth)));
+    });
+    time("local verify (recover + checks)", 20_000, || {
+        black_box(x402_gateway::verify::check(black_box(&req), black_box(&payload), now).unwrap());
+    });
+    time("header decode + offer match", 100_000, || {
+        let p = x402_gateway::payment::read(black_box(&headers)).unwrap().unwrap();
+        black_box(x402_gateway::payment::match_offer(p, &offers).unwrap());
+    });
+}
