@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use alloy::eips::eip2718::Encodable2718;
 use alloy::network::{EthereumWallet, ReceiptResponse, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, TxHash, B256, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -38,6 +39,8 @@ pub enum ChainError {
     Call(String),
     #[error("transaction {hash} failed: {message}")]
     Transaction { hash: TxHash, message: String },
+    #[error("transaction {hash} was sent but the node's answer was lost ({message}); it may still land")]
+    Unknown { hash: TxHash, message: String },
 }
 
 /// A token's EIP-712 identity, read from the contract.
@@ -66,6 +69,8 @@ pub struct Chain {
     url: String,
     chain_id: u64,
     sender: Option<Address>,
+    /// Signs locally, so a transaction's hash is known before it is sent.
+    wallet: Option<EthereumWallet>,
     /// Sends are serialised so each one takes the next nonce from the node's pending count; a cached
     /// nonce would leave a gap forever after one rejected send.
     send_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -85,13 +90,8 @@ impl Chain {
     /// Connects and reads the chain id. With a signer, transactions are signed locally and sent from it.
     pub async fn connect(url: &url::Url, signer: Option<PrivateKeySigner>) -> Result<Self, ChainError> {
         let sender = signer.as_ref().map(|s| s.address());
-        let provider = match signer {
-            Some(s) => ProviderBuilder::new()
-                .wallet(EthereumWallet::from(s))
-                .connect_http(url.clone())
-                .erased(),
-            None => ProviderBuilder::new().connect_http(url.clone()).erased(),
-        };
+        let wallet = signer.map(EthereumWallet::from);
+        let provider = ProviderBuilder::new().connect_http(url.clone()).erased();
         let url = url.to_string();
         let chain_id = provider.get_chain_id().await.map_err(|source| ChainError::Rpc {
             url: url.clone(),
@@ -102,6 +102,7 @@ impl Chain {
             url,
             chain_id,
             sender,
+            wallet,
             send_lock: Default::default(),
         })
     }
@@ -200,18 +201,48 @@ impl Chain {
         self.send(tx).await
     }
 
-    /// Sends a transaction request from this connection's key.
-    pub async fn send(&self, tx: TransactionRequest) -> Result<TxHash, ChainError> {
+    /// Signs `tx` with this connection's key and sends it; returns the hash once the node accepted it.
+    ///
+    /// The hash is known before sending, so a send whose answer is lost is reported as
+    /// [`ChainError::Unknown`] with that hash (the transaction may land) rather than as a failure.
+    pub async fn send(&self, mut tx: TransactionRequest) -> Result<TxHash, ChainError> {
+        let (Some(wallet), Some(from)) = (&self.wallet, self.sender) else {
+            return Err(ChainError::Call("this connection has no key to send with".into()));
+        };
+        let rpc = |source| ChainError::Rpc {
+            url: self.url.clone(),
+            source,
+        };
         let _turn = self.send_lock.lock().await;
-        let pending = self
+        tx.set_from(from);
+        tx.set_chain_id(self.chain_id);
+        tx.set_nonce(self.provider.get_transaction_count(from).pending().await.map_err(rpc)?);
+        // Estimating runs the call: a transfer that would revert is refused here, before anything is sent.
+        let gas = self
             .provider
-            .send_transaction(tx)
+            .estimate_gas(tx.clone())
             .await
-            .map_err(|source| ChainError::Rpc {
-                url: self.url.clone(),
-                source,
-            })?;
-        Ok(*pending.tx_hash())
+            .map_err(|e| ChainError::Call(e.to_string()))?;
+        tx.set_gas_limit(gas);
+        let fees = self.provider.estimate_eip1559_fees().await.map_err(rpc)?;
+        tx.set_max_fee_per_gas(fees.max_fee_per_gas);
+        tx.set_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let envelope = tx
+            .build(wallet)
+            .await
+            .map_err(|e| ChainError::Call(format!("cannot sign: {e}")))?;
+        let hash = *envelope.tx_hash();
+        match self.provider.send_raw_transaction(&envelope.encoded_2718()).await {
+            Ok(_) => Ok(hash),
+            // The node answered and refused it: nothing was broadcast.
+            Err(alloy::transports::RpcError::ErrorResp(e)) => {
+                Err(ChainError::Call(format!("the node refused the transaction: {e}")))
+            }
+            Err(e) => Err(ChainError::Unknown {
+                hash,
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Deploys `code` (creation bytecode with constructor arguments appended); returns the address.

@@ -80,7 +80,12 @@ impl Checkout<'_> {
             }
         };
         let auth = &matched.exact.authorization;
-        if auth.valid_before > U256::from(now + requirement.max_timeout_seconds + VALID_BEFORE_SLACK_SECS) {
+        if auth.valid_before
+            > U256::from(
+                now.saturating_add(requirement.max_timeout_seconds)
+                    .saturating_add(VALID_BEFORE_SLACK_SECS),
+            )
+        {
             return Err(refuse(&Rejection::new(
                 reason::VALID_BEFORE,
                 "validBefore is further ahead than this route's maxTimeoutSeconds allows",
@@ -185,7 +190,11 @@ fn claim_refusal(e: ClaimRefusal, req: &Requirement, version: Version, payer: Ad
             reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
             receipt: None,
         },
-        ClaimRefusal::Settled { transaction } | ClaimRefusal::InDoubt { transaction } => {
+        // Outcome unknown: not a fresh challenge (that would invite paying twice), the pending answer.
+        ClaimRefusal::InDoubt { transaction } => Refusal::SettlementPending {
+            transaction: transaction.clone(),
+        },
+        ClaimRefusal::Settled { transaction } => {
             // The receipt names the transaction that used this authorization.
             let receipt = SettleResponse::failed(
                 reason::NONCE_ALREADY_USED,

@@ -86,7 +86,8 @@ impl Expiry<ClaimKey, Claim> for UntilValidBefore {
 }
 
 fn remaining(valid_before: u64) -> Duration {
-    Duration::from_secs(valid_before.saturating_sub(crate::facilitator::service::unix_now())) + CLAIM_GRACE
+    Duration::from_secs(valid_before.saturating_sub(crate::facilitator::service::unix_now()))
+        .saturating_add(CLAIM_GRACE)
 }
 
 /// The claim table: bounded, LRU (TinyLFU admission could refuse a new key), entries expire after

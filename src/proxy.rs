@@ -10,7 +10,7 @@ use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::checkout::{self, Admitted, Checkout};
 use crate::claims::Claims;
@@ -47,6 +47,8 @@ pub struct Ctx {
     rewrite_path: Option<String>,
     url: String,
     browser: bool,
+    /// The matched route has a price (CORS for the payment headers applies).
+    priced: bool,
     admitted: Option<Admitted>,
     refusal: Option<Refusal>,
     outcome: &'static str,
@@ -116,11 +118,37 @@ impl Gateway {
 }
 
 fn cors_expose(session: &Session, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-    if ctx.route.is_some() && session.req_header().headers.contains_key("origin") {
-        resp.insert_header("access-control-allow-origin", "*")?;
-        resp.insert_header("access-control-expose-headers", refusal::EXPOSED_HEADERS)?;
+    if !ctx.priced || !session.req_header().headers.contains_key("origin") {
+        return Ok(());
     }
+    // Keep what the upstream said about origins and exposed headers; only add ours.
+    if !resp.headers.contains_key("access-control-allow-origin") {
+        resp.insert_header("access-control-allow-origin", "*")?;
+    }
+    let exposed = match resp
+        .headers
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(theirs) if !theirs.is_empty() => format!("{theirs}, {}", refusal::EXPOSED_HEADERS),
+        _ => refusal::EXPOSED_HEADERS.to_owned(),
+    };
+    resp.insert_header("access-control-expose-headers", exposed)?;
     Ok(())
+}
+
+/// `Cache-Control` of a paid response: the upstream's, made `private` so shared caches never replay it.
+fn private_cache_control(current: Option<&http::HeaderValue>) -> String {
+    match current.and_then(|v| v.to_str().ok()) {
+        Some(c)
+            if c.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("private") || d.trim().eq_ignore_ascii_case("no-store")) =>
+        {
+            c.to_owned()
+        }
+        Some(c) => format!("{c}, private"),
+        None => "private".to_owned(),
+    }
 }
 
 /// The URL the client asked for, absolute, as `resource` must be.
@@ -177,6 +205,28 @@ impl ProxyHttp for Gateway {
             .map(str::to_owned)
             .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_owned))
             .unwrap_or_default();
+        // Route matching must see what the upstream will see: no Host, or a method some upstreams read
+        // case-insensitively, could land a priced request on a free route.
+        if host.is_empty() {
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    Refusal::BadRequest("a Host header is required".into()),
+                    "bad_request",
+                )
+                .await;
+        }
+        if !req.method.as_str().bytes().all(|b| b.is_ascii_uppercase()) {
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    Refusal::BadRequest("the method must be upper case".into()),
+                    "bad_request",
+                )
+                .await;
+        }
         let method = req.method.clone();
         ctx.route = self.find_route(&method, &host, &path);
         let Some(route) = ctx.route.and_then(|i| self.config.routes.get(i)) else {
@@ -193,6 +243,7 @@ impl ProxyHttp for Gateway {
             ctx.outcome = "free";
             return Ok(false);
         };
+        ctx.priced = true;
         if method == Method::OPTIONS && req.headers.contains_key("access-control-request-method") {
             ctx.outcome = "preflight";
             let answer = Answer {
@@ -283,81 +334,97 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        // 1xx (100 Continue, 103 Early Hints) is not the answer: nothing to settle yet. 101 switches protocols
+        // and is final.
+        if resp.status.is_informational() && resp.status.as_u16() != 101 {
+            return Ok(());
+        }
         cors_expose(session, resp, ctx)?;
-        let Some(admitted) = ctx.admitted.as_ref() else {
+        let head = session.req_header().method == Method::HEAD;
+        let Some(admitted) = ctx.admitted.as_mut() else {
             return Ok(());
         };
         let settled = match &admitted.settled {
             Some(s) => s.clone(),
-            None => {
-                let head = session.req_header().method == Method::HEAD;
-                if resp.status.as_u16() >= 400 || head {
-                    // Upstream failed: pass it through, no settle; the claim is released in `logging`.
-                    ctx.outcome = "upstream_error";
-                    return Ok(());
-                }
-                match checkout::settle(&self.claims, &self.remote, admitted).await {
-                    Ok(s) => s,
-                    Err(r) => {
-                        let status = refusal::render(&r, None, "", false).status;
-                        ctx.refusal = Some(r);
-                        ctx.outcome = "settle_failed";
-                        return Err(refused_in_phase(status));
-                    }
-                }
+            None if resp.status.as_u16() >= 400 || head => {
+                // Upstream failed: pass it through, no settle; the claim is released in `logging`.
+                ctx.outcome = "upstream_error";
+                return Ok(());
             }
+            None => match checkout::settle(&self.claims, &self.remote, admitted).await {
+                Ok(s) => {
+                    admitted.settled = Some(s.clone());
+                    s
+                }
+                Err(r) => {
+                    let status = refusal::render(&r, None, "", false).status;
+                    ctx.refusal = Some(r);
+                    ctx.outcome = "settle_failed";
+                    return Err(refused_in_phase(status));
+                }
+            },
         };
         resp.insert_header(receipt_header(admitted.version), codec::encode(&settled))?;
-        let cc = resp
-            .headers
-            .get("cache-control")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let private = match cc {
-            Some(c)
-                if c.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("private") || d.trim().eq_ignore_ascii_case("no-store")) =>
-            {
-                c
-            }
-            Some(c) => format!("{c}, private"),
-            None => "private".to_owned(),
-        };
-        resp.insert_header("cache-control", private)?;
+        resp.insert_header(
+            "cache-control",
+            private_cache_control(resp.headers.get("cache-control")),
+        )?;
         ctx.outcome = "paid";
         Ok(())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let (refusal, outcome) = match ctx.refusal.take() {
-            Some(r) => (r, ctx.outcome),
-            None => {
-                // Upstream unreachable or broken: a JSON 502, nothing settled (the claim is released).
-                let status = match e.etype() {
-                    ErrorType::HTTPStatus(s) => *s,
-                    _ => 502,
-                };
+        let gone = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        // Once a final header is out, nothing more can be said; the connection is closed.
+        if session.response_written().is_some_and(|r| !r.status.is_informational()) {
+            return gone;
+        }
+        let refusal = match ctx.refusal.take() {
+            Some(r) => r,
+            None => match (e.esource(), e.etype()) {
+                (_, ErrorType::HTTPStatus(s)) => Refusal::Upstream {
+                    status: *s,
+                    message: e.etype().as_str().to_owned(),
+                },
+                // The client's side broke: a dead connection gets nothing, bad input a 400.
                 (
+                    ErrorSource::Downstream,
+                    ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+                ) => return gone,
+                (ErrorSource::Downstream, _) => {
+                    Refusal::BadRequest(format!("malformed request: {}", e.etype().as_str()))
+                }
+                _ => {
+                    ctx.outcome = "upstream_failed";
                     Refusal::Upstream {
-                        status,
+                        status: 502,
                         message: e.etype().as_str().to_owned(),
-                    },
-                    "upstream_failed",
-                )
-            }
+                    }
+                }
+            },
         };
         let answer = refusal::render(&refusal, self.pricing(ctx), &ctx.url, ctx.browser);
-        ctx.outcome = outcome;
+        // A route that settled before proxying keeps the payer's receipt whatever went wrong after.
+        let receipt: Vec<(&'static str, String)> = ctx
+            .admitted
+            .as_ref()
+            .and_then(|a| {
+                a.settled
+                    .as_ref()
+                    .map(|s| (receipt_header(a.version), codec::encode(s)))
+            })
+            .into_iter()
+            .collect();
         let code = answer.status;
-        if self.write(session, ctx, answer, &[]).await.is_err() {
-            return FailToProxy {
-                error_code: 0,
+        match self.write(session, ctx, answer, &receipt).await {
+            Ok(()) => FailToProxy {
+                error_code: code,
                 can_reuse_downstream: false,
-            };
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
+            },
+            Err(_) => gone,
         }
     }
 

@@ -12,6 +12,8 @@ use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse, VerifyRes
 
 /// How long a verify answer is reused for the same payload.
 const VERIFY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Pause before re-asking about a pending settlement: roughly a block on fast chains.
+const PENDING_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// What a settlement came to.
 #[derive(Debug)]
@@ -52,13 +54,19 @@ impl Remote {
     /// `/verify`, once per distinct request however many ask at the same time.
     pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, Arc<FacilitatorError>> {
         let key: [u8; 32] = Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).into();
-        self.verified
+        let answer = self
+            .verified
             .try_get_with(key, async {
                 let r = self.client.verify(req).await;
                 self.metrics.facilitator_call("verify", r.is_ok());
                 r
             })
-            .await
+            .await;
+        // Only a valid answer is worth reusing; a payer who tops up must not be refused from the cache.
+        if answer.as_ref().is_ok_and(|v| !v.is_valid) {
+            self.verified.invalidate(&key).await;
+        }
+        answer
     }
 
     /// `/settle`, with one retry of the identical payload if the first answer is `settlement_pending`.
@@ -69,7 +77,10 @@ impl Remote {
             self.metrics.facilitator_call("settle", r.is_ok());
             match r {
                 Ok(s) if s.success => return Settlement::Settled(s),
-                Ok(s) if s.is_pending() && !retried => retried = true,
+                Ok(s) if s.is_pending() && !retried => {
+                    retried = true;
+                    tokio::time::sleep(PENDING_RETRY_DELAY).await;
+                }
                 Ok(s) if s.is_pending() => return Settlement::Pending(s),
                 Ok(s) => return Settlement::Failed(s),
                 Err(error) => {

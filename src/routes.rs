@@ -95,7 +95,8 @@ impl HostPattern {
             .rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(h, _)| h);
-        let host = host.to_ascii_lowercase();
+        // `api.example.com.` (fully qualified) is the same host.
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
         match self.0.strip_prefix("*.") {
             Some(suffix) => {
                 host.len() > suffix.len() + 1
@@ -123,7 +124,7 @@ pub enum PathError {
     NotOriginForm,
     #[error("the path has an invalid percent-encoding")]
     BadEncoding,
-    #[error("the path encodes '/', '\\' or a control character, which this gateway refuses as ambiguous")]
+    #[error("the path contains ';', '\\', or an encoded '/', '\\' or control character, which this gateway refuses as ambiguous")]
     Ambiguous,
     #[error("the path climbs above the root with '..'")]
     AboveRoot,
@@ -190,7 +191,8 @@ fn percent_decode(s: &str) -> Result<String, PathError> {
             out.push(v);
             i += 3;
         } else {
-            if c == b'\\' {
+            // `;` starts matrix parameters, which some servers strip before routing (`/paid;x/a` is `/paid/a`).
+            if c == b'\\' || c == b';' {
                 return Err(PathError::Ambiguous);
             }
             out.push(c);
@@ -233,6 +235,7 @@ mod tests {
         assert_eq!(NormalPath::parse("/free/../paid/x").unwrap().to_path(), "/paid/x");
         assert_eq!(NormalPath::parse("/free%2F..%2Fpaid"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/a\\b"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/paid;x=1/data"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/../etc"), Err(PathError::AboveRoot));
         assert_eq!(NormalPath::parse("/%zz"), Err(PathError::BadEncoding));
         assert_eq!(NormalPath::parse("http://x/"), Err(PathError::NotOriginForm));

@@ -1,6 +1,7 @@
 //! A small JSON echo service: the demo's upstream and the tests' stand-in for "your API". It answers
 //! every request with what it received (method, path, query, headers, body), so a test can see exactly
-//! what reached the upstream; the request header `x-echo-status: <code>` makes it answer with that status.
+//! what reached the upstream; the request header `x-echo-status: <code>` makes it answer with that status, and
+//! `x-echo-delay-ms: <n>` makes it wait first.
 
 use std::net::SocketAddr;
 
@@ -32,6 +33,15 @@ async fn echo(req: Request) -> Response {
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
+    // Lets a test act while the upstream is "working" (e.g. drain the payer before settlement).
+    let delay = parts
+        .headers
+        .get("x-echo-delay-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|d| d.parse::<u64>().ok());
+    if let Some(ms) = delay {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+    }
     let answer = json!({
         "method": parts.method.as_str(),
         "path": path,

@@ -5,7 +5,7 @@
 pub mod locate;
 pub mod raw;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +31,8 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:8402";
 /// `maxTimeoutSeconds` when neither the route nor the file sets one. Shorter than the v2 reference's
 /// 300 s: it bounds how long an unsettled authorization stays claimable.
 const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
+/// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
+const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
 /// Facilitator call timeout when unset.
 const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,11 +145,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    parse(&src, &file, |k| std::env::var(k).ok())
+    parse(&src, &file, None)
 }
 
-/// Parses and resolves YAML text; `file` names it in errors; `env` overrides come from `getenv`.
-pub fn parse(src: &str, file: &str, getenv: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+/// Parses and resolves YAML text; `file` names it in errors. Variables come from `env`, or from the
+/// process environment when `None`.
+pub fn parse(src: &str, file: &str, env: Option<HashMap<String, String>>) -> Result<Config, ConfigError> {
+    raw::with_env(env, || parse_here(src, file))
+}
+
+fn parse_here(src: &str, file: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_yaml::from_str(src).map_err(|e| {
         let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
         let text = e.to_string();
@@ -172,18 +179,12 @@ pub fn parse(src: &str, file: &str, getenv: impl Fn(&str) -> Option<String>) -> 
             message,
         }
     })?;
-    Resolver {
-        src,
-        file,
-        getenv: &getenv,
-    }
-    .resolve(raw)
+    Resolver { src, file }.resolve(raw)
 }
 
 struct Resolver<'a> {
     src: &'a str,
     file: &'a str,
-    getenv: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Resolver<'_> {
@@ -238,6 +239,19 @@ impl Resolver<'_> {
             let at = |k: &'static str| [Key("routes"), Index(i), Key(k)];
             routes.push(self.route(r, &at, &upstreams, &custom, &raw.accepts, pay_to, max_timeout)?);
         }
+        // A host-limited price means nothing if other hosts reach the same upstream for free.
+        if raw.default == DefaultAction::Pass {
+            if let Some((i, r)) = routes
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.host.is_some() && r.pricing.is_some() && r.upstream == "default")
+            {
+                return Err(self.err(
+                    &[Key("routes"), Index(i), Key("host")],
+                    format!("route {:?} is priced for one host, but `default: pass` sends every other host to the same upstream for free: set `default: deny`, or give this route its own `upstream`", r.name),
+                ));
+            }
+        }
         if raw.default == DefaultAction::Pass && !upstreams.contains_key("default") {
             return Err(self.err(&[Key("upstreams")], "`default: pass` proxies unmatched requests to the upstream named `default`: add `upstreams: {default: \"http://127.0.0.1:3000\"}` or set `default: deny`".into()));
         }
@@ -254,7 +268,7 @@ impl Resolver<'_> {
     fn facilitator(&self, raw: &RawConfig) -> Result<FacilitatorSettings, ConfigError> {
         use PathPart::Key;
         let f = &raw.facilitator;
-        let url = (self.getenv)(FACILITATOR_URL_ENV).unwrap_or_else(|| f.url.0.clone());
+        let url = raw::lookup_env(FACILITATOR_URL_ENV).unwrap_or_else(|| f.url.0.clone());
         let parsed = url::Url::parse(&url).map_err(|e| {
             self.err(
                 &[Key("facilitator"), Key("url")],
@@ -416,8 +430,16 @@ impl Resolver<'_> {
             })?,
         };
         let max_timeout_seconds = r.max_timeout_seconds.unwrap_or(default_max_timeout);
-        if max_timeout_seconds == 0 {
-            return Err(self.err(&at("max_timeout_seconds"), "must be at least 1".into()));
+        if max_timeout_seconds == 0 || max_timeout_seconds > MAX_TIMEOUT_LIMIT_SECS {
+            let key = if r.max_timeout_seconds.is_some() {
+                "max_timeout_seconds"
+            } else {
+                "path"
+            };
+            return Err(self.err(
+                &at(key),
+                format!("max_timeout_seconds must be between 1 and {MAX_TIMEOUT_LIMIT_SECS} (one day)"),
+            ));
         }
         let priced: Vec<(Asset, U256)> = match price {
             RawPrice::Usd(s) => {
@@ -596,5 +618,88 @@ impl Config {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "facilitator:\n  url: http://127.0.0.1:4020\n  headers:\n    Authorization: \"Bearer ${TOKEN}\"\nupstreams:\n  default: http://127.0.0.1:3000\n  search: https://search.example\npay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\nassets:\n  - network: eip155:31337\n    address: \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n    name: USD Coin\n    version: \"2\"\n    decimals: 6\n";
+
+    fn env(extra: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        let mut vars: HashMap<String, String> = HashMap::from([("TOKEN".to_owned(), "s3cret-token".to_owned())]);
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Some(vars)
+    }
+
+    fn load(routes: &str) -> Result<Config, ConfigError> {
+        parse(&format!("{BASE}{routes}"), "t.yaml", env(&[]))
+    }
+
+    #[test]
+    fn dollar_price_is_offered_in_every_accepted_asset() {
+        let c = load("routes:\n  - path: /a/**\n    price: \"$0.01\"\n    accepts: [base, eip155:31337, eip155:137]\n    upstream: search\n").unwrap();
+        let p = c.routes[0].pricing.as_ref().unwrap();
+        let offers: Vec<(u64, String)> = p
+            .offers
+            .iter()
+            .map(|o| (o.requirement.network.chain_id, o.requirement.amount.to_string()))
+            .collect();
+        assert_eq!(
+            offers,
+            [(8453, "10000".into()), (31_337, "10000".into()), (137, "10000".into())]
+        );
+        assert_eq!(
+            c.upstreams["search"],
+            Upstream {
+                name: "search".into(),
+                tls: true,
+                host: "search.example".into(),
+                port: 443
+            }
+        );
+        assert_eq!((p.settle, p.verify), (SettleMode::After, VerifyMode::Remote));
+    }
+
+    #[test]
+    fn atomic_price_names_its_asset() {
+        let c = load("routes:\n  - path: /a\n    price: {amount: \"25\", asset: \"eip155:31337/erc20:0x5FbDB2315678afecb367f032d93F642f64180aa3\"}\n    settle: before\n").unwrap();
+        let p = c.routes[0].pricing.as_ref().unwrap();
+        assert_eq!(p.offers.len(), 1);
+        assert_eq!(p.offers[0].requirement.amount, U256::from(25));
+        assert_eq!(p.offers[0].requirement.eip712_name, "USD Coin");
+        assert_eq!(p.settle, SettleMode::Before);
+    }
+
+    #[test]
+    fn facilitator_url_comes_from_the_environment_when_set_and_secrets_stay_hidden() {
+        let c = parse(
+            &format!("{BASE}routes: []\n"),
+            "t.yaml",
+            env(&[(FACILITATOR_URL_ENV, "https://f.example/")]),
+        )
+        .unwrap();
+        assert_eq!(c.facilitator.url, "https://f.example");
+        assert_eq!(c.facilitator.header_map()["authorization"], "Bearer s3cret-token");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "secrets must not reach Debug output"
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_field_and_say_how_to_fix_it() {
+        let cases = [
+            ("routes:\n  - path: /a\n", "routes[0].path", "free: true"),
+            ("routes:\n  - path: /a\n    price: \"$0.0000001\"\n    accepts: [base]\n", "routes[0].price", "round it to 6 places"),
+            ("routes:\n  - path: /a\n    price: \"$1\"\n    accepts: [eip155:31337/erc20:0x0000000000000000000000000000000000000001]\n", "routes[0].accepts", "describe it under `assets:`"),
+            ("routes:\n  - path: /a\n    free: true\n    upstream: nope\n", "routes[0].upstream", "not defined under `upstreams:`"),
+            ("routes:\n  - path: /a/**/b\n    free: true\n", "routes[0].path", "last segment"),
+        ];
+        for (routes, field, hint) in cases {
+            let e = load(routes).unwrap_err().to_string();
+            assert!(e.starts_with("t.yaml:") && e.contains(field) && e.contains(hint), "{e}");
+        }
     }
 }

@@ -13,10 +13,29 @@ pub struct Text(pub String);
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand_env(&raw, |k| std::env::var(k).ok())
-            .map(Text)
-            .map_err(D::Error::custom)
+        expand_env(&raw, lookup_env).map(Text).map_err(D::Error::custom)
     }
+}
+
+thread_local! {
+    /// The variables `${VAR}` reads while one file is parsed on this thread; `None`: the process environment.
+    static ENVIRONMENT: std::cell::RefCell<Option<std::collections::HashMap<String, String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Looks a variable up in the environment the current parse uses.
+pub fn lookup_env(name: &str) -> Option<String> {
+    ENVIRONMENT.with(|e| match &*e.borrow() {
+        Some(vars) => vars.get(name).cloned(),
+        None => std::env::var(name).ok(),
+    })
+}
+
+/// Runs `f` with `vars` as the environment (`None`: the process's), restoring the previous one after.
+pub fn with_env<T>(vars: Option<std::collections::HashMap<String, String>>, f: impl FnOnce() -> T) -> T {
+    let previous = ENVIRONMENT.with(|e| e.replace(vars));
+    let out = f();
+    ENVIRONMENT.with(|e| e.replace(previous));
+    out
 }
 
 /// Expands `${NAME}` using `lookup`. `$$` is a literal `$`. The error names the variable, never a value.

@@ -396,14 +396,26 @@ impl FacilitatorService {
         }
         let hash = match chain.send_transfer(parsed.requirement.asset, &parsed.payment).await {
             Ok(h) => h,
+            // Signed and handed to the node, answer lost: it may land, so it is pending, never "failed".
+            Err(ChainError::Unknown { hash, message }) => {
+                self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tx = %hash, error = %message, "settlement sent, answer lost");
+                *pending = Some(hash);
+                return Ok(respond(Err(ChainError::Unknown { hash, message }), hash).0);
+            }
             Err(e) => {
+                let reason = if matches!(e, ChainError::Call(_)) {
+                    reason::TRANSACTION_FAILED
+                } else {
+                    reason::UNEXPECTED_SETTLE_ERROR
+                };
                 return Ok(SettleResponse::failed(
-                    reason::UNEXPECTED_SETTLE_ERROR,
+                    reason,
                     e.to_string(),
                     payer,
                     parsed.network_wire,
                     String::new(),
-                ))
+                ));
             }
         };
         self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);

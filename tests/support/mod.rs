@@ -349,6 +349,9 @@ routes:
   - path: /before/**
     price: "$0.001"
     settle: before
+  - path: /local/**
+    price: "$0.001"
+    verify: local
 "#,
         network = devnet.state.network,
         asset = devnet.state.asset,
@@ -368,8 +371,13 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(chain_id: u64, extra: &str) -> Stack {
+        Self::start_with(chain_id, extra, &[]).await
+    }
+
+    /// Like `start`, with extra flags for the facilitator.
+    pub async fn start_with(chain_id: u64, extra: &str, facilitator_args: &[&str]) -> Stack {
         let devnet = Devnet::start(chain_id).await;
-        let facilitator = Facilitator::start(&devnet, &[]).await;
+        let facilitator = Facilitator::start(&devnet, facilitator_args).await;
         let upstream = Upstream::start().await;
         let (pay_to, _) = devnet.account(8);
         let gateway = Gateway::start(&price_table(&devnet, &upstream.url, &facilitator.url, pay_to, extra)).await;

@@ -1,0 +1,101 @@
+//! The one-command demo, and the `pay` CLI against it.
+
+mod support;
+
+use std::time::Duration;
+
+use alloy::primitives::{Address, U256};
+use serde_json::Value;
+use support::{free_port, spawn, wait_until};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("demo.json");
+    let ports: Vec<String> = (0..5).map(|_| free_port().to_string()).collect();
+    let _demo = spawn(
+        &format!("demo-{}", ports[0]),
+        &[
+            "demo",
+            "--state-file",
+            state_file.to_str().unwrap(),
+            "--rpc-port",
+            &ports[0],
+            "--facilitator-port",
+            &ports[1],
+            "--upstream-port",
+            &ports[2],
+            "--gateway-port",
+            &ports[3],
+            "--admin-port",
+            &ports[4],
+        ],
+        &[],
+    );
+    wait_until("the demo state file", Duration::from_secs(120), || state_file.exists()).await;
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    for key in [
+        "rpc_url",
+        "chain_id",
+        "network",
+        "v1_network",
+        "asset",
+        "asset_name",
+        "asset_version",
+        "asset_decimals",
+        "accounts",
+        "facilitator_private_key",
+        "gateway_url",
+        "paid_url",
+        "free_url",
+        "facilitator_url",
+        "pay_to",
+        "price_atomic",
+    ] {
+        assert!(state.get(key).is_some(), "state file lacks {key}: {state}");
+    }
+    let chain = x402_gateway::chain::Chain::connect(&state["rpc_url"].as_str().unwrap().parse().unwrap(), None)
+        .await
+        .unwrap();
+    let asset: Address = state["asset"].as_str().unwrap().parse().unwrap();
+    let pay_to: Address = state["pay_to"].as_str().unwrap().parse().unwrap();
+    let price = U256::from(state["price_atomic"].as_str().unwrap().parse::<u64>().unwrap());
+    let before = chain.balance_of(asset, pay_to).await.unwrap();
+
+    let key = state["accounts"][3]["private_key"].as_str().unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["pay", state["paid_url"].as_str().unwrap()])
+        .env("X402_PRIVATE_KEY", key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("status 200") && text.contains("\"success\":true"),
+        "{text}"
+    );
+    assert_eq!(chain.balance_of(asset, pay_to).await.unwrap(), before + price);
+
+    // A cap below the price is refused without paying.
+    let out = std::process::Command::new(support::bin())
+        .args(["pay", "--max-amount", "999", state["paid_url"].as_str().unwrap()])
+        .env("X402_PRIVATE_KEY", key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-amount"));
+    assert_eq!(chain.balance_of(asset, pay_to).await.unwrap(), before + price);
+
+    let free = reqwest::get(state["free_url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(free.status(), 200);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", ports[4]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("x402_requests_total") && metrics.contains("outcome=\"paid\""),
+        "{metrics}"
+    );
+}

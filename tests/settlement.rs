@@ -1,0 +1,290 @@
+//! What the client gets when settlement does not simply succeed, and the transports around a payment.
+
+mod support;
+
+use alloy::primitives::U256;
+use serde_json::{json, Value};
+use support::{decode_header, encode_header, python_sign, Stack};
+
+const PRICE: u64 = 1000;
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_settlement_gets_402_with_the_failed_receipt_and_no_upstream_byte() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(0);
+    let (sink, _) = stack.devnet.account(7);
+    let payee_before = stack.devnet.balance(stack.pay_to).await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/drain").await, &key));
+    let url = format!("{}/paid/drain", stack.gateway.url);
+    // The upstream takes a while; meanwhile the payer empties its account, so settlement must fail.
+    let request =
+        tokio::spawn(async move { get(&url, &[("payment-signature", &header), ("x-echo-delay-ms", "2000")]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let balance = stack.devnet.balance(payer).await;
+    let transfer = format!("0xa9059cbb{:0>64}{:064x}", hex(sink.as_slice()), balance);
+    stack
+        .devnet
+        .rpc(
+            "eth_sendTransaction",
+            json!([{"from": payer.to_string(), "to": stack.devnet.state.asset, "data": transfer}]),
+        )
+        .await;
+
+    let resp = request.await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let receipt = decode_header(resp.headers().get("payment-response").unwrap().to_str().unwrap());
+    assert_eq!(receipt["success"], false, "{receipt}");
+    assert_eq!(
+        receipt["errorReason"], "invalid_exact_evm_insufficient_balance",
+        "{receipt}"
+    );
+    assert_eq!(receipt["transaction"], "");
+    let body = resp.text().await.unwrap();
+    assert!(!body.contains("served_by"), "upstream bytes leaked: {body}");
+    assert_eq!(stack.devnet.balance(stack.pay_to).await, payee_before);
+    assert_eq!(stack.devnet.balance(payer).await, U256::ZERO);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settlement_still_pending_after_one_retry_names_the_transaction_and_is_never_resent() {
+    let stack = Stack::start_with(31_337, "", &["--receipt-timeout", "1s"]).await;
+    let (payer, key) = stack.devnet.account(1);
+    let before = stack.devnet.balance(payer).await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/slow").await, &key));
+    let url = format!("{}/paid/slow", stack.gateway.url);
+    stack.devnet.rpc("evm_setAutomine", json!([false])).await;
+
+    let resp = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 504);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "settlement_pending", "{body}");
+    let tx = body["transaction"].as_str().unwrap().to_owned();
+    assert_eq!(tx.len(), 66, "{body}");
+    let (_, settles, sent) = stack.facilitator_calls().await;
+    assert_eq!(
+        (settles, sent),
+        (2, 1),
+        "one retry of the same payload, one transaction"
+    );
+
+    stack.devnet.rpc("evm_mine", json!([])).await;
+    assert_eq!(stack.devnet.receipt(&tx).await["status"], "0x1");
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+    // The same payment again is neither challenged (that would invite paying twice) nor settled again:
+    // the answer names the transaction that took it.
+    let again = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(again.status(), 504);
+    assert!(!again.headers().contains_key("payment-required"));
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["transaction"], tx.as_str());
+    assert_eq!(stack.facilitator_calls().await.1, 2);
+}
+
+/// A fake facilitator that injects one fault: every answer is garbage.
+async fn garbage_facilitator() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|| async { "<html>oops</html>" });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn facilitator_answering_garbage_means_502_and_no_content() {
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(2);
+    let gw = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        &garbage_facilitator().await,
+        stack.pay_to,
+        "",
+    ))
+    .await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/x").await, &key));
+    let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "facilitator_unavailable", "{body}");
+    // Settle-side garbage on a `verify: local` route: also 502, nothing served.
+    let header = encode_header(&python_sign(&stack.challenge("/local/x").await, &key));
+    let resp = get(&format!("{}/local/x", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 502);
+    assert!(!resp.text().await.unwrap().contains("served_by"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_header_wins_over_v1_and_local_verify_skips_the_facilitator_check() {
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(3);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/both").await, &key));
+    let resp = get(
+        &format!("{}/paid/both", stack.gateway.url),
+        &[("payment-signature", &header), ("x-payment", "garbage")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("payment-response") && !resp.headers().contains_key("x-payment-response"));
+    assert_eq!(stack.facilitator_calls().await, (1, 1, 1));
+
+    let header = encode_header(&python_sign(&stack.challenge("/local/x").await, &key));
+    let resp = get(
+        &format!("{}/local/x", stack.gateway.url),
+        &[("payment-signature", &header)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        stack.facilitator_calls().await,
+        (1, 2, 2),
+        "verify: local makes no /verify call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_clients_get_the_same_answers() {
+    let stack = Stack::start(31_337, "").await;
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let free = h2.get(format!("{}/free/x", stack.gateway.url)).send().await.unwrap();
+    assert_eq!(free.version(), reqwest::Version::HTTP_2);
+    assert_eq!(free.status(), 200);
+    let paid = h2.get(format!("{}/paid/x", stack.gateway.url)).send().await.unwrap();
+    assert_eq!(paid.status(), 402);
+    assert_eq!(
+        decode_header(paid.headers().get("payment-required").unwrap().to_str().unwrap())["accepts"][0]["amount"],
+        "1000"
+    );
+    let (_, key) = stack.devnet.account(4);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/h2").await, &key));
+    let ok = h2
+        .post(format!("{}/paid/h2", stack.gateway.url))
+        .header("payment-signature", header)
+        .body("streamed body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers().contains_key("payment-response"));
+    let echoed: Value = ok.json().await.unwrap();
+    assert_eq!(echoed["body"], "streamed body");
+}
+
+/// Sends raw bytes and reads until the server closes or `until` appears; returns the text.
+async fn raw(addr: &str, parts: &[&[u8]], pause_ms: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for p in parts {
+        s.write_all(p).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An upstream that sends an informational `100 Continue` before its real answer, as servers do for
+/// `Expect: 100-continue` uploads.
+async fn upstream_with_interim_response() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                // `x-echo-status: 500` makes the final answer an error.
+                let failing = String::from_utf8_lossy(&buf)
+                    .to_ascii_lowercase()
+                    .contains("x-echo-status: 500");
+                let status = if failing { "500 Internal Server Error" } else { "200 OK" };
+                let body = "{\"served_by\":\"interim upstream\"}";
+                let answer = format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interim_1xx_from_the_upstream_neither_settles_nor_settles_twice() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(5);
+    let before = stack.devnet.balance(payer).await;
+    let gw = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &upstream_with_interim_response().await,
+        &stack.facilitator.url,
+        stack.pay_to,
+        "",
+    ))
+    .await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/upload").await, &key));
+    // 100 then 500: the interim answer must not trigger settlement.
+    let failed = get(
+        &format!("{}/paid/upload", gw.url),
+        &[("payment-signature", &header), ("x-echo-status", "500")],
+    )
+    .await;
+    assert_eq!(failed.status(), 500);
+    assert_eq!(
+        stack.facilitator_calls().await.1,
+        0,
+        "no settle for an upstream error after a 1xx"
+    );
+    assert_eq!(stack.devnet.balance(payer).await, before);
+    let resp = get(&format!("{}/paid/upload", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("payment-response"));
+    assert_eq!(resp.text().await.unwrap(), "{\"served_by\":\"interim upstream\"}");
+    assert_eq!(stack.facilitator_calls().await.1, 1, "settled exactly once");
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ambiguous_requests_get_400_not_a_free_pass_or_a_5xx() {
+    let stack = Stack::start(31_337, "").await;
+    let addr = stack.gateway.url.trim_start_matches("http://").to_owned();
+    let cases = [
+        format!("GET /paid/x HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").replace("GET", "get"),
+        format!("GET /paid;v=1/x HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        format!("GET /free%2F..%2Fpaid/x HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        format!(
+            "POST /free/x HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"
+        ),
+    ];
+    for req in cases {
+        let text = raw(&addr, &[req.as_bytes()], 0).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{req:?} -> {text}");
+    }
+    // Dot segments are resolved before matching: this is the priced route.
+    let text = raw(
+        &addr,
+        &[format!("GET /free/../paid/x HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()],
+        0,
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 402"), "{text}");
+}
