@@ -6,7 +6,7 @@ mod support;
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::signers::{local::PrivateKeySigner, SignerSync};
 use serde_json::{json, Value};
-use support::{decode_header, encode_header, node, python, python_sign, run_client, Stack};
+use support::{decode_header, encode_header, get, node, python, python_sign, run_client, Stack};
 use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
 
 const PRICE: u64 = 1000;
@@ -64,14 +64,6 @@ fn sign(stack: &Stack, key: &str, tweak: impl Fn(&mut Requirement, &mut Authoriz
         signature: Bytes::from(sig.as_bytes()),
         authorization: auth,
     }
-}
-
-async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut rb = reqwest::Client::new().get(url);
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    rb.send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,17 +4,9 @@ mod support;
 
 use alloy::primitives::U256;
 use serde_json::{json, Value};
-use support::{decode_header, encode_header, python_sign, Stack};
+use support::{decode_header, encode_header, get, python_sign, Stack};
 
 const PRICE: u64 = 1000;
-
-async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut rb = reqwest::Client::new().get(url);
-    for (k, v) in headers {
-        rb = rb.header(*k, *v);
-    }
-    rb.send().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_settlement_gets_402_with_the_failed_receipt_and_no_upstream_byte() {

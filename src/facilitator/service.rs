@@ -119,41 +119,42 @@ impl FacilitatorService {
     }
 
     fn parse(&self, req: &FacilitatorRequest) -> Result<Result<Parsed, Rejection>, BadRequest> {
-        let (requirement, network_wire, payload_scheme, payload_network, payload) = match req.x402_version {
+        fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value, what: &str) -> Result<T, String> {
+            serde_json::from_value(v.clone()).map_err(|e| format!("{what}: {e}"))
+        }
+        // Unreadable requirements are the caller's bug (400); an unreadable payload is the payer's (invalid).
+        let parts = match req.x402_version {
             Version::V2 => {
-                let r: v2::PaymentRequirements = serde_json::from_value(req.payment_requirements.clone())
-                    .map_err(|e| BadRequest(format!("paymentRequirements is not a v2 PaymentRequirements: {e}")))?;
-                let p: v2::PaymentPayload = match serde_json::from_value(req.payment_payload.clone()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return Ok(Err(Rejection::new(
-                            reason::INVALID_PAYLOAD,
-                            format!("paymentPayload is not a v2 PaymentPayload: {e}"),
-                        )))
-                    }
-                };
-                (
-                    Requirement::from_v2(&r),
-                    r.network,
-                    p.accepted.scheme,
-                    p.accepted.network,
-                    p.payload,
+                let r: v2::PaymentRequirements = decode(
+                    &req.payment_requirements,
+                    "paymentRequirements is not a v2 PaymentRequirements",
+                )
+                .map_err(BadRequest)?;
+                decode::<v2::PaymentPayload>(&req.payment_payload, "paymentPayload is not a v2 PaymentPayload").map(
+                    |p| {
+                        (
+                            Requirement::from_v2(&r),
+                            r.network,
+                            p.accepted.scheme,
+                            p.accepted.network,
+                            p.payload,
+                        )
+                    },
                 )
             }
             Version::V1 => {
-                let r: v1::PaymentRequirements = serde_json::from_value(req.payment_requirements.clone())
-                    .map_err(|e| BadRequest(format!("paymentRequirements is not a v1 PaymentRequirements: {e}")))?;
-                let p: v1::PaymentPayload = match serde_json::from_value(req.payment_payload.clone()) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        return Ok(Err(Rejection::new(
-                            reason::INVALID_PAYLOAD,
-                            format!("paymentPayload is not a v1 PaymentPayload: {e}"),
-                        )))
-                    }
-                };
-                (Requirement::from_v1(&r), r.network, p.scheme, p.network, p.payload)
+                let r: v1::PaymentRequirements = decode(
+                    &req.payment_requirements,
+                    "paymentRequirements is not a v1 PaymentRequirements",
+                )
+                .map_err(BadRequest)?;
+                decode::<v1::PaymentPayload>(&req.payment_payload, "paymentPayload is not a v1 PaymentPayload")
+                    .map(|p| (Requirement::from_v1(&r), r.network, p.scheme, p.network, p.payload))
             }
+        };
+        let (requirement, network_wire, payload_scheme, payload_network, payload) = match parts {
+            Ok(parts) => parts,
+            Err(m) => return Ok(Err(Rejection::new(reason::INVALID_PAYLOAD, m))),
         };
         Ok((|| {
             let requirement = requirement?;

@@ -419,3 +419,12 @@ pub fn encode_header(v: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(v.to_string())
 }
+
+/// GET with extra headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
