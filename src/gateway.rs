@@ -27,10 +27,16 @@ const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 fn resolve(config: &Config) -> Result<HashMap<String, ResolvedUpstream>, String> {
     let mut out = HashMap::new();
     for (name, u) in &config.upstreams {
-        let addr = (u.host.as_str(), u.port)
+        let addrs: Vec<_> = (u.host.as_str(), u.port)
             .to_socket_addrs()
             .map_err(|e| format!("upstream {name}: cannot resolve {}:{}: {e}", u.host, u.port))?
-            .next()
+            .collect();
+        // Prefer IPv4: `localhost` often resolves to ::1 first while services listen on 127.0.0.1.
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
             .ok_or_else(|| format!("upstream {name}: {}:{} has no address", u.host, u.port))?;
         out.insert(
             name.clone(),
@@ -66,9 +72,12 @@ pub fn run(path: &Path) -> Result<(), String> {
     let listen = config.listen;
     let admin = config.admin_listen;
     tracing::info!(listen = %listen, routes = config.routes.len(), facilitator = %config.facilitator.url, "starting gateway");
+    // Trusted CAs for https upstreams; Pingora's rustls connector uses the system roots when unset.
+    let ca_file = config.upstream_ca_file.as_ref().map(|p| p.display().to_string());
     let (gateway, metrics, client) = build(config)?;
 
     let conf = ServerConf {
+        ca_file,
         grace_period_seconds: Some(GRACE_PERIOD_SECS),
         graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECS),
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),

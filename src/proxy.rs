@@ -428,6 +428,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // Our own refusals after the upstream answered are not proxy errors; `logging` records them.
+        ctx.outcome == "settle_failed"
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(a) = &ctx.admitted {
             // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.

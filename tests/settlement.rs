@@ -280,3 +280,117 @@ async fn ambiguous_requests_get_400_not_a_free_pass_or_a_5xx() {
     .await;
     assert!(text.starts_with("HTTP/1.1 402"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstreams_are_reached_over_tls() {
+    let stack = Stack::start(31_337, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    std::fs::write(
+        p("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    // A test CA and a localhost certificate it signs (webpki refuses a self-signed CA as a server cert).
+    let steps: [Vec<String>; 3] = [
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=x402 test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &ca,
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &p("leaf.csr"),
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "x509",
+            "-req",
+            "-in",
+            &p("leaf.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p("leaf.ext"),
+            "-out",
+            &cert,
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for args in steps {
+        let made = std::process::Command::new("openssl").args(&args).output().unwrap();
+        assert!(
+            made.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let port = support::free_port();
+    // `openssl s_server -www` answers any request with an HTML status page over TLS.
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-www",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    support::wait_until("the TLS server", std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let table = support::price_table(
+        &stack.devnet,
+        &format!("https://localhost:{port}"),
+        &stack.facilitator.url,
+        stack.pay_to,
+        &format!("upstream_ca_file: \"{ca}\""),
+    );
+    let gw = support::Gateway::start(&table).await;
+    let resp = get(&format!("{}/free/tls", gw.url), &[]).await;
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    let _ = server.kill();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("s_server"), "{body}");
+}

@@ -56,6 +56,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub upstreams: BTreeMap<String, Upstream>,
+    /// PEM CAs trusted for `https://` upstreams instead of the system's roots.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
     pub facilitator: FacilitatorSettings,
     pub default_action: DefaultAction,
     pub routes: Vec<Route>,
@@ -223,6 +225,19 @@ impl Resolver<'_> {
             upstreams.insert(name.clone(), u);
         }
 
+        let upstream_ca_file = match &raw.upstream_ca_file {
+            Some(Text(f)) => {
+                let path = std::path::PathBuf::from(f);
+                if !path.is_file() {
+                    return Err(self.err(
+                        &[Key("upstream_ca_file")],
+                        format!("{f:?} is not a readable file: give the path of a PEM bundle of CA certificates"),
+                    ));
+                }
+                Some(path)
+            }
+            None => None,
+        };
         let facilitator = self.facilitator(&raw)?;
         let custom = self.assets(&raw)?;
         let pay_to = match &raw.pay_to {
@@ -259,6 +274,7 @@ impl Resolver<'_> {
             listen,
             admin_listen,
             upstreams,
+            upstream_ca_file,
             facilitator,
             default_action: raw.default,
             routes,

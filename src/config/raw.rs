@@ -87,6 +87,7 @@ pub struct RawConfig {
     pub admin_listen: Option<Text>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Text>,
+    pub upstream_ca_file: Option<Text>,
     pub facilitator: RawFacilitator,
     pub pay_to: Option<Text>,
     #[serde(default)]
