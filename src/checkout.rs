@@ -4,7 +4,7 @@
 
 use alloy::primitives::{Address, U256};
 
-use crate::claims::{ClaimKey, ClaimRefusal, ClaimTicket, Claims};
+use crate::claims::{ClaimKey, ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::config::{Pricing, SettleMode, VerifyMode};
 use crate::facilitator::service::unix_now;
 use crate::payment::{self, Presented};
@@ -28,8 +28,10 @@ pub struct Admitted {
     pub request: FacilitatorRequest,
     pub ticket: ClaimTicket,
     pub payer: Address,
-    /// Set when the route settles before proxying.
+    /// Set when the route settles before proxying, or a payment in doubt was reconciled.
     pub settled: Option<SettleResponse>,
+    /// The transaction an earlier request sent for this payment, when this request re-settles it.
+    pub reconciling: Option<String>,
 }
 
 /// The parts checkout needs.
@@ -52,14 +54,13 @@ impl Checkout<'_> {
             reason: Some(e.reason()),
             receipt: None,
         })?;
-        let now = unix_now();
         // The signature names the asset (EIP-712 verifyingContract), so the first candidate it verifies
         // under is the offer paid; report the first candidate's reason otherwise.
         let mut first_err = None;
         let mut hit = None;
         for &i in &matched.candidates {
             let Some(offer) = pricing.offers.get(i) else { continue };
-            match crate::verify::check(&offer.requirement, &matched.exact, now) {
+            match crate::verify::check_terms(&offer.requirement, &matched.exact) {
                 Ok(payer) => {
                     hit = Some((offer.requirement.clone(), payer));
                     break;
@@ -80,49 +81,61 @@ impl Checkout<'_> {
             }
         };
         let auth = &matched.exact.authorization;
-        if auth.valid_before
-            > U256::from(
-                now.saturating_add(requirement.max_timeout_seconds)
-                    .saturating_add(VALID_BEFORE_SLACK_SECS),
-            )
-        {
-            return Err(refuse(&Rejection::new(
-                reason::VALID_BEFORE,
-                "validBefore is further ahead than this route's maxTimeoutSeconds allows",
-            )));
-        }
-        let valid_before = u64::try_from(auth.valid_before).unwrap_or(u64::MAX);
         let key = ClaimKey {
             chain_id: requirement.network.chain_id,
             asset: requirement.asset,
             payer,
             nonce: auth.nonce,
         };
-        let ticket = self
-            .claims
-            .claim(key, valid_before)
-            .await
-            .map_err(|e| claim_refusal(e, &requirement, matched.version, payer))?;
-
         let meta = crate::challenge::resource(pricing, url);
         let request = FacilitatorRequest {
             x402_version: matched.version,
-            payment_payload: matched.json,
+            payment_payload: matched.json.clone(),
             payment_requirements: requirement.to_wire(matched.version, &meta),
         };
         let mut admitted = Admitted {
             version: matched.version,
             requirement,
             request,
-            ticket,
+            ticket: ClaimTicket::none(),
             payer,
             settled: None,
+            reconciling: None,
         };
+
+        // Already submitted, outcome unknown: ask the facilitator again (it reconciles against the sent
+        // transaction) instead of judging the clock or challenging, which would invite paying twice.
+        if let Some(ClaimState::InDoubt { transaction }) = self.claims.state(&key).await {
+            admitted.ticket = self
+                .claims
+                .take_over(&key, &transaction)
+                .await
+                .ok_or_else(|| claim_refusal(ClaimRefusal::InFlight, &admitted))?;
+            admitted.reconciling = Some(transaction);
+            admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
+            return Ok(admitted);
+        }
+
+        let now = unix_now();
+        crate::verify::check_window(&matched.exact, now).map_err(|e| refuse(&e))?;
+        let latest = now
+            .saturating_add(admitted.requirement.max_timeout_seconds)
+            .saturating_add(VALID_BEFORE_SLACK_SECS);
+        if auth.valid_before > U256::from(latest) {
+            return Err(refuse(&Rejection::new(
+                reason::VALID_BEFORE,
+                "validBefore is further ahead than this route's maxTimeoutSeconds allows",
+            )));
+        }
+        let valid_before = u64::try_from(auth.valid_before).unwrap_or(u64::MAX);
+        admitted.ticket = self
+            .claims
+            .claim(key, valid_before)
+            .await
+            .map_err(|e| claim_refusal(e, &admitted))?;
         if let Err(r) = self.remote_checks(&mut admitted, pricing).await {
-            // A refusal before anything was sent frees the authorization; an unknown settle keeps it.
-            if !matches!(r, Refusal::SettlementPending { .. }) {
-                self.claims.release(&admitted.ticket).await;
-            }
+            // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
+            self.claims.release(&admitted.ticket).await;
             return Err(r);
         }
         Ok(admitted)
@@ -159,6 +172,13 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             claims.settled(&a.ticket, s.transaction.clone()).await;
             Ok(s)
         }
+        // Re-asked about a sent transaction, a facilitator that lost track of it sees the nonce used: by
+        // that transaction, as far as anyone can tell. Still unknown, not failed.
+        Settlement::Failed(s)
+            if a.reconciling.is_some() && s.error_reason.as_deref() == Some(reason::NONCE_ALREADY_USED) =>
+        {
+            Err(still_in_doubt(claims, a, None).await)
+        }
         Settlement::Failed(s) => {
             claims.release(&a.ticket).await;
             Err(Refusal::PaymentRequired {
@@ -166,15 +186,10 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
                 receipt: Some((a.version, s)),
             })
         }
-        Settlement::Pending(s) => {
-            claims.in_doubt(&a.ticket, s.transaction.clone()).await;
-            Err(Refusal::SettlementPending {
-                transaction: s.transaction,
-            })
-        }
+        Settlement::Pending(s) => Err(still_in_doubt(claims, a, Some(s.transaction)).await),
         Settlement::Error { error, maybe_sent } => {
-            if maybe_sent {
-                claims.in_doubt(&a.ticket, String::new()).await;
+            if maybe_sent || a.reconciling.is_some() {
+                let _ = still_in_doubt(claims, a, None).await;
             } else {
                 claims.release(&a.ticket).await;
             }
@@ -183,7 +198,17 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
     }
 }
 
-fn claim_refusal(e: ClaimRefusal, req: &Requirement, version: Version, payer: Address) -> Refusal {
+/// Marks the claim in doubt with the best known transaction and says so.
+async fn still_in_doubt(claims: &Claims, a: &Admitted, transaction: Option<String>) -> Refusal {
+    let transaction = transaction
+        .filter(|t| !t.is_empty())
+        .or_else(|| a.reconciling.clone())
+        .unwrap_or_default();
+    claims.in_doubt(&a.ticket, transaction.clone()).await;
+    Refusal::SettlementPending { transaction }
+}
+
+fn claim_refusal(e: ClaimRefusal, a: &Admitted) -> Refusal {
     match &e {
         ClaimRefusal::Full => Refusal::Busy(e.to_string()),
         ClaimRefusal::InFlight => Refusal::PaymentRequired {
@@ -199,13 +224,13 @@ fn claim_refusal(e: ClaimRefusal, req: &Requirement, version: Version, payer: Ad
             let receipt = SettleResponse::failed(
                 reason::NONCE_ALREADY_USED,
                 e.to_string(),
-                Some(payer.to_string()),
-                req.network.wire_name(version),
+                Some(a.payer.to_string()),
+                a.requirement.network.wire_name(a.version),
                 transaction.clone(),
             );
             Refusal::PaymentRequired {
                 reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
-                receipt: Some((version, receipt)),
+                receipt: Some((a.version, receipt)),
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::policy::{EvictionPolicy, Expiry};
 
 /// Claims outlive `validBefore` by this much, so clock skew cannot reopen a settled authorization.
@@ -71,6 +71,21 @@ fn refusal(state: ClaimState) -> ClaimRefusal {
         ClaimState::InFlight => ClaimRefusal::InFlight,
         ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
         ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
+    }
+}
+
+impl ClaimTicket {
+    /// A ticket that holds nothing (releasing it does nothing), for a request not yet claimed.
+    pub fn none() -> Self {
+        ClaimTicket {
+            key: ClaimKey {
+                chain_id: 0,
+                asset: Address::ZERO,
+                payer: Address::ZERO,
+                nonce: B256::ZERO,
+            },
+            holder: 0,
+        }
     }
 }
 
@@ -172,6 +187,36 @@ impl Claims {
         self.set(ticket, None).await;
     }
 
+    /// Takes over an authorization in doubt (`transaction` sent, outcome unknown) so one request can
+    /// settle it again and, if it settled, be served. Only one request gets it.
+    pub async fn take_over(&self, key: &ClaimKey, transaction: &str) -> Option<ClaimTicket> {
+        let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
+        let expected = ClaimState::InDoubt {
+            transaction: transaction.to_owned(),
+        };
+        let result = self
+            .cache
+            .entry(key.clone())
+            .and_compute_with(|current| async move {
+                match current.map(|e| e.into_value()) {
+                    Some(c) if c.state == expected => Op::Put(Claim {
+                        state: ClaimState::InFlight,
+                        holder,
+                        ..c
+                    }),
+                    _ => Op::Nop,
+                }
+            })
+            .await;
+        match result {
+            CompResult::ReplacedWith(e) if e.value().holder == holder => Some(ClaimTicket {
+                key: key.clone(),
+                holder,
+            }),
+            _ => None,
+        }
+    }
+
     /// The state of an authorization, if claimed.
     pub async fn state(&self, key: &ClaimKey) -> Option<ClaimState> {
         self.cache.get(key).await.map(|c| c.state)
@@ -232,6 +277,33 @@ mod tests {
         // Settled claims are not released by a late release.
         claims.release(&t2).await;
         assert!(matches!(claims.state(&key(1)).await, Some(ClaimState::Settled { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_in_doubt_claim_is_taken_over_once() {
+        let claims = Claims::new(10);
+        let t = claims.claim(key(4), later()).await.unwrap();
+        claims.in_doubt(&t, "0xfeed".into()).await;
+        assert_eq!(
+            claims.claim(key(4), later()).await,
+            Err(ClaimRefusal::InDoubt {
+                transaction: "0xfeed".into()
+            })
+        );
+        assert_eq!(claims.take_over(&key(4), "0xother").await, None);
+        let t2 = claims.take_over(&key(4), "0xfeed").await.unwrap();
+        assert_eq!(
+            claims.take_over(&key(4), "0xfeed").await,
+            None,
+            "only one request takes it over"
+        );
+        claims.settled(&t2, "0xfeed".into()).await;
+        assert_eq!(
+            claims.state(&key(4)).await,
+            Some(ClaimState::Settled {
+                transaction: "0xfeed".into()
+            })
+        );
     }
 
     #[tokio::test]

@@ -23,6 +23,22 @@ const SECP256K1N_HALF: U256 = U256::from_be_slice(&alloy::hex!(
 ///
 /// Order follows the reference verifiers so the first failing check names the reason a client expects.
 pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Address, Rejection> {
+    let payer = check_signer(req, payment)?;
+    check_window(payment, now)?;
+    check_value(req, payment)?;
+    Ok(payer)
+}
+
+/// The parts that do not depend on the clock: domain, signature, recipient and amount. Used on its own to
+/// recognise a payment that was already submitted for settlement, whatever the time is now.
+pub fn check_terms(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
+    let payer = check_signer(req, payment)?;
+    check_value(req, payment)?;
+    Ok(payer)
+}
+
+/// The EIP-712 domain is complete, the signature recovers to `from`, and `to` is the payee.
+fn check_signer(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
     let auth = &payment.authorization;
     if req.eip712_name.is_empty() || req.eip712_version.is_empty() {
         return Err(Rejection::new(
@@ -43,6 +59,12 @@ pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Addr
             format!("authorization.to is {}, this resource pays {}", auth.to, req.pay_to),
         ));
     }
+    Ok(signer)
+}
+
+/// `validAfter <= now` and `validBefore >= now + 6 s`.
+pub fn check_window(payment: &ExactPayload, now: u64) -> Result<(), Rejection> {
+    let auth = &payment.authorization;
     if auth.valid_before < U256::from(now.saturating_add(VALID_BEFORE_BUFFER_SECS)) {
         return Err(Rejection::new(
             reason::VALID_BEFORE,
@@ -58,13 +80,19 @@ pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Addr
             format!("authorization is not valid until {} (now {now})", auth.valid_after),
         ));
     }
-    if auth.value != req.amount {
+    Ok(())
+}
+
+/// The exact amount (every v2 SDK requires equality).
+fn check_value(req: &Requirement, payment: &ExactPayload) -> Result<(), Rejection> {
+    let value = payment.authorization.value;
+    if value != req.amount {
         return Err(Rejection::new(
             reason::VALUE_MISMATCH,
-            format!("authorization.value is {}, the price is {}", auth.value, req.amount),
+            format!("authorization.value is {value}, the price is {}", req.amount),
         ));
     }
-    Ok(signer)
+    Ok(())
 }
 
 /// Recovers the EOA that signed the authorization, with USDC's rules: 65 bytes `r‖s‖v`, `v` ∈ {27, 28},

@@ -50,7 +50,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn settlement_still_pending_after_one_retry_names_the_transaction_and_is_never_resent() {
+async fn pending_settlement_names_its_transaction_and_the_same_payment_is_served_once_it_lands() {
     let stack = Stack::start_with(31_337, "", &["--receipt-timeout", "1s"]).await;
     let (payer, key) = stack.devnet.account(1);
     let before = stack.devnet.balance(payer).await;
@@ -71,17 +71,33 @@ async fn settlement_still_pending_after_one_retry_names_the_transaction_and_is_n
         "one retry of the same payload, one transaction"
     );
 
-    stack.devnet.rpc("evm_mine", json!([])).await;
-    assert_eq!(stack.devnet.receipt(&tx).await["status"], "0x1");
-    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
-    // The same payment again is neither challenged (that would invite paying twice) nor settled again:
-    // the answer names the transaction that took it.
+    // Before the transaction is mined, the same payment again is neither challenged (that would invite
+    // paying twice) nor sent again: the answer names the transaction.
     let again = get(&url, &[("payment-signature", &header)]).await;
     assert_eq!(again.status(), 504);
     assert!(!again.headers().contains_key("payment-required"));
-    let body: Value = again.json().await.unwrap();
-    assert_eq!(body["transaction"], tx.as_str());
-    assert_eq!(stack.facilitator_calls().await.1, 2);
+    assert_eq!(again.json::<Value>().await.unwrap()["transaction"], tx.as_str());
+
+    stack.devnet.rpc("evm_mine", json!([])).await;
+    assert_eq!(stack.devnet.receipt(&tx).await["status"], "0x1");
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+    // Once mined, the same payment gets what it paid for, with the receipt of that one transaction.
+    let served = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(served.status(), 200);
+    let receipt = decode_header(served.headers().get("payment-response").unwrap().to_str().unwrap());
+    assert_eq!(
+        (receipt["success"].clone(), receipt["transaction"].clone()),
+        (json!(true), json!(tx))
+    );
+    assert_eq!(stack.facilitator_calls().await.2, 1, "still one transaction");
+    // And only once.
+    let replay = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(replay.status(), 402);
+    assert_eq!(
+        decode_header(replay.headers().get("payment-response").unwrap().to_str().unwrap())["transaction"],
+        tx.as_str()
+    );
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
 }
 
 /// A fake facilitator that injects one fault: every answer is garbage.
