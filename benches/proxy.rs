@@ -195,4 +195,5 @@ async fn main() {
         r.print();
     }
     let _ = gateway.kill();
+    let _ = gateway.wait();
 }

@@ -16,6 +16,7 @@ use crate::protocol::exact::ExactPayload;
 sol! {
     /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use.
     #[sol(rpc)]
+    #[allow(clippy::too_many_arguments)]
     interface IEip3009Token {
         function name() external view returns (string);
         function version() external view returns (string);

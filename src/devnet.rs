@@ -157,7 +157,7 @@ impl Devnet {
         let amount = U256::from(FUNDED_TOKENS) * U256::from(10u64).pow(U256::from(opts.token_decimals));
         let mut accounts = Vec::new();
         let mut last = None;
-        for i in 1..DEV_KEYS.len() {
+        for (i, key) in DEV_KEYS.iter().enumerate().skip(1) {
             let signer = dev_signer(i)?;
             let tx = IEip3009Token::new(asset, chain.provider())
                 .mint(signer.address(), amount)
@@ -165,7 +165,7 @@ impl Devnet {
             last = Some(chain.send(tx).await?);
             accounts.push(Account {
                 address: signer.address().to_string(),
-                private_key: DEV_KEYS[i].to_owned(),
+                private_key: (*key).to_owned(),
             });
         }
         if let Some(hash) = last {

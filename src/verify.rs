@@ -220,7 +220,8 @@ mod tests {
     #[test]
     fn each_tampered_field_is_refused_with_its_reason() {
         let req = requirement();
-        let cases: Vec<(&str, Box<dyn Fn(&mut ExactPayload, &mut Requirement)>)> = vec![
+        type Tamper = Box<dyn Fn(&mut ExactPayload, &mut Requirement)>;
+        let cases: Vec<(&str, Tamper)> = vec![
             (
                 reason::INVALID_SIGNATURE,
                 Box::new(|p, _| p.authorization.value = U256::from(10_001)),

@@ -407,6 +407,7 @@ async fn https_upstreams_are_reached_over_tls() {
     let status = resp.status();
     let body = resp.text().await.unwrap();
     let _ = server.kill();
+    let _ = server.wait();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("s_server"), "{body}");
 }

@@ -35,9 +35,10 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
 }
 
-fn parse(body: &Bytes) -> Result<FacilitatorRequest, Response> {
+/// Reads a `/verify` or `/settle` body; anything unreadable is a 400 saying what was expected.
+fn parse(body: &Bytes) -> Result<FacilitatorRequest, BadRequest> {
     serde_json::from_slice(body).map_err(|e| {
-        bad_request(format!(
+        BadRequest(format!(
             "body must be JSON {{x402Version: 1|2, paymentPayload: {{…}}, paymentRequirements: {{…}}}}: {e}"
         ))
     })
@@ -53,14 +54,14 @@ fn answer<T: serde::Serialize>(result: Result<T, BadRequest>) -> Response {
 async fn verify(State(s): State<Arc<FacilitatorService>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(req) => answer(s.verify(&req).await),
-        Err(r) => r,
+        Err(e) => answer::<()>(Err(e)),
     }
 }
 
 async fn settle(State(s): State<Arc<FacilitatorService>>, body: Bytes) -> Response {
     match parse(&body) {
         Ok(req) => answer(s.settle(&req).await),
-        Err(r) => r,
+        Err(e) => answer::<()>(Err(e)),
     }
 }
 
