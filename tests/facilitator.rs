@@ -204,6 +204,7 @@ async fn supported_lists_v1_and_v2_kinds_and_the_signer() {
         kinds.contains(&json!({"x402Version": 2, "scheme": "exact", "network": "eip155:84532"})),
         "{s}"
     );
+    assert_eq!(kinds.len(), 2, "{s}");
     assert_eq!(s["extensions"], json!([]));
     let signer: PrivateKeySigner = devnet.state.facilitator_private_key.parse().unwrap();
     assert_eq!(s["signers"]["eip155:*"], json!([signer.address().to_string()]));

@@ -271,6 +271,42 @@ async fn legacy_v1_client_pays_with_x_payment() {
     );
     assert_paid(&stack, &out, payer, pb, eb, "X-PAYMENT-RESPONSE").await;
     assert_eq!(out["payment_response"]["network"], "base-sepolia");
+
+    // Our own `pay` tool on the same v1 offer, with a method, a header and a body.
+    let (_, key) = stack.devnet.account(3);
+    let before = stack.devnet.balance(stack.pay_to).await;
+    let cli = std::process::Command::new(support::bin())
+        .args([
+            "pay",
+            "--v1",
+            "-X",
+            "POST",
+            "-H",
+            "x-note: hello",
+            "-d",
+            "the body",
+            &url,
+        ])
+        .env("X402_PRIVATE_KEY", &key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{text}{}", String::from_utf8_lossy(&cli.stderr));
+    assert!(
+        text.contains("(x402 v1)") && text.contains("status 200") && text.contains("\"success\":true"),
+        "{text}"
+    );
+    let echoed: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            echoed["method"].as_str(),
+            echoed["body"].as_str(),
+            echoed["headers"]["x-note"].as_str()
+        ),
+        (Some("POST"), Some("the body"), Some("hello"))
+    );
+    assert!(echoed["headers"].get("x-payment").is_none());
+    assert_eq!(stack.devnet.balance(stack.pay_to).await, before + U256::from(PRICE));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -90,11 +90,8 @@ impl FacilitatorService {
         let mut kinds = Vec::new();
         for id in &ids {
             let net = Network::new(*id);
+            // v1 uses the network's v1 name, or CAIP-2 where it has none (this facilitator reads both).
             for version in [Version::V1, Version::V2] {
-                if version == Version::V1 && net.v1_name().is_none() {
-                    // v1 also accepts CAIP-2 here, but only advertise names v1 clients know.
-                    continue;
-                }
                 kinds.push(SupportedKind {
                     x402_version: version,
                     scheme: SCHEME_EXACT.into(),
