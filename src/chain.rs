@@ -28,6 +28,9 @@ sol! {
     }
 }
 
+/// Longest wait for one JSON-RPC answer.
+const RPC_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What went wrong talking to the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -42,6 +45,8 @@ pub enum ChainError {
     Transaction { hash: TxHash, message: String },
     #[error("transaction {hash} was sent but the node's answer was lost ({message}); it may still land")]
     Unknown { hash: TxHash, message: String },
+    #[error("the node refused the transaction: {0}")]
+    Refused(String),
 }
 
 /// A token's EIP-712 identity, read from the contract.
@@ -61,6 +66,8 @@ pub enum TxOutcome {
     Reverted,
     /// Not mined (yet).
     Pending,
+    /// Never mined and never will be: the node forgot it and the sender's nonce moved past it.
+    Dropped,
 }
 
 /// A connection to one chain, optionally with a key that sends transactions.
@@ -92,7 +99,12 @@ impl Chain {
     pub async fn connect(url: &url::Url, signer: Option<PrivateKeySigner>) -> Result<Self, ChainError> {
         let sender = signer.as_ref().map(|s| s.address());
         let wallet = signer.map(EthereumWallet::from);
-        let provider = ProviderBuilder::new().connect_http(url.clone()).erased();
+        // A hung RPC call must not hold the send lock forever.
+        let http = reqwest::Client::builder()
+            .timeout(RPC_TIMEOUT)
+            .build()
+            .map_err(|e| ChainError::Call(format!("HTTP client: {e}")))?;
+        let provider = ProviderBuilder::new().connect_reqwest(http, url.clone()).erased();
         let url = url.to_string();
         let chain_id = provider.get_chain_id().await.map_err(|source| ChainError::Rpc {
             url: url.clone(),
@@ -196,17 +208,15 @@ impl Chain {
             .map_err(|e| ChainError::Call(e.to_string()))
     }
 
-    /// Sends `transferWithAuthorization`; returns the hash as soon as the node accepted it.
-    pub async fn send_transfer(&self, asset: Address, p: &ExactPayload) -> Result<TxHash, ChainError> {
-        let tx = self.transfer_call(asset, p)?;
-        self.send(tx).await
+    /// Signs `tx` with this connection's key and sends it; returns the hash once the node accepted it.
+    pub async fn send(&self, tx: TransactionRequest) -> Result<TxHash, ChainError> {
+        self.prepare(tx).await?.broadcast().await
     }
 
-    /// Signs `tx` with this connection's key and sends it; returns the hash once the node accepted it.
-    ///
-    /// The hash is known before sending, so a send whose answer is lost is reported as
-    /// [`ChainError::Unknown`] with that hash (the transaction may land) rather than as a failure.
-    pub async fn send(&self, mut tx: TransactionRequest) -> Result<TxHash, ChainError> {
+    /// Fills and signs `tx` without sending it, holding this connection's send turn until the result is
+    /// broadcast or dropped. The hash is known before anything leaves, so a caller can record it first:
+    /// a send whose answer is lost is then an unknown outcome with a known hash, never a forgotten one.
+    pub async fn prepare(&self, mut tx: TransactionRequest) -> Result<Prepared<'_>, ChainError> {
         let (Some(wallet), Some(from)) = (&self.wallet, self.sender) else {
             return Err(ChainError::Call("this connection has no key to send with".into()));
         };
@@ -214,10 +224,11 @@ impl Chain {
             url: self.url.clone(),
             source,
         };
-        let _turn = self.send_lock.lock().await;
+        let turn = self.send_lock.lock().await;
+        let nonce = self.provider.get_transaction_count(from).pending().await.map_err(rpc)?;
         tx.set_from(from);
         tx.set_chain_id(self.chain_id);
-        tx.set_nonce(self.provider.get_transaction_count(from).pending().await.map_err(rpc)?);
+        tx.set_nonce(nonce);
         // Estimating runs the call: a transfer that would revert is refused here, before anything is sent.
         let gas = self
             .provider
@@ -232,18 +243,39 @@ impl Chain {
             .build(wallet)
             .await
             .map_err(|e| ChainError::Call(format!("cannot sign: {e}")))?;
-        let hash = *envelope.tx_hash();
-        match self.provider.send_raw_transaction(&envelope.encoded_2718()).await {
-            Ok(_) => Ok(hash),
-            // The node answered and refused it: nothing was broadcast.
-            Err(alloy::transports::RpcError::ErrorResp(e)) => {
-                Err(ChainError::Call(format!("the node refused the transaction: {e}")))
-            }
-            Err(e) => Err(ChainError::Unknown {
-                hash,
-                message: e.to_string(),
-            }),
+        Ok(Prepared {
+            hash: *envelope.tx_hash(),
+            nonce,
+            raw: envelope.encoded_2718(),
+            chain: self,
+            _turn: turn,
+        })
+    }
+
+    /// `transferWithAuthorization` for `p`, prepared (see [`Chain::prepare`]).
+    pub async fn prepare_transfer(&self, asset: Address, p: &ExactPayload) -> Result<Prepared<'_>, ChainError> {
+        let tx = self.transfer_call(asset, p)?;
+        self.prepare(tx).await
+    }
+
+    /// Whether a transaction that has no receipt is gone for good: the node does not know it and the
+    /// sender's mined nonce is past the one it used.
+    pub async fn is_dropped(&self, hash: TxHash, nonce: u64) -> Result<bool, ChainError> {
+        let rpc = |source| ChainError::Rpc {
+            url: self.url.clone(),
+            source,
+        };
+        let Some(from) = self.sender else { return Ok(false) };
+        if self
+            .provider
+            .get_transaction_by_hash(hash)
+            .await
+            .map_err(rpc)?
+            .is_some()
+        {
+            return Ok(false);
         }
+        Ok(self.provider.get_transaction_count(from).latest().await.map_err(rpc)? > nonce)
     }
 
     /// Deploys `code` (creation bytecode with constructor arguments appended); returns the address.
@@ -298,6 +330,56 @@ impl Chain {
                 TxOutcome::Pending if tokio::time::Instant::now() < deadline => tokio::time::sleep(POLL).await,
                 done => return Ok(done),
             }
+        }
+    }
+}
+
+/// A signed transaction not yet sent; holds its connection's send turn.
+pub struct Prepared<'a> {
+    /// Its hash, known before sending.
+    pub hash: TxHash,
+    /// The sender nonce it uses.
+    pub nonce: u64,
+    raw: Vec<u8>,
+    chain: &'a Chain,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// JSON-RPC errors that mean the node refused the transaction outright (nothing was broadcast). Any other
+/// error, including JSON-RPC errors from hosted endpoints that may already have forwarded it, is unknown.
+const REFUSALS: &[&str] = &[
+    "nonce too low",
+    "underpriced",
+    "insufficient funds",
+    "intrinsic gas",
+    "exceeds block gas limit",
+    "execution reverted",
+    "invalid sender",
+    "invalid signature",
+];
+
+impl Prepared<'_> {
+    /// Sends it. `Refused`: certainly not broadcast; `Unknown`: may land.
+    pub async fn broadcast(self) -> Result<TxHash, ChainError> {
+        match self.chain.provider.send_raw_transaction(&self.raw).await {
+            Ok(_) => Ok(self.hash),
+            Err(alloy::transports::RpcError::ErrorResp(e)) => {
+                let message = e.message.to_ascii_lowercase();
+                if message.contains("already known") {
+                    Ok(self.hash)
+                } else if REFUSALS.iter().any(|r| message.contains(r)) {
+                    Err(ChainError::Refused(e.to_string()))
+                } else {
+                    Err(ChainError::Unknown {
+                        hash: self.hash,
+                        message: e.to_string(),
+                    })
+                }
+            }
+            Err(e) => Err(ChainError::Unknown {
+                hash: self.hash,
+                message: e.to_string(),
+            }),
         }
     }
 }

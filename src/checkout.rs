@@ -3,6 +3,7 @@
 //! `settle: before` routes. Each refusal is typed; nothing here writes HTTP.
 
 use alloy::primitives::{Address, U256};
+use sha2::{Digest, Sha256};
 
 use crate::claims::{ClaimKey, ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::config::{Pricing, SettleMode, VerifyMode};
@@ -93,6 +94,7 @@ impl Checkout<'_> {
             payment_payload: matched.json.clone(),
             payment_requirements: requirement.to_wire(matched.version, &meta),
         };
+        let digest: [u8; 32] = Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()).into();
         let mut admitted = Admitted {
             version: matched.version,
             requirement,
@@ -106,11 +108,14 @@ impl Checkout<'_> {
         // Already submitted, outcome unknown: ask the facilitator again (it reconciles against the sent
         // transaction) instead of judging the clock or challenging, which would invite paying twice.
         if let Some(ClaimState::InDoubt { transaction }) = self.claims.state(&key).await {
+            // Another request is re-settling it right now: still unknown, still not "pay again".
             admitted.ticket = self
                 .claims
-                .take_over(&key, &transaction)
+                .take_over(&key, &transaction, &digest)
                 .await
-                .ok_or_else(|| claim_refusal(ClaimRefusal::InFlight, &admitted))?;
+                .ok_or_else(|| Refusal::SettlementPending {
+                    transaction: transaction.clone(),
+                })?;
             admitted.reconciling = Some(transaction);
             admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
             return Ok(admitted);
@@ -130,7 +135,7 @@ impl Checkout<'_> {
         let valid_before = u64::try_from(auth.valid_before).unwrap_or(u64::MAX);
         admitted.ticket = self
             .claims
-            .claim(key, valid_before)
+            .claim(key, valid_before, digest)
             .await
             .map_err(|e| claim_refusal(e, &admitted))?;
         if let Err(r) = self.remote_checks(&mut admitted, pricing).await {
@@ -172,11 +177,10 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             claims.settled(&a.ticket, s.transaction.clone()).await;
             Ok(s)
         }
-        // Re-asked about a sent transaction, a facilitator that lost track of it sees the nonce used: by
-        // that transaction, as far as anyone can tell. Still unknown, not failed.
-        Settlement::Failed(s)
-            if a.reconciling.is_some() && s.error_reason.as_deref() == Some(reason::NONCE_ALREADY_USED) =>
-        {
+        // Re-settling a sent transaction, only its own revert is a definite "not paid": a facilitator that
+        // lost track of it judges the payload afresh (expired, nonce used, balance spent) for a payment that
+        // may well have landed.
+        Settlement::Failed(s) if a.reconciling.as_ref().is_some_and(|t| !reverted(&s, t)) => {
             Err(still_in_doubt(claims, a, None).await)
         }
         Settlement::Failed(s) => {
@@ -196,6 +200,11 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             Err(Refusal::Facilitator(error))
         }
     }
+}
+
+/// Whether `s` reports that `transaction` itself failed on chain.
+fn reverted(s: &SettleResponse, transaction: &str) -> bool {
+    s.error_reason.as_deref() == Some(reason::TRANSACTION_FAILED) && s.transaction == transaction
 }
 
 /// Marks the claim in doubt with the best known transaction and says so.

@@ -38,6 +38,9 @@ pub enum ClaimState {
 #[derive(Debug, Clone)]
 struct Claim {
     state: ClaimState,
+    /// Digest of the payment as presented (payload and requirement): only that same payment may take an
+    /// in-doubt claim over, not another one reusing the nonce on different terms.
+    payment: [u8; 32],
     /// Unix seconds after which the chain refuses the authorization anyway.
     valid_before: u64,
     /// Which request holds it, so a stale release cannot free someone else's claim.
@@ -140,7 +143,12 @@ impl Claims {
     }
 
     /// Claims `key` for one request, atomically.
-    pub async fn claim(&self, key: ClaimKey, valid_before: u64) -> Result<ClaimTicket, ClaimRefusal> {
+    pub async fn claim(
+        &self,
+        key: ClaimKey,
+        valid_before: u64,
+        payment: [u8; 32],
+    ) -> Result<ClaimTicket, ClaimRefusal> {
         if self.live.load(Ordering::Relaxed) >= self.capacity {
             // Expired entries are only counted out when moka's maintenance runs.
             self.cache.run_pending_tasks().await;
@@ -160,6 +168,7 @@ impl Claims {
             .or_insert_with(async {
                 Claim {
                     state: ClaimState::InFlight,
+                    payment,
                     valid_before,
                     holder,
                 }
@@ -189,17 +198,18 @@ impl Claims {
 
     /// Takes over an authorization in doubt (`transaction` sent, outcome unknown) so one request can
     /// settle it again and, if it settled, be served. Only one request gets it.
-    pub async fn take_over(&self, key: &ClaimKey, transaction: &str) -> Option<ClaimTicket> {
+    pub async fn take_over(&self, key: &ClaimKey, transaction: &str, payment: &[u8; 32]) -> Option<ClaimTicket> {
         let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
         let expected = ClaimState::InDoubt {
             transaction: transaction.to_owned(),
         };
+        let payment = *payment;
         let result = self
             .cache
             .entry(key.clone())
             .and_compute_with(|current| async move {
                 match current.map(|e| e.into_value()) {
-                    Some(c) if c.state == expected => Op::Put(Claim {
+                    Some(c) if c.state == expected && c.payment == payment => Op::Put(Claim {
                         state: ClaimState::InFlight,
                         holder,
                         ..c
@@ -260,16 +270,22 @@ mod tests {
     #[tokio::test]
     async fn one_claim_per_authorization_until_released() {
         let claims = Claims::new(10);
-        let t = claims.claim(key(1), later()).await.unwrap();
-        assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+        let t = claims.claim(key(1), later(), [0; 32]).await.unwrap();
+        assert_eq!(
+            claims.claim(key(1), later(), [0; 32]).await,
+            Err(ClaimRefusal::InFlight)
+        );
         claims.release(&t).await;
-        let t2 = claims.claim(key(1), later()).await.unwrap();
+        let t2 = claims.claim(key(1), later(), [0; 32]).await.unwrap();
         // A stale ticket cannot free the new holder's claim.
         claims.release(&t).await;
-        assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+        assert_eq!(
+            claims.claim(key(1), later(), [0; 32]).await,
+            Err(ClaimRefusal::InFlight)
+        );
         claims.settled(&t2, "0xabc".into()).await;
         assert_eq!(
-            claims.claim(key(1), later()).await,
+            claims.claim(key(1), later(), [0; 32]).await,
             Err(ClaimRefusal::Settled {
                 transaction: "0xabc".into()
             })
@@ -282,18 +298,23 @@ mod tests {
     #[tokio::test]
     async fn an_in_doubt_claim_is_taken_over_once() {
         let claims = Claims::new(10);
-        let t = claims.claim(key(4), later()).await.unwrap();
+        let t = claims.claim(key(4), later(), [0; 32]).await.unwrap();
         claims.in_doubt(&t, "0xfeed".into()).await;
         assert_eq!(
-            claims.claim(key(4), later()).await,
+            claims.claim(key(4), later(), [0; 32]).await,
             Err(ClaimRefusal::InDoubt {
                 transaction: "0xfeed".into()
             })
         );
-        assert_eq!(claims.take_over(&key(4), "0xother").await, None);
-        let t2 = claims.take_over(&key(4), "0xfeed").await.unwrap();
+        assert_eq!(claims.take_over(&key(4), "0xother", &[0; 32]).await, None);
         assert_eq!(
-            claims.take_over(&key(4), "0xfeed").await,
+            claims.take_over(&key(4), "0xfeed", &[1; 32]).await,
+            None,
+            "another payment reusing the nonce"
+        );
+        let t2 = claims.take_over(&key(4), "0xfeed", &[0; 32]).await.unwrap();
+        assert_eq!(
+            claims.take_over(&key(4), "0xfeed", &[0; 32]).await,
             None,
             "only one request takes it over"
         );
@@ -312,7 +333,7 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let c = claims.clone();
-                tokio::spawn(async move { c.claim(key(7), later()).await.is_ok() })
+                tokio::spawn(async move { c.claim(key(7), later(), [0; 32]).await.is_ok() })
             })
             .collect();
         let mut wins = 0;
@@ -325,15 +346,18 @@ mod tests {
     #[tokio::test]
     async fn a_full_table_refuses_instead_of_evicting() {
         let claims = Claims::new(2);
-        claims.claim(key(1), later()).await.unwrap();
-        claims.claim(key(2), later()).await.unwrap();
-        let t3 = claims.claim(key(3), later()).await;
+        claims.claim(key(1), later(), [0; 32]).await.unwrap();
+        claims.claim(key(2), later(), [0; 32]).await.unwrap();
+        let t3 = claims.claim(key(3), later(), [0; 32]).await;
         assert_eq!(t3, Err(ClaimRefusal::Full));
-        assert_eq!(claims.claim(key(1), later()).await, Err(ClaimRefusal::InFlight));
+        assert_eq!(
+            claims.claim(key(1), later(), [0; 32]).await,
+            Err(ClaimRefusal::InFlight)
+        );
         // Releasing one makes room again.
         let t2 = ClaimTicket { key: key(2), holder: 2 };
         claims.release(&t2).await;
         claims.cache.run_pending_tasks().await;
-        assert!(claims.claim(key(3), later()).await.is_ok());
+        assert!(claims.claim(key(3), later(), [0; 32]).await.is_ok());
     }
 }

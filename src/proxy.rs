@@ -217,7 +217,7 @@ impl ProxyHttp for Gateway {
                 )
                 .await;
         }
-        if !req.method.as_str().bytes().all(|b| b.is_ascii_uppercase()) {
+        if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
             return self
                 .refuse(
                     session,
@@ -379,7 +379,10 @@ impl ProxyHttp for Gateway {
             can_reuse_downstream: false,
         };
         // Once a final header is out, nothing more can be said; the connection is closed.
-        if session.response_written().is_some_and(|r| !r.status.is_informational()) {
+        if session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational() || r.status.as_u16() == 101)
+        {
             return gone;
         }
         let refusal = match ctx.refusal.take() {

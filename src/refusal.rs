@@ -93,7 +93,7 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
         Refusal::NotFound => json_answer(404, json!({ "error": "no route matches this request" })),
         Refusal::Facilitator(e) => {
             let status = match e {
-                FacilitatorError::BadAnswer { .. } => 502,
+                FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. } => 502,
                 FacilitatorError::Unreachable { .. } => 503,
                 FacilitatorError::Timeout { .. } => 504,
             };

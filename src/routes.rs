@@ -185,7 +185,7 @@ fn percent_decode(s: &str) -> Result<String, PathError> {
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or(PathError::BadEncoding)?;
-            if v == b'/' || v == b'\\' || v < 0x20 || v == 0x7f {
+            if v == b'/' || v == b'\\' || v == b';' || v < 0x20 || v == 0x7f {
                 return Err(PathError::Ambiguous);
             }
             out.push(v);
@@ -236,6 +236,7 @@ mod tests {
         assert_eq!(NormalPath::parse("/free%2F..%2Fpaid"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/a\\b"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/paid;x=1/data"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/paid%3Bx/data"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/../etc"), Err(PathError::AboveRoot));
         assert_eq!(NormalPath::parse("/%zz"), Err(PathError::BadEncoding));
         assert_eq!(NormalPath::parse("http://x/"), Err(PathError::NotOriginForm));

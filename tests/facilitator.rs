@@ -39,6 +39,18 @@ fn request(payload: &Value, requirements: &Value) -> Value {
 
 /// Signs an authorization ourselves, for shapes the official clients never produce (future validAfter…).
 fn sign_raw(devnet: &Devnet, key: &str, pay_to: Address, value: u64, valid_after: u64, valid_before: u64) -> Value {
+    sign_raw_with_nonce(devnet, key, pay_to, value, valid_after, valid_before, B256::random())
+}
+
+fn sign_raw_with_nonce(
+    devnet: &Devnet,
+    key: &str,
+    pay_to: Address,
+    value: u64,
+    valid_after: u64,
+    valid_before: u64,
+    nonce: B256,
+) -> Value {
     let signer: PrivateKeySigner = key.parse().unwrap();
     let req = Requirement {
         network: Network::new(devnet.state.chain_id),
@@ -55,7 +67,7 @@ fn sign_raw(devnet: &Devnet, key: &str, pay_to: Address, value: u64, valid_after
         value: U256::from(value),
         valid_after: U256::from(valid_after),
         valid_before: U256::from(valid_before),
-        nonce: B256::random(),
+        nonce,
     };
     let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
     let payload = x402_gateway::protocol::exact::ExactPayload {
@@ -258,6 +270,25 @@ async fn pending_settlement_is_reconciled_not_resent() {
     let hash = a.1["transaction"].as_str().unwrap().to_owned();
     assert_eq!(hash.len(), 66);
     assert_eq!(b.1["transaction"], hash.as_str());
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 1);
+
+    // Another payment reusing this authorization's nonce on other terms is not taken for the pending one.
+    let (other, _) = devnet.account(7);
+    let nonce: B256 = body["paymentPayload"]["payload"]["authorization"]["nonce"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = support::now();
+    let twin = sign_raw_with_nonce(&devnet, &key, other, PRICE, now - 600, now + 120, nonce);
+    let (_, r) = facilitator
+        .post("/settle", &request(&twin, &requirements(&devnet, other, 60)))
+        .await;
+    assert_eq!(
+        (r["success"].clone(), r["errorReason"].clone()),
+        (json!(false), json!("invalid_exact_evm_nonce_already_used")),
+        "{r}"
+    );
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 1);
 
     devnet.rpc("evm_mine", json!([])).await;

@@ -33,8 +33,9 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:8402";
 const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
 /// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
 const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
-/// Facilitator call timeout when unset.
-const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(10);
+/// Facilitator call timeout when unset: long enough for `/settle` to wait out a block or two, so a slow
+/// receipt is an answer rather than an unknown outcome.
+const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A configuration error: where it is and what to do about it.
 #[derive(Debug, thiserror::Error)]

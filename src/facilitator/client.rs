@@ -15,6 +15,8 @@ use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse, Supported
 pub enum FacilitatorError {
     #[error("facilitator {url} is unreachable: {message}")]
     Unreachable { url: String, message: String },
+    #[error("facilitator {url} broke off the exchange: {message}")]
+    Interrupted { url: String, message: String },
     #[error("facilitator {url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("facilitator {url} answered HTTP {status} with an unusable body: {message}")]
@@ -73,15 +75,21 @@ impl FacilitatorClient {
                     url: url.clone(),
                     timeout: self.timeout,
                 }
-            } else {
+            } else if e.is_connect() {
+                // Only a failed connect proves the request never arrived; anything later may have been acted on.
                 FacilitatorError::Unreachable {
+                    url: url.clone(),
+                    message: e.to_string(),
+                }
+            } else {
+                FacilitatorError::Interrupted {
                     url: url.clone(),
                     message: e.to_string(),
                 }
             }
         })?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| FacilitatorError::Unreachable {
+        let body = resp.bytes().await.map_err(|e| FacilitatorError::Interrupted {
             url: url.clone(),
             message: e.to_string(),
         })?;

@@ -59,9 +59,19 @@ async fn verify(State(s): State<Arc<FacilitatorService>>, body: Bytes) -> Respon
 }
 
 async fn settle(State(s): State<Arc<FacilitatorService>>, body: Bytes) -> Response {
-    match parse(&body) {
-        Ok(req) => answer(s.settle(&req).await),
-        Err(e) => answer::<()>(Err(e)),
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(e) => return answer::<()>(Err(e)),
+    };
+    // A settlement runs to its end even if the caller hangs up: a transaction half-recorded would be sent
+    // twice by the retry.
+    match tokio::spawn(async move { s.settle(&req).await }).await {
+        Ok(result) => answer(result),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": format!("settlement task failed: {e}") })),
+        )
+            .into_response(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, TxHash, B256};
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::chain::{Chain, ChainError, TokenInfo, TxOutcome};
@@ -33,6 +34,15 @@ struct Parsed {
     network_wire: String,
 }
 
+/// A settlement transaction sent and not concluded yet.
+#[derive(Debug, Clone, Copy)]
+struct SentSettlement {
+    hash: TxHash,
+    nonce: u64,
+    /// SHA-256 of the `/settle` request that sent it.
+    digest: [u8; 32],
+}
+
 /// Identifies one authorization on chain; a nonce can be used once per (token, payer).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct AuthorizationKey {
@@ -57,7 +67,7 @@ pub struct FacilitatorService {
     known_tokens: moka::future::Cache<(u64, Address), TokenInfo>,
     /// Per authorization: the hash of a sent transaction whose outcome is not known yet. The mutex makes
     /// concurrent settles of one payload send one transaction.
-    settlements: moka::future::Cache<AuthorizationKey, Arc<Mutex<Option<TxHash>>>>,
+    settlements: moka::future::Cache<AuthorizationKey, Arc<Mutex<Option<SentSettlement>>>>,
     receipt_timeout: Duration,
     /// Public call counters.
     pub counters: Counters,
@@ -69,7 +79,9 @@ impl FacilitatorService {
         FacilitatorService {
             chains: chains.into_iter().map(|c| (c.chain_id(), c)).collect(),
             known_tokens: moka::future::Cache::new(1024),
+            // LRU: TinyLFU admission could refuse to remember a pending transaction.
             settlements: moka::future::Cache::builder()
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .max_capacity(100_000)
                 .time_to_live(SETTLEMENT_MEMORY)
                 .build(),
@@ -304,126 +316,142 @@ impl FacilitatorService {
             }
         };
         let auth = &parsed.payment.authorization;
+        let payer = Some(auth.from.to_string());
+        let failed = |reason: &str, message: String, tx: String| {
+            SettleResponse::failed(reason, message, payer.clone(), parsed.network_wire.clone(), tx)
+        };
+        let chain = match self.chain(parsed.requirement.network) {
+            Ok(c) => c,
+            Err(r) => return Ok(failed(r.reason, r.message, String::new())),
+        };
         let key = AuthorizationKey {
             chain_id: parsed.requirement.network.chain_id,
             asset: parsed.requirement.asset,
             from: auth.from,
             nonce: auth.nonce,
         };
+        // The whole request, so a different payload reusing this authorization's nonce is told apart.
+        let digest: [u8; 32] = Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).into();
         let slot = self
             .settlements
-            .get_with(key.clone(), async { Arc::new(Mutex::new(None)) })
+            .get_with(key, async { Arc::new(Mutex::new(None)) })
             .await;
         let mut pending = slot.lock().await;
-        let payer = Some(auth.from.to_string());
-        let respond = |outcome: Result<TxOutcome, ChainError>, hash: TxHash| -> (SettleResponse, bool) {
-            let net = parsed.network_wire.clone();
-            match outcome {
-                Ok(TxOutcome::Succeeded) => (
-                    SettleResponse {
-                        success: true,
-                        error_reason: None,
-                        error_message: None,
-                        payer: payer.clone(),
-                        transaction: hash.to_string(),
-                        network: net,
-                    },
-                    true,
-                ),
-                Ok(TxOutcome::Reverted) => (
-                    SettleResponse::failed(
-                        reason::TRANSACTION_FAILED,
-                        "the settlement transaction reverted",
-                        payer.clone(),
-                        net,
-                        hash.to_string(),
-                    ),
-                    true,
-                ),
-                Ok(TxOutcome::Pending) => (
-                    SettleResponse::failed(
-                        reason::SETTLEMENT_PENDING,
-                        "sent, not mined yet; retry settle with the same payload",
-                        payer.clone(),
-                        net,
-                        hash.to_string(),
-                    ),
-                    false,
-                ),
-                // Could not even ask: the outcome is unknown, so it stays pending.
-                Err(e) => (
-                    SettleResponse::failed(
-                        reason::SETTLEMENT_PENDING,
-                        format!("cannot read the receipt yet: {e}"),
-                        payer.clone(),
-                        net,
-                        hash.to_string(),
-                    ),
-                    false,
-                ),
-            }
-        };
-        let chain = match self.chain(parsed.requirement.network) {
-            Ok(c) => c,
-            Err(r) => {
-                return Ok(SettleResponse::failed(
-                    r.reason,
-                    r.message,
-                    payer,
-                    parsed.network_wire,
-                    String::new(),
-                ))
-            }
-        };
-        if let Some(hash) = *pending {
-            let (resp, terminal) = respond(chain.outcome(hash).await, hash);
-            if terminal {
-                *pending = None;
-            }
-            return Ok(resp);
-        }
-        // Reference facilitators skip the simulation here; the balance and nonce checks still run.
-        if let Err(r) = self.check(&parsed, false).await {
-            return Ok(SettleResponse::failed(
-                r.reason,
-                r.message,
-                payer,
-                parsed.network_wire,
-                String::new(),
-            ));
-        }
-        let hash = match chain.send_transfer(parsed.requirement.asset, &parsed.payment).await {
-            Ok(h) => h,
-            // Signed and handed to the node, answer lost: it may land, so it is pending, never "failed".
-            Err(ChainError::Unknown { hash, message }) => {
-                self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(tx = %hash, error = %message, "settlement sent, answer lost");
-                *pending = Some(hash);
-                return Ok(respond(Err(ChainError::Unknown { hash, message }), hash).0);
-            }
-            Err(e) => {
-                let reason = if matches!(e, ChainError::Call(_)) {
-                    reason::TRANSACTION_FAILED
-                } else {
-                    reason::UNEXPECTED_SETTLE_ERROR
-                };
-                return Ok(SettleResponse::failed(
-                    reason,
-                    e.to_string(),
-                    payer,
-                    parsed.network_wire,
+
+        if let Some(sent) = *pending {
+            if sent.digest != digest {
+                return Ok(failed(
+                    reason::NONCE_ALREADY_USED,
+                    format!("another payment with this nonce is being settled in {}", sent.hash),
                     String::new(),
                 ));
             }
+            let outcome = self.outcome(chain, &sent).await;
+            return Ok(Self::conclude(
+                &mut pending,
+                outcome,
+                sent.hash,
+                payer,
+                parsed.network_wire,
+            ));
+        }
+        // Reference facilitators skip the simulation here; the balance and nonce checks still run, and
+        // gas estimation simulates the call anyway.
+        if let Err(r) = self.check(&parsed, false).await {
+            return Ok(failed(r.reason, r.message, String::new()));
+        }
+        let prepared = match chain.prepare_transfer(parsed.requirement.asset, &parsed.payment).await {
+            Ok(p) => p,
+            Err(e) => return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new())),
         };
+        let sent = SentSettlement {
+            hash: prepared.hash,
+            nonce: prepared.nonce,
+            digest,
+        };
+        // Recorded before it leaves: whatever happens to this request now, a retry finds this transaction.
+        *pending = Some(sent);
+        match prepared.broadcast().await {
+            Ok(_) => {}
+            Err(ChainError::Unknown { message, .. }) => {
+                self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(tx = %sent.hash, error = %message, "settlement sent, answer lost");
+                return Ok(failed(
+                    reason::SETTLEMENT_PENDING,
+                    format!("sent, but the node's answer was lost ({message}); retry settle with the same payload"),
+                    sent.hash.to_string(),
+                ));
+            }
+            Err(e) => {
+                *pending = None;
+                return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new()));
+            }
+        }
         self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(tx = %hash, payer = %auth.from, to = %auth.to, value = %auth.value, network = %parsed.requirement.network, "settlement sent");
-        *pending = Some(hash);
-        let (resp, terminal) = respond(chain.wait(hash, self.receipt_timeout).await, hash);
+        tracing::info!(tx = %sent.hash, payer = %auth.from, to = %auth.to, value = %auth.value, network = %parsed.requirement.network, "settlement sent");
+        let outcome = chain.wait(sent.hash, self.receipt_timeout).await;
+        Ok(Self::conclude(
+            &mut pending,
+            outcome,
+            sent.hash,
+            payer,
+            parsed.network_wire,
+        ))
+    }
+
+    /// The outcome of a sent settlement, noticing one the chain dropped.
+    async fn outcome(&self, chain: &Chain, sent: &SentSettlement) -> Result<TxOutcome, ChainError> {
+        match chain.outcome(sent.hash).await? {
+            TxOutcome::Pending if chain.is_dropped(sent.hash, sent.nonce).await? => Ok(TxOutcome::Dropped),
+            other => Ok(other),
+        }
+    }
+
+    /// Turns an outcome into the answer; a terminal outcome forgets the pending transaction.
+    fn conclude(
+        pending: &mut Option<SentSettlement>,
+        outcome: Result<TxOutcome, ChainError>,
+        hash: TxHash,
+        payer: Option<String>,
+        network: String,
+    ) -> SettleResponse {
+        let tx = hash.to_string();
+        let failed = |reason: &str, message: String| {
+            SettleResponse::failed(reason, message, payer.clone(), network.clone(), tx.clone())
+        };
+        let (resp, terminal) = match outcome {
+            Ok(TxOutcome::Succeeded) => (
+                SettleResponse::settled(payer.clone(), network.clone(), tx.clone()),
+                true,
+            ),
+            Ok(TxOutcome::Reverted) => (
+                failed(reason::TRANSACTION_FAILED, "the settlement transaction reverted".into()),
+                true,
+            ),
+            Ok(TxOutcome::Dropped) => (
+                failed(
+                    reason::TRANSACTION_FAILED,
+                    "the settlement transaction was dropped by the network".into(),
+                ),
+                true,
+            ),
+            Ok(TxOutcome::Pending) => (
+                failed(
+                    reason::SETTLEMENT_PENDING,
+                    "sent, not mined yet; retry settle with the same payload".into(),
+                ),
+                false,
+            ),
+            // Could not even ask: the outcome is unknown, so it stays pending.
+            Err(e) => (
+                failed(reason::SETTLEMENT_PENDING, format!("cannot read the receipt yet: {e}")),
+                false,
+            ),
+        };
         if terminal {
             *pending = None;
         }
-        Ok(resp)
+        resp
     }
 }
 

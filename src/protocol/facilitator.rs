@@ -81,6 +81,18 @@ impl SettleResponse {
         }
     }
 
+    /// A successful settlement in `transaction`.
+    pub fn settled(payer: Option<String>, network: String, transaction: String) -> Self {
+        SettleResponse {
+            success: true,
+            error_reason: None,
+            error_message: None,
+            payer,
+            transaction,
+            network,
+        }
+    }
+
     /// Whether the facilitator broadcast a transaction whose outcome it has not seen yet.
     pub fn is_pending(&self) -> bool {
         !self.success && self.error_reason.as_deref() == Some(super::reason::SETTLEMENT_PENDING)
