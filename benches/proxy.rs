@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, Bytes, B256, U256};
-use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
 use serde_json::json;
-use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
+use x402_gateway::protocol::exact::Requirement;
 use x402_gateway::protocol::network::Network;
 
 const CONCURRENCY: usize = 16;
@@ -154,19 +154,8 @@ async fn main() {
     let headers: Arc<Vec<String>> = Arc::new(
         (0..REQUESTS)
             .map(|_| {
-                let auth = Authorization {
-                    from: signer.address(),
-                    to: req.pay_to,
-                    value: req.amount,
-                    valid_after: U256::ZERO,
-                    valid_before: U256::from(now + 100),
-                    nonce: B256::random(),
-                };
-                let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
-                let payload = ExactPayload {
-                    signature: Bytes::from(sig.as_bytes()),
-                    authorization: auth,
-                };
+                let auth = x402_gateway::pay::authorize(&signer, &req, 0, now + 100);
+                let payload = x402_gateway::pay::sign(&signer, &req, auth).unwrap();
                 x402_gateway::protocol::codec::encode(
                     &json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload.to_json()}),
                 )

@@ -5,11 +5,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use alloy::primitives::{Bytes, B256, U256};
-use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use alloy::primitives::{B256, U256};
+use alloy::signers::local::PrivateKeySigner;
 use serde_json::json;
 use x402_gateway::config::Offer;
-use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
+use x402_gateway::protocol::exact::Requirement;
 use x402_gateway::protocol::network::Network;
 
 fn time<F: FnMut()>(name: &str, iters: u32, mut f: F) {
@@ -38,19 +38,9 @@ fn main() {
         eip712_version: "2".into(),
     };
     let now = x402_gateway::facilitator::service::unix_now();
-    let auth = Authorization {
-        from: signer.address(),
-        to: req.pay_to,
-        value: req.amount,
-        valid_after: U256::ZERO,
-        valid_before: U256::from(now + 3600),
-        nonce: B256::repeat_byte(7),
-    };
-    let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
-    let payload = ExactPayload {
-        signature: Bytes::from(sig.as_bytes()),
-        authorization: auth.clone(),
-    };
+    let mut auth = x402_gateway::pay::authorize(&signer, &req, 0, now + 3600);
+    auth.nonce = B256::repeat_byte(7);
+    let payload = x402_gateway::pay::sign(&signer, &req, auth).unwrap();
     let header = x402_gateway::protocol::codec::encode(
         &json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload.to_json()}),
     );
@@ -63,7 +53,7 @@ fn main() {
     headers.insert("payment-signature", header.parse().unwrap());
 
     time("eip712 signing hash", 200_000, || {
-        black_box(req.signing_hash(black_box(&auth)));
+        black_box(req.signing_hash(black_box(&payload.authorization)));
     });
     time("local verify (recover + checks)", 20_000, || {
         black_box(x402_gateway::verify::check(black_box(&req), black_box(&payload), now).unwrap());

@@ -91,22 +91,13 @@ pub async fn pay(
     let offers = offers(header.as_ref().map(HeaderValue::as_bytes), &body, req.v1)?;
     let (version, offer, requirement, resource) = choose(offers, req.max_amount, confirm)?;
     let now = unix_now();
-    let authorization = Authorization {
-        from: signer.address(),
-        to: requirement.pay_to,
-        value: requirement.amount,
-        valid_after: U256::from(now.saturating_sub(VALID_AFTER_SKEW_SECS)),
-        valid_before: U256::from(now + requirement.max_timeout_seconds),
-        nonce: B256::random(),
-    };
-    let signature = signer
-        .sign_hash_sync(&requirement.signing_hash(&authorization))
-        .map_err(|e| PayError::Sign(e.to_string()))?;
-    let payload = ExactPayload {
-        signature: Bytes::from(signature.as_bytes()),
-        authorization: authorization.clone(),
-    }
-    .to_json();
+    let authorization = authorize(
+        signer,
+        &requirement,
+        now.saturating_sub(VALID_AFTER_SKEW_SECS),
+        now.saturating_add(requirement.max_timeout_seconds),
+    );
+    let payload = sign(signer, &requirement, authorization.clone())?.to_json();
     let (name, value) = match version {
         Version::V2 => {
             let mut p = json!({"x402Version": 2, "accepted": offer, "payload": payload});
@@ -132,6 +123,34 @@ pub async fn pay(
     t.requirement = Some(requirement);
     t.authorization = Some(authorization);
     Ok(t)
+}
+
+/// An authorization from `signer` paying exactly `req`, valid between the two unix times, with a fresh
+/// random nonce.
+pub fn authorize(signer: &PrivateKeySigner, req: &Requirement, valid_after: u64, valid_before: u64) -> Authorization {
+    Authorization {
+        from: signer.address(),
+        to: req.pay_to,
+        value: req.amount,
+        valid_after: U256::from(valid_after),
+        valid_before: U256::from(valid_before),
+        nonce: B256::random(),
+    }
+}
+
+/// Signs `authorization` under `req`'s EIP-712 domain: the payload a payer sends.
+pub fn sign(
+    signer: &PrivateKeySigner,
+    req: &Requirement,
+    authorization: Authorization,
+) -> Result<ExactPayload, PayError> {
+    let signature = signer
+        .sign_hash_sync(&req.signing_hash(&authorization))
+        .map_err(|e| PayError::Sign(e.to_string()))?;
+    Ok(ExactPayload {
+        signature: Bytes::from(signature.as_bytes()),
+        authorization,
+    })
 }
 
 async fn send(

@@ -207,24 +207,16 @@ impl ProxyHttp for Gateway {
             .unwrap_or_default();
         // Route matching must see what the upstream will see: no Host, or a method some upstreams read
         // case-insensitively, could land a priced request on a free route.
-        if host.is_empty() {
+        let malformed = if host.is_empty() {
+            Some("a Host header is required")
+        } else if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+            Some("the method must be upper case")
+        } else {
+            None
+        };
+        if let Some(m) = malformed {
             return self
-                .refuse(
-                    session,
-                    ctx,
-                    Refusal::BadRequest("a Host header is required".into()),
-                    "bad_request",
-                )
-                .await;
-        }
-        if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
-            return self
-                .refuse(
-                    session,
-                    ctx,
-                    Refusal::BadRequest("the method must be upper case".into()),
-                    "bad_request",
-                )
+                .refuse(session, ctx, Refusal::BadRequest(m.into()), "bad_request")
                 .await;
         }
         let method = req.method.clone();

@@ -3,11 +3,11 @@
 
 mod support;
 
-use alloy::primitives::{Address, Bytes, B256, U256};
-use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use alloy::primitives::{Address, B256, U256};
+use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
 use support::{python_sign, Devnet, Facilitator};
-use x402_gateway::protocol::exact::{Authorization, Requirement};
+use x402_gateway::protocol::exact::Requirement;
 use x402_gateway::protocol::network::Network;
 
 const PRICE: u64 = 1000;
@@ -61,19 +61,10 @@ fn sign_raw_with_nonce(
         eip712_name: devnet.state.asset_name.clone(),
         eip712_version: devnet.state.asset_version.clone(),
     };
-    let auth = Authorization {
-        from: signer.address(),
-        to: pay_to,
-        value: U256::from(value),
-        valid_after: U256::from(valid_after),
-        valid_before: U256::from(valid_before),
-        nonce,
-    };
-    let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
-    let payload = x402_gateway::protocol::exact::ExactPayload {
-        signature: Bytes::from(sig.as_bytes()),
-        authorization: auth,
-    };
+    let mut auth = x402_gateway::pay::authorize(&signer, &req, valid_after, valid_before);
+    auth.value = U256::from(value);
+    auth.nonce = nonce;
+    let payload = x402_gateway::pay::sign(&signer, &req, auth).unwrap();
     json!({"x402Version": 2, "accepted": requirements(devnet, pay_to, 60), "payload": payload.to_json()})
 }
 

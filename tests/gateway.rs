@@ -3,8 +3,8 @@
 
 mod support;
 
-use alloy::primitives::{Address, Bytes, B256, U256};
-use alloy::signers::{local::PrivateKeySigner, SignerSync};
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
 use support::{decode_header, encode_header, get, node, python, python_sign, run_client, Stack};
 use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
@@ -50,20 +50,9 @@ fn sign(stack: &Stack, key: &str, tweak: impl Fn(&mut Requirement, &mut Authoriz
         eip712_name: stack.devnet.state.asset_name.clone(),
         eip712_version: stack.devnet.state.asset_version.clone(),
     };
-    let mut auth = Authorization {
-        from: signer.address(),
-        to: stack.pay_to,
-        value: U256::from(PRICE),
-        valid_after: U256::from(now - 600),
-        valid_before: U256::from(now + 120),
-        nonce: B256::random(),
-    };
+    let mut auth = x402_gateway::pay::authorize(&signer, &req, now - 600, now + 120);
     tweak(&mut req, &mut auth);
-    let sig = signer.sign_hash_sync(&req.signing_hash(&auth)).unwrap();
-    ExactPayload {
-        signature: Bytes::from(sig.as_bytes()),
-        authorization: auth,
-    }
+    x402_gateway::pay::sign(&signer, &req, auth).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
