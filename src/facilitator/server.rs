@@ -124,13 +124,12 @@ pub async fn run(args: crate::cli::FacilitatorArgs) -> Result<(), String> {
                 Some((n, u)) => (
                     n,
                     u.parse()
-                        .map_err(|e| format!("--network {spec}: {u:?} is not a URL: {e}"))?,
+                        .map_err(|e| format!("--network {n}: the RPC URL after '=' is not a URL: {e}"))?,
                 ),
                 None => (spec.as_str(), args.rpc_url.clone()),
             };
-            let net = Network::parse(name).ok_or_else(|| {
-                format!("--network {spec}: {name:?} is neither eip155:<chainId> nor a known v1 network name")
-            })?;
+            let net = Network::parse(name)
+                .ok_or_else(|| format!("--network {name:?} is neither eip155:<chainId> nor a known v1 network name"))?;
             out.push((Some(net), url));
         }
         out
@@ -142,13 +141,14 @@ pub async fn run(args: crate::cli::FacilitatorArgs) -> Result<(), String> {
         if let Some(net) = want {
             if net.chain_id != chain.chain_id() {
                 return Err(format!(
-                    "--network {net}: the RPC at {url} serves chain id {}, not {}",
+                    "--network {net}: the RPC at {} serves chain id {}, not {}",
+                    crate::chain::redact(&url),
                     chain.chain_id(),
                     net.chain_id
                 ));
             }
         }
-        tracing::info!(network = %Network::new(chain.chain_id()), rpc = %url, "serving network");
+        tracing::info!(network = %Network::new(chain.chain_id()), rpc = %crate::chain::redact(&url), "serving network");
         chains.push(chain);
     }
     let service = Arc::new(FacilitatorService::new(chains, args.receipt_timeout));
