@@ -1,7 +1,7 @@
 //! A small JSON echo service: the demo's upstream and the tests' stand-in for "your API". It answers
 //! every request with what it received (method, path, query, headers, body), so a test can see exactly
 //! what reached the upstream; the request header `x-echo-status: <code>` makes it answer with that status, and
-//! `x-echo-delay-ms: <n>` makes it wait first.
+//! `x-echo-delay-ms: <n>` makes it wait first, and `x-echo-pad: <n>` makes the answer n bytes longer.
 
 use std::net::SocketAddr;
 
@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+/// Largest padding `x-echo-pad` adds.
+const MAX_PAD: usize = 64 * 1024 * 1024;
 /// Largest request body echoed back.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -42,6 +44,13 @@ async fn echo(req: Request) -> Response {
     if let Some(ms) = delay {
         tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
     }
+    // `x-echo-pad: <n>` adds n bytes to the answer, for tests of large, streamed responses.
+    let pad = parts
+        .headers
+        .get("x-echo-pad")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(0, |n| n.min(MAX_PAD));
     let answer = json!({
         "method": parts.method.as_str(),
         "path": path,
@@ -49,6 +58,7 @@ async fn echo(req: Request) -> Response {
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
         "served_by": "x402-gateway demo upstream",
+        "pad": "x".repeat(pad),
     });
     (status, [("x-upstream", "echo")], Json(answer)).into_response()
 }

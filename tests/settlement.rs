@@ -411,3 +411,25 @@ async fn https_upstreams_are_reached_over_tls() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("s_server"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_paid_response_streams_through_intact() {
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(6);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/big").await, &key));
+    const SIZE: usize = 8 * 1024 * 1024;
+    let resp = get(
+        &format!("{}/paid/big", stack.gateway.url),
+        &[("payment-signature", &header), ("x-echo-pad", &SIZE.to_string())],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        decode_header(resp.headers().get("payment-response").unwrap().to_str().unwrap())["success"],
+        true
+    );
+    let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let pad = body["pad"].as_str().unwrap();
+    assert_eq!(pad.len(), SIZE);
+    assert!(pad.bytes().all(|b| b == b'x'));
+}
