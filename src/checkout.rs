@@ -3,7 +3,6 @@
 //! `settle: before` routes. Each refusal is typed; nothing here writes HTTP.
 
 use alloy::primitives::{Address, U256};
-use sha2::{Digest, Sha256};
 
 use crate::claims::{ClaimKey, ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::config::{Pricing, SettleMode, VerifyMode};
@@ -94,7 +93,7 @@ impl Checkout<'_> {
             payment_payload: matched.json.clone(),
             payment_requirements: requirement.to_wire(matched.version, &meta),
         };
-        let digest: [u8; 32] = Sha256::digest(serde_json::to_vec(&request).unwrap_or_default()).into();
+        let digest = request.digest();
         let mut admitted = Admitted {
             version: matched.version,
             requirement,

@@ -2,11 +2,12 @@
 //! against the route's own offers (x402-notes §10.1 steps 1–2). No I/O.
 
 use http::HeaderMap;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::config::Offer;
 use crate::protocol::codec::{self, DecodeError};
-use crate::protocol::exact::{parse_address, parse_decimal, ExactPayload, Rejection};
+use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
 use crate::protocol::network::Network;
 use crate::protocol::{reason, v1, v2, Version, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, SCHEME_EXACT};
 
@@ -73,11 +74,12 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
                     "PAYMENT-SIGNATURE must carry an x402Version 2 payload".into(),
                 ));
             }
-            let pp: v2::PaymentPayload = serde_json::from_value(p.json.clone())
+            let pp = v2::PaymentPayload::deserialize(&p.json)
                 .map_err(|e| reject(reason::INVALID_PAYLOAD, format!("not a v2 PaymentPayload: {e}")))?;
-            let found = offers
-                .iter()
-                .position(|o| accepted_matches(&pp.accepted, &o.requirement.to_v2()));
+            // The 2.27 rule (x402-notes §10.1 step 2): every field equal and `extra` carrying our name and
+            // version; typed comparison, so address case and integer spelling cannot split a match.
+            let accepted = Requirement::from_v2(&pp.accepted).ok();
+            let found = offers.iter().position(|o| Some(&o.requirement) == accepted.as_ref());
             let i = found.ok_or_else(|| {
                 reject(
                     reason::NO_MATCHING_REQUIREMENTS,
@@ -93,7 +95,7 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
                     "X-PAYMENT must carry an x402Version 1 payload".into(),
                 ));
             }
-            let pp: v1::PaymentPayload = serde_json::from_value(p.json.clone())
+            let pp = v1::PaymentPayload::deserialize(&p.json)
                 .map_err(|e| reject(reason::INVALID_PAYLOAD, format!("not a v1 PaymentPayload: {e}")))?;
             let network = Network::parse(&pp.network);
             let c: Vec<usize> = offers
@@ -118,24 +120,4 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
         json: p.json,
         exact,
     })
-}
-
-/// The 2.27 rule (x402-notes §10.1 step 2): every field equal, `extra` a superset of ours. Integers and
-/// addresses compare by value, so case and leading zeros cannot split a match.
-fn accepted_matches(a: &v2::PaymentRequirements, ours: &v2::PaymentRequirements) -> bool {
-    let same_addr = |x: &str, y: &str| parse_address(x).is_some() && parse_address(x) == parse_address(y);
-    let extra_ok = |theirs: &Option<Map<String, Value>>| {
-        ours.extra
-            .iter()
-            .flatten()
-            .all(|(k, v)| theirs.as_ref().and_then(|t| t.get(k)) == Some(v))
-    };
-    a.scheme == ours.scheme
-        && Network::parse(&a.network) == Network::parse(&ours.network)
-        && parse_decimal(&a.amount).is_some()
-        && parse_decimal(&a.amount) == parse_decimal(&ours.amount)
-        && same_addr(&a.asset, &ours.asset)
-        && same_addr(&a.pay_to, &ours.pay_to)
-        && a.max_timeout_seconds == ours.max_timeout_seconds
-        && extra_ok(&a.extra)
 }

@@ -55,16 +55,16 @@ pub struct Ctx {
 }
 
 impl Gateway {
+    fn route(&self, ctx: &Ctx) -> Option<&Route> {
+        ctx.route.and_then(|i| self.config.routes.get(i))
+    }
+
     fn pricing(&self, ctx: &Ctx) -> Option<&Pricing> {
-        ctx.route
-            .and_then(|i| self.config.routes.get(i))
-            .and_then(|r| r.pricing.as_ref())
+        self.route(ctx).and_then(|r| r.pricing.as_ref())
     }
 
     fn route_name(&self, ctx: &Ctx) -> &str {
-        ctx.route
-            .and_then(|i| self.config.routes.get(i))
-            .map_or("unmatched", |r| r.name.as_str())
+        self.route(ctx).map_or("unmatched", |r| r.name.as_str())
     }
 
     fn find_route(&self, method: &Method, host: &str, path: &NormalPath) -> Option<usize> {
@@ -137,6 +137,11 @@ fn cors_expose(session: &Session, resp: &mut ResponseHeader, ctx: &Ctx) -> Resul
     Ok(())
 }
 
+/// Whether a response status ends the header phase: anything but 1xx, and 101 (the protocol switched).
+fn is_final(status: http::StatusCode) -> bool {
+    !status.is_informational() || status == http::StatusCode::SWITCHING_PROTOCOLS
+}
+
 /// `Cache-Control` of a paid response: the upstream's, made `private` so shared caches never replay it.
 fn private_cache_control(current: Option<&http::HeaderValue>) -> String {
     match current.and_then(|v| v.to_str().ok()) {
@@ -151,6 +156,16 @@ fn private_cache_control(current: Option<&http::HeaderValue>) -> String {
     }
 }
 
+/// `host[:port]` the client addressed: the h2 `:authority` / absolute-form target, else `Host`.
+fn authority(req: &RequestHeader) -> Option<&str> {
+    // Userinfo (`user@`) is not part of the host.
+    req.uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit('@').next())
+        .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()))
+        .filter(|h| !h.is_empty())
+}
+
 /// The URL the client asked for, absolute, as `resource` must be.
 fn request_url(req: &RequestHeader) -> String {
     let scheme = req
@@ -159,12 +174,7 @@ fn request_url(req: &RequestHeader) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|s| *s == "https" || *s == "http")
         .unwrap_or("http");
-    let host = req
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_owned))
-        .unwrap_or_else(|| "localhost".into());
+    let host = authority(req).unwrap_or("localhost");
     let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
     format!("{scheme}://{host}{pq}")
 }
@@ -199,12 +209,7 @@ impl ProxyHttp for Gateway {
         if path.rewritten {
             ctx.rewrite_path = Some(path.to_path());
         }
-        let host = req
-            .uri
-            .host()
-            .map(str::to_owned)
-            .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()).map(str::to_owned))
-            .unwrap_or_default();
+        let host = authority(req).unwrap_or_default().to_owned();
         // Route matching must see what the upstream will see: no Host, or a method some upstreams read
         // case-insensitively, could land a priced request on a free route.
         let malformed = if host.is_empty() {
@@ -221,7 +226,7 @@ impl ProxyHttp for Gateway {
         }
         let method = req.method.clone();
         ctx.route = self.find_route(&method, &host, &path);
-        let Some(route) = ctx.route.and_then(|i| self.config.routes.get(i)) else {
+        let Some(route) = self.route(ctx) else {
             return match self.config.default_action {
                 DefaultAction::Pass => {
                     ctx.upstream = Some("default".into());
@@ -328,7 +333,7 @@ impl ProxyHttp for Gateway {
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         // 1xx (100 Continue, 103 Early Hints) is not the answer: nothing to settle yet. 101 switches protocols
         // and is final.
-        if resp.status.is_informational() && resp.status.as_u16() != 101 {
+        if !is_final(resp.status) {
             return Ok(());
         }
         cors_expose(session, resp, ctx)?;
@@ -349,7 +354,7 @@ impl ProxyHttp for Gateway {
                     s
                 }
                 Err(r) => {
-                    let status = refusal::render(&r, None, "", false).status;
+                    let status = r.status();
                     ctx.refusal = Some(r);
                     ctx.outcome = "settle_failed";
                     return Err(refused_in_phase(status));
@@ -371,10 +376,7 @@ impl ProxyHttp for Gateway {
             can_reuse_downstream: false,
         };
         // Once a final header is out, nothing more can be said; the connection is closed.
-        if session
-            .response_written()
-            .is_some_and(|r| !r.status.is_informational() || r.status.as_u16() == 101)
-        {
+        if session.response_written().is_some_and(|r| is_final(r.status)) {
             return gone;
         }
         let refusal = match ctx.refusal.take() {

@@ -67,12 +67,28 @@ fn json_answer(status: u16, body: serde_json::Value) -> Answer {
     }
 }
 
+impl Refusal {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::PaymentRequired { .. } => 402,
+            Refusal::BadRequest(_) => 400,
+            Refusal::NotFound => 404,
+            Refusal::Facilitator(FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. }) => 502,
+            Refusal::Facilitator(FacilitatorError::Unreachable { .. }) | Refusal::Busy(_) => 503,
+            Refusal::Facilitator(FacilitatorError::Timeout { .. }) | Refusal::SettlementPending { .. } => 504,
+            Refusal::Upstream { status, .. } => *status,
+        }
+    }
+}
+
 /// Renders a refusal. `pricing` and `url` describe the priced resource, when there is one.
 pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: bool) -> Answer {
-    match refusal {
+    let status = refusal.status();
+    let body = match refusal {
         Refusal::PaymentRequired { reason, receipt } => {
             let Some(pricing) = pricing else {
-                return json_answer(402, json!({ "error": reason }));
+                return json_answer(status, json!({ "error": reason }));
             };
             let c = challenge::build(pricing, url, reason.as_deref(), browser);
             let mut headers = vec![
@@ -83,36 +99,22 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
             if let Some((version, r)) = receipt {
                 headers.push((receipt_header(*version), codec::encode(r)));
             }
-            Answer {
-                status: 402,
+            return Answer {
+                status,
                 headers,
                 body: c.body,
-            }
-        }
-        Refusal::BadRequest(m) => json_answer(400, json!({ "error": m })),
-        Refusal::NotFound => json_answer(404, json!({ "error": "no route matches this request" })),
-        Refusal::Facilitator(e) => {
-            let status = match e {
-                FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. } => 502,
-                FacilitatorError::Unreachable { .. } => 503,
-                FacilitatorError::Timeout { .. } => 504,
             };
-            json_answer(
-                status,
-                json!({ "error": "facilitator_unavailable", "message": e.to_string() }),
-            )
         }
-        Refusal::SettlementPending { transaction } => json_answer(
-            504,
-            json!({
-                "error": "settlement_pending",
-                "transaction": transaction,
-                "message": format!("your payment was submitted in transaction {transaction} but is not confirmed yet; do not pay again, check the transaction"),
-            }),
-        ),
-        Refusal::Busy(m) => json_answer(503, json!({ "error": "busy", "message": m })),
-        Refusal::Upstream { status, message } => {
-            json_answer(*status, json!({ "error": "upstream_failed", "message": message }))
-        }
-    }
+        Refusal::BadRequest(m) => json!({ "error": m }),
+        Refusal::NotFound => json!({ "error": "no route matches this request" }),
+        Refusal::Facilitator(e) => json!({ "error": "facilitator_unavailable", "message": e.to_string() }),
+        Refusal::SettlementPending { transaction } => json!({
+            "error": "settlement_pending",
+            "transaction": transaction,
+            "message": format!("your payment was submitted in transaction {transaction} but is not confirmed yet; do not pay again, check the transaction"),
+        }),
+        Refusal::Busy(m) => json!({ "error": "busy", "message": m }),
+        Refusal::Upstream { message, .. } => json!({ "error": "upstream_failed", "message": message }),
+    };
+    json_answer(status, body)
 }

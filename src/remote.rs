@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::facilitator::client::{FacilitatorClient, FacilitatorError};
 use crate::metrics::Metrics;
 use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse, VerifyResponse};
@@ -53,7 +51,7 @@ impl Remote {
 
     /// `/verify`, once per distinct request however many ask at the same time.
     pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, Arc<FacilitatorError>> {
-        let key: [u8; 32] = Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).into();
+        let key = req.digest();
         let answer = self
             .verified
             .try_get_with(key, async {

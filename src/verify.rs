@@ -4,7 +4,7 @@
 //! Both the gateway (before spending a facilitator call) and the self-hosted facilitator (before touching
 //! the chain) run these checks, so a payment is judged the same way in both places.
 
-use alloy::primitives::{keccak256, Address, Signature, U256};
+use alloy::primitives::{keccak256, Address, U256};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
@@ -100,24 +100,26 @@ fn check_value(req: &Requirement, payment: &ExactPayload) -> Result<(), Rejectio
 fn recover(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
     let bad = |m: &str| Rejection::new(reason::INVALID_SIGNATURE, m.to_owned());
     let sig = payment.signature.as_ref();
-    let [.., v] = sig else {
-        return Err(bad("signature is empty"));
+    let (Some(compact), Some(&v)) = (sig.get(..64), sig.get(64)) else {
+        return Err(bad(
+            "only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported",
+        ));
     };
     if sig.len() != 65 {
         return Err(bad(
             "only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported",
         ));
     }
-    if *v != 27 && *v != 28 {
-        return Err(bad("signature v must be 27 or 28"));
-    }
-    let signature = Signature::from_raw(sig).map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
-    if signature.s() > SECP256K1N_HALF {
+    let recovery_id = match v {
+        27 => RecoveryId::Zero,
+        28 => RecoveryId::One,
+        _ => return Err(bad("signature v must be 27 or 28")),
+    };
+    if U256::from_be_slice(&compact[32..]) > SECP256K1N_HALF {
         return Err(bad("signature s is in the upper half of the curve order (malleable)"));
     }
     let digest = req.signing_hash(&payment.authorization);
-    let recovery_id = RecoveryId::try_from(i32::from(*v - 27)).map_err(|_| bad("signature v must be 27 or 28"))?;
-    let compact = RecoverableSignature::from_compact(&sig[..64], recovery_id)
+    let compact = RecoverableSignature::from_compact(compact, recovery_id)
         .map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
     let key = secp256k1::SECP256K1
         .recover_ecdsa(&Message::from_digest(digest.0), &compact)
@@ -132,7 +134,7 @@ mod tests {
     use super::*;
     use crate::protocol::exact::Authorization;
     use crate::protocol::network::Network;
-    use alloy::primitives::{address, b256, Bytes};
+    use alloy::primitives::{address, b256, Bytes, Signature};
     use alloy::sol_types::SolStruct;
 
     // Golden vector, x402-notes §8.4: anvil dev key #0 signing the spec's example authorization.

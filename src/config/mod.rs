@@ -27,7 +27,7 @@ use raw::{RawConfig, RawPrice, RawRoute, Text};
 /// Environment variable that overrides `facilitator.url`.
 pub const FACILITATOR_URL_ENV: &str = "X402_FACILITATOR_URL";
 /// Listen address when the file sets none: all interfaces, so a sidecar is reachable in its pod.
-const DEFAULT_LISTEN: &str = "0.0.0.0:8402";
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 8402));
 /// `maxTimeoutSeconds` when neither the route nor the file sets one. Shorter than the v2 reference's
 /// 300 s: it bounds how long an unsettled authorization stays claimable.
 const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
@@ -90,7 +90,6 @@ impl FacilitatorSettings {
 /// An upstream origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    pub name: String,
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -204,25 +203,24 @@ impl Resolver<'_> {
 
     fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         use PathPart::{Index, Key};
-        let addr =
-            |v: &Option<Text>, key: &'static str, default: Option<&str>| -> Result<Option<SocketAddr>, ConfigError> {
-                match v.as_ref().map(|t| t.0.as_str()).or(default) {
-                    None => Ok(None),
-                    Some(s) => s.parse().map(Some).map_err(|_| {
+        let addr = |v: &Option<Text>, key: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
+            v.as_ref()
+                .map(|Text(s)| {
+                    s.parse().map_err(|_| {
                         self.err(
                             &[Key(key)],
                             format!("{s:?} is not an address like 0.0.0.0:8402 (IP:port)"),
                         )
-                    }),
-                }
-            };
-        let listen = addr(&raw.listen, "listen", Some(DEFAULT_LISTEN))?
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8402)));
-        let admin_listen = addr(&raw.admin_listen, "admin_listen", None)?;
+                    })
+                })
+                .transpose()
+        };
+        let listen = addr(&raw.listen, "listen")?.unwrap_or(DEFAULT_LISTEN);
+        let admin_listen = addr(&raw.admin_listen, "admin_listen")?;
 
         let mut upstreams = BTreeMap::new();
         for (name, Text(url)) in &raw.upstreams {
-            let u = parse_upstream(name, url).map_err(|m| self.err(&[Key("upstreams"), Key(name)], m))?;
+            let u = parse_upstream(url).map_err(|m| self.err(&[Key("upstreams"), Key(name)], m))?;
             upstreams.insert(name.clone(), u);
         }
 
@@ -561,7 +559,7 @@ fn find_asset(s: &str, custom: &[Asset]) -> Result<Asset, String> {
         .ok_or_else(|| format!("network {s:?} has no built-in stablecoin: describe its token under `assets:`"))
 }
 
-fn parse_upstream(name: &str, s: &str) -> Result<Upstream, String> {
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
     let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e}); write e.g. http://127.0.0.1:3000"))?;
     let tls = match u.scheme() {
         "http" => false,
@@ -579,12 +577,7 @@ fn parse_upstream(name: &str, s: &str) -> Result<Upstream, String> {
         .trim_matches(['[', ']'])
         .to_owned();
     let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
-    Ok(Upstream {
-        name: name.to_owned(),
-        tls,
-        host,
-        port,
-    })
+    Ok(Upstream { tls, host, port })
 }
 
 impl Config {
@@ -670,7 +663,6 @@ mod tests {
         assert_eq!(
             c.upstreams["search"],
             Upstream {
-                name: "search".into(),
                 tls: true,
                 host: "search.example".into(),
                 port: 443

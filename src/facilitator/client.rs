@@ -43,11 +43,6 @@ impl FacilitatorClient {
         }
     }
 
-    /// The base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// `POST /verify`.
     pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, FacilitatorError> {
         self.call(self.http.post(format!("{}/verify", self.base)).json(req), "/verify")

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, TxHash, B256};
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use crate::chain::{Chain, ChainError, TokenInfo, TxOutcome};
@@ -63,8 +62,8 @@ pub struct Counters {
 /// The self-hosted facilitator.
 pub struct FacilitatorService {
     chains: HashMap<u64, Chain>,
-    /// Custom assets named in config; others are read from the token and cached.
-    known_tokens: moka::future::Cache<(u64, Address), TokenInfo>,
+    /// EIP-712 identities of tokens outside the built-in table, read from the token once.
+    token_domains: moka::future::Cache<(u64, Address), TokenInfo>,
     /// Per authorization: the hash of a sent transaction whose outcome is not known yet. The mutex makes
     /// concurrent settles of one payload send one transaction.
     settlements: moka::future::Cache<AuthorizationKey, Arc<Mutex<Option<SentSettlement>>>>,
@@ -78,7 +77,7 @@ impl FacilitatorService {
     pub fn new(chains: Vec<Chain>, receipt_timeout: Duration) -> Self {
         FacilitatorService {
             chains: chains.into_iter().map(|c| (c.chain_id(), c)).collect(),
-            known_tokens: moka::future::Cache::new(1024),
+            token_domains: moka::future::Cache::new(1024),
             // LRU: TinyLFU admission could refuse to remember a pending transaction.
             settlements: moka::future::Cache::builder()
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
@@ -88,11 +87,6 @@ impl FacilitatorService {
             receipt_timeout,
             counters: Counters::default(),
         }
-    }
-
-    /// Registers a custom asset's EIP-712 identity so it is not read from the chain.
-    pub async fn add_token(&self, chain_id: u64, asset: Address, info: TokenInfo) {
-        self.known_tokens.insert((chain_id, asset), info).await;
     }
 
     /// `GET /supported`: v1 and v2 `exact` for each chain, and the settling address.
@@ -129,7 +123,7 @@ impl FacilitatorService {
 
     fn parse(&self, req: &FacilitatorRequest) -> Result<Result<Parsed, Rejection>, BadRequest> {
         fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value, what: &str) -> Result<T, String> {
-            serde_json::from_value(v.clone()).map_err(|e| format!("{what}: {e}"))
+            T::deserialize(v).map_err(|e| format!("{what}: {e}"))
         }
         // Unreadable requirements are the caller's bug (400); an unreadable payload is the payer's (invalid).
         let parts = match req.x402_version {
@@ -212,11 +206,11 @@ impl FacilitatorService {
             });
         }
         let key = (chain.chain_id(), asset);
-        if let Some(info) = self.known_tokens.get(&key).await {
+        if let Some(info) = self.token_domains.get(&key).await {
             return Ok(info);
         }
         let info = chain.token_info(asset).await?;
-        self.known_tokens.insert(key, info.clone()).await;
+        self.token_domains.insert(key, info.clone()).await;
         Ok(info)
     }
 
@@ -331,7 +325,7 @@ impl FacilitatorService {
             nonce: auth.nonce,
         };
         // The whole request, so a different payload reusing this authorization's nonce is told apart.
-        let digest: [u8; 32] = Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).into();
+        let digest = req.digest();
         let slot = self
             .settlements
             .get_with(key, async { Arc::new(Mutex::new(None)) })

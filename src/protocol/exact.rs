@@ -256,7 +256,7 @@ impl ExactPayload {
     /// Parses the scheme payload strictly (x402-notes §8.1 formats).
     pub fn parse(payload: &Value) -> Result<Self, Rejection> {
         let bad = |what: String| Rejection::new(reason::INVALID_PAYLOAD, what);
-        let w: WireExact = serde_json::from_value(payload.clone())
+        let w = WireExact::deserialize(payload)
             .map_err(|e| bad(format!("exact EVM payload must be {{signature, authorization:{{from,to,value,validAfter,validBefore,nonce}}}}: {e}")))?;
         let a = &w.authorization;
         let addr = |name: &str, s: &str| {

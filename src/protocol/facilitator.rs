@@ -18,6 +18,14 @@ pub struct FacilitatorRequest {
     pub payment_requirements: Value,
 }
 
+impl FacilitatorRequest {
+    /// SHA-256 of the request as sent: identifies one payment on one requirement.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(serde_json::to_vec(self).unwrap_or_default()).into()
+    }
+}
+
 /// Answer of `POST /verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -78,5 +78,4 @@ pub mod reason {
     pub const INVALID_VERSION: &str = "invalid_x402_version";
     pub const NO_MATCHING_REQUIREMENTS: &str = "No matching payment requirements";
     pub const UNEXPECTED_VERIFY_ERROR: &str = "unexpected_verify_error";
-    pub const UNEXPECTED_SETTLE_ERROR: &str = "unexpected_settle_error";
 }
