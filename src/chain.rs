@@ -130,6 +130,14 @@ impl Chain {
         })
     }
 
+    /// Wraps a transport error with this connection's (redacted) URL.
+    fn rpc_error(&self) -> impl Fn(alloy::transports::TransportError) -> ChainError + Copy + '_ {
+        |source| ChainError::Rpc {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
     /// The chain id the RPC reported.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
@@ -230,10 +238,7 @@ impl Chain {
         let (Some(wallet), Some(from)) = (&self.wallet, self.sender) else {
             return Err(ChainError::Call("this connection has no key to send with".into()));
         };
-        let rpc = |source| ChainError::Rpc {
-            url: self.url.clone(),
-            source,
-        };
+        let rpc = self.rpc_error();
         let turn = self.send_lock.lock().await;
         let nonce = self.provider.get_transaction_count(from).pending().await.map_err(rpc)?;
         tx.set_from(from);
@@ -271,10 +276,7 @@ impl Chain {
     /// Whether a transaction that has no receipt is gone for good: the node does not know it and the
     /// sender's mined nonce is past the one it used.
     pub async fn is_dropped(&self, hash: TxHash, nonce: u64) -> Result<bool, ChainError> {
-        let rpc = |source| ChainError::Rpc {
-            url: self.url.clone(),
-            source,
-        };
+        let rpc = self.rpc_error();
         let Some(from) = self.sender else { return Ok(false) };
         if self
             .provider
@@ -302,10 +304,7 @@ impl Chain {
             .provider
             .get_transaction_receipt(hash)
             .await
-            .map_err(|source| ChainError::Rpc {
-                url: self.url.clone(),
-                source,
-            })?;
+            .map_err(self.rpc_error())?;
         receipt
             .and_then(|r| r.contract_address())
             .ok_or_else(|| ChainError::Transaction {
@@ -320,10 +319,7 @@ impl Chain {
             .provider
             .get_transaction_receipt(hash)
             .await
-            .map_err(|source| ChainError::Rpc {
-                url: self.url.clone(),
-                source,
-            })?;
+            .map_err(self.rpc_error())?;
         Ok(match receipt {
             None => TxOutcome::Pending,
             Some(r) if r.status() => TxOutcome::Succeeded,

@@ -3,7 +3,6 @@
 
 use crate::config::Pricing;
 use crate::money::format_units;
-use crate::protocol::exact::ResourceMeta;
 use crate::protocol::{codec, v1, v2, Version};
 
 /// `error` of a first challenge, as the reference servers word it.
@@ -33,8 +32,8 @@ pub fn is_browser(headers: &http::HeaderMap) -> bool {
 }
 
 /// The resource description for `url`.
-pub fn resource(pricing: &Pricing, url: &str) -> ResourceMeta {
-    ResourceMeta {
+pub fn resource(pricing: &Pricing, url: &str) -> v2::ResourceInfo {
+    v2::ResourceInfo {
         url: url.to_owned(),
         description: pricing.description.clone(),
         mime_type: pricing.mime_type.clone(),
@@ -47,11 +46,7 @@ pub fn build(pricing: &Pricing, url: &str, error: Option<&str>, browser: bool) -
     let v2 = v2::PaymentRequired {
         x402_version: Version::V2,
         error: Some(error.unwrap_or(V2_PAYMENT_REQUIRED).to_owned()),
-        resource: v2::ResourceInfo {
-            url: meta.url.clone(),
-            description: meta.description.clone(),
-            mime_type: meta.mime_type.clone(),
-        },
+        resource: meta.clone(),
         accepts: pricing.offers.iter().map(|o| o.requirement.to_v2()).collect(),
     };
     let header = codec::encode(&v2);

@@ -94,28 +94,29 @@ impl Checkout<'_> {
             payment_requirements: requirement.to_wire(matched.version, &meta),
         };
         let digest = request.digest();
-        let mut admitted = Admitted {
-            version: matched.version,
-            requirement,
-            request,
-            ticket: ClaimTicket::none(),
+        let version = matched.version;
+        let admit = |ticket, reconciling| Admitted {
+            version,
+            requirement: requirement.clone(),
+            request: request.clone(),
+            ticket,
             payer,
             settled: None,
-            reconciling: None,
+            reconciling,
         };
 
         // Already submitted, outcome unknown: ask the facilitator again (it reconciles against the sent
         // transaction) instead of judging the clock or challenging, which would invite paying twice.
         if let Some(ClaimState::InDoubt { transaction }) = self.claims.state(&key).await {
             // Another request is re-settling it right now: still unknown, still not "pay again".
-            admitted.ticket = self
+            let ticket = self
                 .claims
                 .take_over(&key, &transaction, &digest)
                 .await
                 .ok_or_else(|| Refusal::SettlementPending {
                     transaction: transaction.clone(),
                 })?;
-            admitted.reconciling = Some(transaction);
+            let mut admitted = admit(ticket, Some(transaction));
             admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
             return Ok(admitted);
         }
@@ -123,7 +124,7 @@ impl Checkout<'_> {
         let now = unix_now();
         crate::verify::check_window(&matched.exact, now).map_err(|e| refuse(&e))?;
         let latest = now
-            .saturating_add(admitted.requirement.max_timeout_seconds)
+            .saturating_add(requirement.max_timeout_seconds)
             .saturating_add(VALID_BEFORE_SLACK_SECS);
         if auth.valid_before > U256::from(latest) {
             return Err(refuse(&Rejection::new(
@@ -132,11 +133,12 @@ impl Checkout<'_> {
             )));
         }
         let valid_before = u64::try_from(auth.valid_before).unwrap_or(u64::MAX);
-        admitted.ticket = self
+        let ticket = self
             .claims
             .claim(key, valid_before, digest)
             .await
-            .map_err(|e| claim_refusal(e, &admitted))?;
+            .map_err(|e| claim_refusal(e, version, &requirement, payer))?;
+        let mut admitted = admit(ticket, None);
         if let Err(r) = self.remote_checks(&mut admitted, pricing).await {
             // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
             self.claims.release(&admitted.ticket).await;
@@ -216,7 +218,7 @@ async fn still_in_doubt(claims: &Claims, a: &Admitted, transaction: Option<Strin
     Refusal::SettlementPending { transaction }
 }
 
-fn claim_refusal(e: ClaimRefusal, a: &Admitted) -> Refusal {
+fn claim_refusal(e: ClaimRefusal, version: Version, requirement: &Requirement, payer: Address) -> Refusal {
     match &e {
         ClaimRefusal::Full => Refusal::Busy(e.to_string()),
         ClaimRefusal::InFlight => Refusal::PaymentRequired {
@@ -232,13 +234,13 @@ fn claim_refusal(e: ClaimRefusal, a: &Admitted) -> Refusal {
             let receipt = SettleResponse::failed(
                 reason::NONCE_ALREADY_USED,
                 e.to_string(),
-                Some(a.payer.to_string()),
-                a.requirement.network.wire_name(a.version),
+                Some(payer.to_string()),
+                requirement.network.wire_name(version),
                 transaction.clone(),
             );
             Refusal::PaymentRequired {
                 reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
-                receipt: Some((a.version, receipt)),
+                receipt: Some((version, receipt)),
             }
         }
     }

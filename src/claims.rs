@@ -77,21 +77,6 @@ fn refusal(state: ClaimState) -> ClaimRefusal {
     }
 }
 
-impl ClaimTicket {
-    /// A ticket that holds nothing (releasing it does nothing), for a request not yet claimed.
-    pub fn none() -> Self {
-        ClaimTicket {
-            key: ClaimKey {
-                chain_id: 0,
-                asset: Address::ZERO,
-                payer: Address::ZERO,
-                nonce: B256::ZERO,
-            },
-            holder: 0,
-        }
-    }
-}
-
 struct UntilValidBefore;
 
 impl Expiry<ClaimKey, Claim> for UntilValidBefore {

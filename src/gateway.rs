@@ -55,7 +55,7 @@ pub fn build(config: Config) -> Result<(Gateway, Arc<Metrics>, FacilitatorClient
     let upstreams = resolve(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let f = &config.facilitator;
-    let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout);
+    let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout)?;
     let gateway = Gateway {
         config: Arc::new(config),
         upstreams,

@@ -27,43 +27,53 @@ pub enum FacilitatorError {
 #[derive(Clone, Debug)]
 pub struct FacilitatorClient {
     base: String,
+    /// Carries the extra headers and the timeout on every call.
     http: reqwest::Client,
-    headers: HeaderMap,
     timeout: Duration,
 }
 
 impl FacilitatorClient {
     /// A client for `base` (a trailing `/` is dropped). `headers` go on every call (e.g. auth).
-    pub fn new(base: &str, headers: HeaderMap, timeout: Duration) -> Self {
-        FacilitatorClient {
+    pub fn new(base: &str, headers: HeaderMap, timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the facilitator HTTP client: {e}"))?;
+        Ok(FacilitatorClient {
             base: base.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-            headers,
+            http,
             timeout,
-        }
+        })
     }
 
     /// `POST /verify`.
     pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, FacilitatorError> {
-        self.call(self.http.post(format!("{}/verify", self.base)).json(req), "/verify")
-            .await
+        self.call(reqwest::Method::POST, "/verify", Some(req)).await
     }
 
     /// `POST /settle`.
     pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, FacilitatorError> {
-        self.call(self.http.post(format!("{}/settle", self.base)).json(req), "/settle")
-            .await
+        self.call(reqwest::Method::POST, "/settle", Some(req)).await
     }
 
     /// `GET /supported`.
     pub async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        self.call(self.http.get(format!("{}/supported", self.base)), "/supported")
-            .await
+        self.call(reqwest::Method::GET, "/supported", None).await
     }
 
-    async fn call<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder, path: &str) -> Result<T, FacilitatorError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&FacilitatorRequest>,
+    ) -> Result<T, FacilitatorError> {
         let url = format!("{}{path}", self.base);
-        let sent = rb.headers(self.headers.clone()).timeout(self.timeout).send().await;
+        let mut rb = self.http.request(method, &url);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let sent = rb.send().await;
         let resp = sent.map_err(|e| {
             if e.is_timeout() {
                 FacilitatorError::Timeout {

@@ -60,15 +60,6 @@ pub struct Requirement {
     pub eip712_version: String,
 }
 
-/// Optional fields of a v1 requirement that describe the resource.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResourceMeta {
-    /// Absolute URL.
-    pub url: String,
-    pub description: String,
-    pub mime_type: String,
-}
-
 impl Requirement {
     fn extra(&self) -> Map<String, Value> {
         let mut m = Map::new();
@@ -91,13 +82,13 @@ impl Requirement {
     }
 
     /// The v1 wire form, or `None` when the network has no v1 name (legacy clients would reject it).
-    pub fn to_v1(&self, meta: &ResourceMeta) -> Option<v1::PaymentRequirements> {
+    pub fn to_v1(&self, meta: &v2::ResourceInfo) -> Option<v1::PaymentRequirements> {
         Some(self.v1_named(self.network.v1_name()?.to_owned(), meta))
     }
 
     /// The wire form for a protocol version, as JSON (what a facilitator receives). A v1 requirement on a
     /// chain without a v1 name falls back to CAIP-2, which our own facilitator understands.
-    pub fn to_wire(&self, version: Version, meta: &ResourceMeta) -> Value {
+    pub fn to_wire(&self, version: Version, meta: &v2::ResourceInfo) -> Value {
         let value = match version {
             Version::V2 => serde_json::to_value(self.to_v2()),
             Version::V1 => serde_json::to_value(self.v1_named(self.network.wire_name(Version::V1), meta)),
@@ -105,7 +96,7 @@ impl Requirement {
         value.unwrap_or(Value::Null)
     }
 
-    fn v1_named(&self, network: String, meta: &ResourceMeta) -> v1::PaymentRequirements {
+    fn v1_named(&self, network: String, meta: &v2::ResourceInfo) -> v1::PaymentRequirements {
         v1::PaymentRequirements {
             scheme: SCHEME_EXACT.into(),
             network,
