@@ -20,7 +20,6 @@ sol! {
     interface IEip3009Token {
         function name() external view returns (string);
         function version() external view returns (string);
-        function decimals() external view returns (uint8);
         function balanceOf(address account) external view returns (uint256);
         function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
         function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
@@ -64,7 +63,6 @@ pub enum ChainError {
 pub struct TokenInfo {
     pub name: String,
     pub version: String,
-    pub decimals: u8,
 }
 
 /// What became of a sent transaction.
@@ -157,14 +155,13 @@ impl Chain {
         IEip3009Token::new(asset, &self.provider)
     }
 
-    /// Reads `name()`, `version()` and `decimals()`.
+    /// Reads `name()` and `version()`: the EIP-712 domain a payer signs under.
     pub async fn token_info(&self, asset: Address) -> Result<TokenInfo, ChainError> {
         let t = self.token(asset);
         let call = |e: alloy::contract::Error| ChainError::Call(e.to_string());
         Ok(TokenInfo {
             name: t.name().call().await.map_err(call)?,
             version: t.version().call().await.map_err(call)?,
-            decimals: t.decimals().call().await.map_err(call)?,
         })
     }
 

@@ -202,7 +202,6 @@ impl FacilitatorService {
             return Ok(TokenInfo {
                 name: a.eip712_name,
                 version: a.eip712_version,
-                decimals: a.decimals,
             });
         }
         let key = (chain.chain_id(), asset);
