@@ -114,7 +114,7 @@ async fn load(
 async fn main() {
     let upstream_addr = free_addr();
     let up = tokio::net::TcpListener::bind(&upstream_addr).await.unwrap();
-    tokio::spawn(x402_gateway::upstream::serve(up));
+    tokio::spawn(x402_gateway::tools::upstream::serve(up));
     let facilitator = isolating_facilitator().await;
     let listen = free_addr();
     let dir = tempfile::tempdir().unwrap();
@@ -150,12 +150,12 @@ async fn main() {
         eip712_name: "USD Coin".into(),
         eip712_version: "2".into(),
     };
-    let now = x402_gateway::facilitator::service::unix_now();
+    let now = x402_gateway::core::time::unix_now();
     let headers: Arc<Vec<String>> = Arc::new(
         (0..REQUESTS)
             .map(|_| {
-                let auth = x402_gateway::pay::authorize(&signer, &req, 0, now + 100);
-                let payload = x402_gateway::pay::sign(&signer, &req, auth).unwrap();
+                let auth = x402_gateway::tools::pay::authorize(&signer, &req, 0, now + 100);
+                let payload = x402_gateway::tools::pay::sign(&signer, &req, auth).unwrap();
                 x402_gateway::protocol::codec::encode(
                     &json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload.to_json()}),
                 )

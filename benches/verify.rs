@@ -8,9 +8,9 @@ use std::time::Instant;
 use alloy::primitives::{B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::json;
-use x402_gateway::config::Offer;
 use x402_gateway::protocol::exact::Requirement;
 use x402_gateway::protocol::network::Network;
+use x402_gateway::rules::offer::Offer;
 
 fn time<F: FnMut()>(name: &str, iters: u32, mut f: F) {
     for _ in 0..iters / 10 {
@@ -37,18 +37,14 @@ fn main() {
         eip712_name: "USD Coin".into(),
         eip712_version: "2".into(),
     };
-    let now = x402_gateway::facilitator::service::unix_now();
-    let mut auth = x402_gateway::pay::authorize(&signer, &req, 0, now + 3600);
+    let now = x402_gateway::core::time::unix_now();
+    let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, 0, now + 3600);
     auth.nonce = B256::repeat_byte(7);
-    let payload = x402_gateway::pay::sign(&signer, &req, auth).unwrap();
+    let payload = x402_gateway::tools::pay::sign(&signer, &req, auth).unwrap();
     let header = x402_gateway::protocol::codec::encode(
         &json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload.to_json()}),
     );
-    let offers = vec![Offer {
-        requirement: req.clone(),
-        symbol: "USDC".into(),
-        decimals: 6,
-    }];
+    let offers = vec![Offer::new(req.clone(), "USDC".into(), 6)];
     let mut headers = http::HeaderMap::new();
     headers.insert("payment-signature", header.parse().unwrap());
 
@@ -56,10 +52,12 @@ fn main() {
         black_box(req.signing_hash(black_box(&payload.authorization)));
     });
     time("local verify (recover + checks)", 20_000, || {
-        black_box(x402_gateway::verify::check(black_box(&req), black_box(&payload), now).unwrap());
+        black_box(x402_gateway::rules::verify::check(black_box(&req), black_box(&payload), now).unwrap());
     });
     time("header decode + offer match", 100_000, || {
-        let p = x402_gateway::payment::read(black_box(&headers)).unwrap().unwrap();
-        black_box(x402_gateway::payment::match_offer(p, &offers).unwrap());
+        let p = x402_gateway::gateway::decode::read(black_box(&headers))
+            .unwrap()
+            .unwrap();
+        black_box(x402_gateway::gateway::decode::match_offer(p, &offers).unwrap());
     });
 }

@@ -54,7 +54,7 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     ] {
         assert!(state.get(key).is_some(), "state file lacks {key}: {state}");
     }
-    let chain = x402_gateway::chain::Chain::connect(&state["rpc_url"].as_str().unwrap().parse().unwrap(), None)
+    let chain = x402_gateway::tools::chain::Chain::connect(&state["rpc_url"].as_str().unwrap().parse().unwrap(), None)
         .await
         .unwrap();
     let asset: Address = state["asset"].as_str().unwrap().parse().unwrap();

@@ -61,10 +61,10 @@ fn sign_raw_with_nonce(
         eip712_name: devnet.state.asset_name.clone(),
         eip712_version: devnet.state.asset_version.clone(),
     };
-    let mut auth = x402_gateway::pay::authorize(&signer, &req, valid_after, valid_before);
+    let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, valid_after, valid_before);
     auth.value = U256::from(value);
     auth.nonce = nonce;
-    let payload = x402_gateway::pay::sign(&signer, &req, auth).unwrap();
+    let payload = x402_gateway::tools::pay::sign(&signer, &req, auth).unwrap();
     json!({"x402Version": 2, "accepted": requirements(devnet, pay_to, 60), "payload": payload.to_json()})
 }
 

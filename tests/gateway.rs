@@ -50,9 +50,9 @@ fn sign(stack: &Stack, key: &str, tweak: impl Fn(&mut Requirement, &mut Authoriz
         eip712_name: stack.devnet.state.asset_name.clone(),
         eip712_version: stack.devnet.state.asset_version.clone(),
     };
-    let mut auth = x402_gateway::pay::authorize(&signer, &req, now - 600, now + 120);
+    let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, now - 600, now + 120);
     tweak(&mut req, &mut auth);
-    x402_gateway::pay::sign(&signer, &req, auth).unwrap()
+    x402_gateway::tools::pay::sign(&signer, &req, auth).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -73,17 +73,16 @@ pub fn locate(src: &str, path: &[PathPart]) -> (usize, usize) {
     found
 }
 
-/// For an error about `${NAME}`: (line, column, key on that line) of the first `${NAME}` in `src`.
-pub fn env_reference(src: &str, message: &str) -> Option<(usize, usize, String)> {
+/// The position of the first `${NAME}` that `message` mentions, searching from `line` (1-based) on: an
+/// error about a variable points at the reference itself.
+pub fn reference(src: &str, line: usize, message: &str) -> Option<(usize, usize)> {
     let start = message.find("${")?;
     let end = start + message[start..].find('}')?;
     let reference = &message[start..=end];
-    src.lines().enumerate().find_map(|(i, line)| {
-        let col = line.find(reference)?;
-        let (_, body) = content(line);
-        let key = body.split_once(':').map_or("value", |(k, _)| k.trim()).to_owned();
-        Some((i + 1, col + 1, key))
-    })
+    src.lines()
+        .enumerate()
+        .skip(line.saturating_sub(1))
+        .find_map(|(i, l)| l.find(reference).map(|col| (i + 1, col + 1)))
 }
 
 /// (indent of the key, text from the key) for `  key: v` and `  - key: v`.
@@ -112,5 +111,10 @@ mod tests {
         // A missing key falls back to its item.
         assert_eq!(locate(SRC, &[Key("routes"), Index(1), Key("accepts")]), (6, 3));
         assert_eq!(display(&[Key("routes"), Index(1), Key("price")]), "routes[1].price");
+        let src = "a: 1\nb: \"x ${B}\"\n";
+        assert_eq!(
+            reference(src, 2, "variable B is not set (referenced as ${B})"),
+            Some((2, 7))
+        );
     }
 }

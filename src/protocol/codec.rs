@@ -23,7 +23,12 @@ pub enum DecodeError {
 /// Encodes a value as compact JSON in standard base64.
 pub fn encode<T: Serialize>(value: &T) -> String {
     // Serialising our own types to a Vec cannot fail: they hold no maps with non-string keys.
-    STANDARD.encode(serde_json::to_vec(value).unwrap_or_default())
+    encode_bytes(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Encodes bytes that already are JSON.
+pub fn encode_bytes(json: &[u8]) -> String {
+    STANDARD.encode(json)
 }
 
 /// Decodes a header value strictly: size cap, the standard alphabet only, then JSON into `T`.

@@ -191,7 +191,39 @@ impl Requirement {
 
     /// The digest a payer signs for `auth` under this requirement's domain.
     pub fn signing_hash(&self, auth: &Authorization) -> B256 {
-        auth.to_sol().eip712_signing_hash(&self.domain())
+        signing_hash(&self.domain().separator(), auth)
+    }
+}
+
+/// The EIP-712 digest of `auth` under a domain whose separator is already known (`0x1901 ‖ separator ‖
+/// hashStruct`); the gateway computes each offer's separator once, at config time.
+pub fn signing_hash(domain_separator: &B256, auth: &Authorization) -> B256 {
+    let mut buf = [0u8; 66];
+    buf[..2].copy_from_slice(&[0x19, 0x01]);
+    buf[2..34].copy_from_slice(domain_separator.as_slice());
+    buf[34..].copy_from_slice(auth.to_sol().eip712_hash_struct().as_slice());
+    alloy::primitives::keccak256(buf)
+}
+
+/// One authorization's identity: the chain refuses a nonce used twice for the same (token, payer), so this
+/// is what makes a payment single-use, in the gateway's claims and in the facilitator's settlements alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthorizationId {
+    pub network: Network,
+    pub asset: Address,
+    pub payer: Address,
+    pub nonce: B256,
+}
+
+impl AuthorizationId {
+    /// The identity of `auth` paying in `asset` on `network`.
+    pub fn of(network: Network, asset: Address, auth: &Authorization) -> Self {
+        AuthorizationId {
+            network,
+            asset,
+            payer: auth.from,
+            nonce: auth.nonce,
+        }
     }
 }
 

@@ -19,11 +19,23 @@ pub struct FacilitatorRequest {
 }
 
 impl FacilitatorRequest {
-    /// SHA-256 of the request as sent: identifies one payment on one requirement.
-    pub fn digest(&self) -> [u8; 32] {
+    /// Serialises the request once: the same bytes are hashed, sent to `/verify` and sent to `/settle`.
+    pub fn encode(&self) -> EncodedRequest {
         use sha2::{Digest, Sha256};
-        Sha256::digest(serde_json::to_vec(self).unwrap_or_default()).into()
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        EncodedRequest {
+            digest: Sha256::digest(&body).into(),
+            body: body.into(),
+        }
     }
+}
+
+/// A facilitator request as bytes on the wire, with its SHA-256, which identifies one payment on one
+/// requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRequest {
+    pub body: bytes::Bytes,
+    pub digest: [u8; 32],
 }
 
 /// Answer of `POST /verify`.

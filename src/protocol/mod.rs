@@ -1,6 +1,6 @@
 //! x402 wire types (v1 and v2 side by side), the header codec, network names and the asset table.
 //!
-//! Everything here is plain data: no I/O. Wire types keep the JSON exactly as the spec spells it so they
+//! Layer 2. Everything here is plain data: no I/O, and nothing from the crate but `core`. Wire types keep the JSON exactly as the spec spells it so they
 //! round-trip; typed values (addresses, integers) are parsed out of them by [`exact`].
 
 pub mod assets;
@@ -33,6 +33,16 @@ pub enum Version {
     V1,
     /// x402 v2: `PAYMENT-SIGNATURE`, CAIP-2 networks, `accepted`.
     V2,
+}
+
+impl Version {
+    /// The response header that carries a receipt in this version.
+    pub fn receipt_header(self) -> &'static str {
+        match self {
+            Version::V1 => HEADER_X_PAYMENT_RESPONSE,
+            Version::V2 => HEADER_PAYMENT_RESPONSE,
+        }
+    }
 }
 
 impl From<Version> for u8 {

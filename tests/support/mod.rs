@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
 use serde_json::{json, Value};
-use x402_gateway::chain::Chain;
-use x402_gateway::devnet::DevnetState;
+use x402_gateway::tools::chain::Chain;
+use x402_gateway::tools::devnet::DevnetState;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

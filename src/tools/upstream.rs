@@ -76,6 +76,6 @@ pub async fn run(listen: SocketAddr) -> Result<(), String> {
     tracing::info!(%listen, "echo upstream ready");
     tokio::select! {
         r = serve(listener) => r.map_err(|e| e.to_string()),
-        () = crate::cli::shutdown_signal() => Ok(()),
+        () = crate::core::signal::shutdown_signal() => Ok(()),
     }
 }

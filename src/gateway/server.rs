@@ -1,7 +1,6 @@
 //! `x402-gateway run`: load the price table, resolve upstreams, and start Pingora (HTTP/1.1 and h2c) with
 //! the admin listener beside it.
 
-use std::collections::HashMap;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,12 +9,12 @@ use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
-use crate::claims::Claims;
-use crate::config::Config;
-use crate::facilitator::client::FacilitatorClient;
-use crate::metrics::Metrics;
-use crate::proxy::{Gateway, ResolvedUpstream};
-use crate::remote::Remote;
+use crate::config::{Config, ProcessEnv};
+use crate::core::time::Clock;
+use crate::gateway::claims::Claims;
+use crate::gateway::facilitator::{FacilitatorClient, Remote};
+use crate::gateway::metrics::Metrics;
+use crate::gateway::proxy::{Gateway, ResolvedUpstream};
 
 /// Live authorizations tracked at once; past this the gateway refuses new payments (fail closed).
 const MAX_CLAIMS: u64 = 1_000_000;
@@ -23,10 +22,11 @@ const MAX_CLAIMS: u64 = 1_000_000;
 const GRACE_PERIOD_SECS: u64 = 5;
 const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
-/// Resolves each upstream once, at start-up.
-fn resolve(config: &Config) -> Result<HashMap<String, ResolvedUpstream>, String> {
-    let mut out = HashMap::new();
-    for (name, u) in &config.upstreams {
+/// Resolves each upstream once, at start-up, keeping the config's order (routes refer to them by index).
+fn resolve(config: &Config) -> Result<Vec<ResolvedUpstream>, String> {
+    let mut out = Vec::with_capacity(config.upstreams.len());
+    for u in &config.upstreams {
+        let name = &u.name;
         let addrs: Vec<_> = (u.host.as_str(), u.port)
             .to_socket_addrs()
             .map_err(|e| format!("upstream {name}: cannot resolve {}:{}: {e}", u.host, u.port))?
@@ -38,14 +38,11 @@ fn resolve(config: &Config) -> Result<HashMap<String, ResolvedUpstream>, String>
             .or(addrs.first())
             .copied()
             .ok_or_else(|| format!("upstream {name}: {}:{} has no address", u.host, u.port))?;
-        out.insert(
-            name.clone(),
-            ResolvedUpstream {
-                addr,
-                tls: u.tls,
-                sni: u.host.clone(),
-            },
-        );
+        out.push(ResolvedUpstream {
+            addr,
+            tls: u.tls,
+            sni: u.host.clone(),
+        });
     }
     Ok(out)
 }
@@ -56,10 +53,12 @@ pub fn build(config: Config) -> Result<(Gateway, Arc<Metrics>, FacilitatorClient
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let f = &config.facilitator;
     let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout)?;
+    let clock = Clock::system();
     let gateway = Gateway {
         config: Arc::new(config),
         upstreams,
-        claims: Claims::new(MAX_CLAIMS),
+        claims: Claims::new(MAX_CLAIMS, clock.clone()),
+        clock,
         remote: Remote::new(client.clone(), metrics.clone()),
         metrics: metrics.clone(),
     };
@@ -68,10 +67,10 @@ pub fn build(config: Config) -> Result<(Gateway, Arc<Metrics>, FacilitatorClient
 
 /// Loads `path` and serves until SIGTERM/SIGINT. Never returns on success (Pingora exits the process).
 pub fn run(path: &Path) -> Result<(), String> {
-    let config = crate::config::load(path).map_err(|e| e.to_string())?;
+    let config = crate::config::load(path, &ProcessEnv).map_err(|e| e.to_string())?;
     let listen = config.listen;
     let admin = config.admin_listen;
-    tracing::info!(listen = %listen, routes = config.routes.len(), facilitator = %config.facilitator.url, "starting gateway");
+    tracing::info!(listen = %listen, routes = config.table.routes.len(), facilitator = %config.facilitator.url, "starting gateway");
     // Trusted CAs for https upstreams; Pingora's rustls connector uses the system roots when unset.
     let ca_file = config.upstream_ca_file.as_ref().map(|p| p.display().to_string());
     let (gateway, metrics, client) = build(config)?;
@@ -94,7 +93,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     if let Some(addr) = admin {
-        crate::admin::spawn(addr, metrics, client).map_err(|e| format!("admin listener {addr}: {e}"))?;
+        crate::gateway::admin::spawn(addr, metrics, client).map_err(|e| format!("admin listener {addr}: {e}"))?;
     }
     server.run_forever()
 }

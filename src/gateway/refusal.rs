@@ -3,18 +3,13 @@
 
 use serde_json::json;
 
-use crate::challenge;
-use crate::config::Pricing;
-use crate::facilitator::client::FacilitatorError;
-use crate::protocol::facilitator::SettleResponse;
-use crate::protocol::{codec, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_RESPONSE, HEADER_X_PAYMENT_RESPONSE};
+use pingora::{ErrorSource, ErrorType};
 
-/// Headers a browser client must be allowed to read.
-pub const EXPOSED_HEADERS: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
-/// Headers a browser client may send on a paid request (the reference clients also send
-/// `Access-Control-Expose-Headers` on requests, x402-notes §2.2).
-pub const ALLOWED_REQUEST_HEADERS: &str =
-    "PAYMENT-SIGNATURE, X-PAYMENT, Access-Control-Expose-Headers, Content-Type, Authorization";
+use crate::gateway::facilitator::FacilitatorError;
+use crate::gateway::metrics::Outcome;
+use crate::protocol::facilitator::SettleResponse;
+use crate::protocol::{codec, Version, HEADER_PAYMENT_REQUIRED};
+use crate::rules::table::Pricing;
 
 /// A refusal, produced by a stage and rendered once.
 #[derive(Debug)]
@@ -48,12 +43,44 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// The receipt header name for a protocol version.
-pub fn receipt_header(version: Version) -> &'static str {
-    match version {
-        Version::V1 => HEADER_X_PAYMENT_RESPONSE,
-        Version::V2 => HEADER_PAYMENT_RESPONSE,
+impl Answer {
+    /// An answer without a body.
+    pub fn empty(status: u16, headers: Vec<(&'static str, String)>) -> Self {
+        Answer {
+            status,
+            headers,
+            body: Vec::new(),
+        }
     }
+}
+
+/// The answer to an error Pingora raised while proxying, with the outcome it means when the upstream
+/// failed; `None` when the client's connection is gone and there is no one to answer.
+pub fn for_proxy_error(e: &pingora::Error) -> Option<(Refusal, Option<Outcome>)> {
+    Some(match (e.esource(), e.etype()) {
+        (_, ErrorType::HTTPStatus(s)) => (
+            Refusal::Upstream {
+                status: *s,
+                message: e.etype().as_str().to_owned(),
+            },
+            None,
+        ),
+        // The client's side broke: a dead connection gets nothing, bad input a 400.
+        (ErrorSource::Downstream, ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed) => {
+            return None
+        }
+        (ErrorSource::Downstream, _) => (
+            Refusal::BadRequest(format!("malformed request: {}", e.etype().as_str())),
+            None,
+        ),
+        _ => (
+            Refusal::Upstream {
+                status: 502,
+                message: e.etype().as_str().to_owned(),
+            },
+            Some(Outcome::UpstreamFailed),
+        ),
+    })
 }
 
 fn json_answer(status: u16, body: serde_json::Value) -> Answer {
@@ -90,14 +117,14 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
             let Some(pricing) = pricing else {
                 return json_answer(status, json!({ "error": reason }));
             };
-            let c = challenge::build(pricing, url, reason.as_deref(), browser);
+            let c = pricing.challenge.render(url, reason.as_deref(), browser);
             let mut headers = vec![
                 ("content-type", c.content_type.to_owned()),
                 ("cache-control", "no-store".to_owned()),
                 (HEADER_PAYMENT_REQUIRED, c.header),
             ];
             if let Some((version, r)) = receipt {
-                headers.push((receipt_header(*version), codec::encode(r)));
+                headers.push((version.receipt_header(), codec::encode(r)));
             }
             return Answer {
                 status,

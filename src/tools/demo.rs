@@ -9,11 +9,37 @@ use std::time::Duration;
 use alloy::primitives::{Address, U256};
 use serde::Serialize;
 
-use crate::chain::{Chain, TxOutcome};
-use crate::cli::DemoArgs;
-use crate::devnet::{write_json_atomically, Devnet, DevnetOptions, DevnetState};
-use crate::facilitator::service::FacilitatorService;
-use crate::pay::{PayRequest, DEFAULT_MAX_AMOUNT};
+use crate::core::signal::shutdown_signal;
+use crate::tools::chain::{Chain, TxOutcome};
+use crate::tools::devnet::{write_json_atomically, Devnet, DevnetOptions, DevnetState};
+use crate::tools::facilitator::service::FacilitatorService;
+use crate::tools::pay::{PayRequest, DEFAULT_MAX_AMOUNT};
+
+/// Flags of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Write every devnet key plus the demo's URLs here once everything is ready.
+    #[arg(long)]
+    pub state_file: Option<std::path::PathBuf>,
+    /// anvil RPC port.
+    #[arg(long, default_value_t = 8545)]
+    pub rpc_port: u16,
+    /// Facilitator port.
+    #[arg(long, default_value_t = 4020)]
+    pub facilitator_port: u16,
+    /// Echo upstream port.
+    #[arg(long, default_value_t = 3000)]
+    pub upstream_port: u16,
+    /// Gateway port.
+    #[arg(long, default_value_t = 8402)]
+    pub gateway_port: u16,
+    /// Gateway admin port (/metrics).
+    #[arg(long, default_value_t = 9402)]
+    pub admin_port: u16,
+    /// Chain id of the local chain.
+    #[arg(long, default_value_t = 31_337)]
+    pub chain_id: u64,
+}
 
 /// The embedded price table.
 const DEMO_CONFIG: &str = include_str!("demo.yaml");
@@ -70,13 +96,13 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.facilitator_port))
         .await
         .map_err(|e| format!("facilitator port {}: {e}", args.facilitator_port))?;
-    tokio::spawn(async move { axum::serve(listener, crate::facilitator::server::router(service)).await });
+    tokio::spawn(async move { axum::serve(listener, crate::tools::facilitator::server::router(service)).await });
 
     println!("[3/5] upstream: JSON echo on http://127.0.0.1:{}", args.upstream_port);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.upstream_port))
         .await
         .map_err(|e| format!("upstream port {}: {e}", args.upstream_port))?;
-    tokio::spawn(crate::upstream::serve(listener));
+    tokio::spawn(crate::tools::upstream::serve(listener));
 
     let payer = s.accounts.first().ok_or("devnet has no funded accounts")?;
     let pay_to = s.accounts.get(1).ok_or("devnet has too few accounts")?.address.clone();
@@ -141,11 +167,11 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         v1: false,
         max_amount: U256::from(DEFAULT_MAX_AMOUNT),
     };
-    let t = crate::pay::pay(&http, &signer, &req, |_| false)
+    let t = crate::tools::pay::pay(&http, &signer, &req, |_| false)
         .await
         .map_err(|e| e.to_string())?;
     println!("      first answer: {}", t.first_status);
-    for line in crate::pay::describe(&t).lines() {
+    for line in crate::tools::pay::describe(&t).lines() {
         println!("      {line}");
     }
     let receipt = t
@@ -192,7 +218,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         "\nDemo running. Pay again with:\n  X402_PRIVATE_KEY={} x402-gateway pay {paid_url}\nCtrl-C stops everything.",
         s.accounts.get(2).map_or("", |a| a.private_key.as_str())
     );
-    crate::cli::shutdown_signal().await;
+    shutdown_signal().await;
     let _ = gateway.kill().await;
     devnet.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,15 +1,15 @@
-//! Reading a payment off a request: pick the header (v2 wins over v1), decode it strictly, and match it
-//! against the route's own offers (x402-notes §10.1 steps 1–2). No I/O.
+//! Stage 1, decode: read the payment off a request (the v2 header wins over v1), decode it strictly, and
+//! match it against the route's own offers (x402-notes §10.1 steps 1–2). No I/O.
 
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::Offer;
 use crate::protocol::codec::{self, DecodeError};
 use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
 use crate::protocol::network::Network;
 use crate::protocol::{reason, v1, v2, Version, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, SCHEME_EXACT};
+use crate::rules::offer::Offer;
 
 /// A payment header that was present, decoded to JSON.
 #[derive(Debug, Clone)]

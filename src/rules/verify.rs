@@ -4,15 +4,13 @@
 //! Both the gateway (before spending a facilitator call) and the self-hosted facilitator (before touching
 //! the chain) run these checks, so a payment is judged the same way in both places.
 
-use alloy::primitives::{keccak256, Address, U256};
+use alloy::primitives::{keccak256, Address, B256, U256};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
-use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
+use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement};
 use crate::protocol::reason;
-
-/// `validBefore` must leave this much time for the settlement to land (x402-notes §10.1 step 8).
-pub const VALID_BEFORE_BUFFER_SECS: u64 = 6;
+use crate::rules::window;
 
 /// Half the secp256k1 group order: USDC's ECRecover refuses any `s` above it (EIP-2 malleability).
 const SECP256K1N_HALF: U256 = U256::from_be_slice(&alloy::hex!(
@@ -23,22 +21,23 @@ const SECP256K1N_HALF: U256 = U256::from_be_slice(&alloy::hex!(
 ///
 /// Order follows the reference verifiers so the first failing check names the reason a client expects.
 pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Address, Rejection> {
-    let payer = check_signer(req, payment)?;
-    check_window(payment, now)?;
+    let payer = check_signer(req, &req.domain().separator(), payment)?;
+    window::check(&payment.authorization, now)?;
     check_value(req, payment)?;
     Ok(payer)
 }
 
-/// The parts that do not depend on the clock: domain, signature, recipient and amount. Used on its own to
-/// recognise a payment that was already submitted for settlement, whatever the time is now.
-pub fn check_terms(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
-    let payer = check_signer(req, payment)?;
+/// The parts that do not depend on the clock: domain, signature, recipient and amount, under the
+/// requirement's precomputed EIP-712 domain separator. Used on its own to recognise a payment that was
+/// already submitted for settlement, whatever the time is now.
+pub fn check_terms(req: &Requirement, domain_separator: &B256, payment: &ExactPayload) -> Result<Address, Rejection> {
+    let payer = check_signer(req, domain_separator, payment)?;
     check_value(req, payment)?;
     Ok(payer)
 }
 
 /// The EIP-712 domain is complete, the signature recovers to `from`, and `to` is the payee.
-fn check_signer(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
+fn check_signer(req: &Requirement, domain_separator: &B256, payment: &ExactPayload) -> Result<Address, Rejection> {
     let auth = &payment.authorization;
     if req.eip712_name.is_empty() || req.eip712_version.is_empty() {
         return Err(Rejection::new(
@@ -46,7 +45,7 @@ fn check_signer(req: &Requirement, payment: &ExactPayload) -> Result<Address, Re
             "the requirement has no EIP-712 name/version",
         ));
     }
-    let signer = recover(req, payment)?;
+    let signer = recover(domain_separator, payment)?;
     if signer != auth.from {
         return Err(Rejection::new(
             reason::INVALID_SIGNATURE,
@@ -60,27 +59,6 @@ fn check_signer(req: &Requirement, payment: &ExactPayload) -> Result<Address, Re
         ));
     }
     Ok(signer)
-}
-
-/// `validAfter <= now` and `validBefore >= now + 6 s`.
-pub fn check_window(payment: &ExactPayload, now: u64) -> Result<(), Rejection> {
-    let auth = &payment.authorization;
-    if auth.valid_before < U256::from(now.saturating_add(VALID_BEFORE_BUFFER_SECS)) {
-        return Err(Rejection::new(
-            reason::VALID_BEFORE,
-            format!(
-                "authorization expired or expires within {VALID_BEFORE_BUFFER_SECS}s (validBefore {})",
-                auth.valid_before
-            ),
-        ));
-    }
-    if auth.valid_after > U256::from(now) {
-        return Err(Rejection::new(
-            reason::VALID_AFTER,
-            format!("authorization is not valid until {} (now {now})", auth.valid_after),
-        ));
-    }
-    Ok(())
 }
 
 /// The exact amount (every v2 SDK requires equality).
@@ -97,7 +75,7 @@ fn check_value(req: &Requirement, payment: &ExactPayload) -> Result<(), Rejectio
 
 /// Recovers the EOA that signed the authorization, with USDC's rules: 65 bytes `r‖s‖v`, `v` ∈ {27, 28},
 /// low `s`.
-fn recover(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejection> {
+fn recover(domain_separator: &B256, payment: &ExactPayload) -> Result<Address, Rejection> {
     let bad = |m: &str| Rejection::new(reason::INVALID_SIGNATURE, m.to_owned());
     let sig = payment.signature.as_ref();
     let (Some(compact), Some(&v)) = (sig.get(..64), sig.get(64)) else {
@@ -118,7 +96,7 @@ fn recover(req: &Requirement, payment: &ExactPayload) -> Result<Address, Rejecti
     if U256::from_be_slice(&compact[32..]) > SECP256K1N_HALF {
         return Err(bad("signature s is in the upper half of the curve order (malleable)"));
     }
-    let digest = req.signing_hash(&payment.authorization);
+    let digest = signing_hash(domain_separator, &payment.authorization);
     let compact = RecoverableSignature::from_compact(compact, recovery_id)
         .map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
     let key = secp256k1::SECP256K1
@@ -251,6 +229,17 @@ mod tests {
             tamper(&mut p, &mut r);
             assert_eq!(check(&r, &p, NOW).unwrap_err().reason, want);
         }
+    }
+
+    #[test]
+    fn terms_under_a_precomputed_separator_agree_with_the_full_check() {
+        let req = requirement();
+        let sep = req.domain().separator();
+        assert_eq!(check_terms(&req, &sep, &payment()), check(&req, &payment(), NOW));
+        assert_eq!(
+            check_terms(&req, &B256::ZERO, &payment()).unwrap_err().reason,
+            reason::INVALID_SIGNATURE
+        );
     }
 
     #[test]

@@ -10,14 +10,34 @@ use alloy::signers::SignerSync;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
-use crate::facilitator::service::unix_now;
+use crate::core::time::unix_now;
 use crate::protocol::exact::{Authorization, ExactPayload, Requirement};
 use crate::protocol::facilitator::SettleResponse;
 use crate::protocol::{codec, v1, v2, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
-use crate::refusal::receipt_header;
+use crate::rules::window;
 
-/// The reference clients date authorizations this far back, to absorb clock skew.
-const VALID_AFTER_SKEW_SECS: u64 = 600;
+/// Flags of `pay`.
+#[derive(Debug, clap::Args)]
+pub struct PayArgs {
+    /// The URL to request.
+    pub url: String,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    pub method: String,
+    /// Extra request header, `Name: value`. Repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long = "data")]
+    pub data: Option<String>,
+    /// Pay with the x402 v1 offer (X-PAYMENT) even if a v2 one is present.
+    #[arg(long)]
+    pub v1: bool,
+    /// Largest price paid without asking, in the asset's atomic units (100000 = $0.10 of USDC).
+    #[arg(long, default_value_t = DEFAULT_MAX_AMOUNT)]
+    pub max_amount: u64,
+}
+
 /// Default spending cap in atomic units: 0.10 of a 6-decimals stablecoin, like the legacy client's.
 pub const DEFAULT_MAX_AMOUNT: u64 = 100_000;
 
@@ -90,13 +110,8 @@ pub async fn pay(
     let body = first.bytes().await.unwrap_or_default();
     let offers = offers(header.as_ref().map(HeaderValue::as_bytes), &body, req.v1)?;
     let (version, offer, requirement, resource) = choose(offers, req.max_amount, confirm)?;
-    let now = unix_now();
-    let authorization = authorize(
-        signer,
-        &requirement,
-        now.saturating_sub(VALID_AFTER_SKEW_SECS),
-        now.saturating_add(requirement.max_timeout_seconds),
-    );
+    let (valid_after, valid_before) = window::for_client(unix_now(), requirement.max_timeout_seconds);
+    let authorization = authorize(signer, &requirement, valid_after, valid_before);
     let payload = sign(signer, &requirement, authorization.clone())?.to_json();
     let (name, value) = match version {
         Version::V2 => {
@@ -116,7 +131,7 @@ pub async fn pay(
     t.status = paid.status().as_u16();
     t.receipt = paid
         .headers()
-        .get(receipt_header(version))
+        .get(version.receipt_header())
         .and_then(|v| codec::decode(v.as_bytes()).ok());
     t.body = paid.text().await.unwrap_or_default();
     t.offer = Some((version, offer));
@@ -240,9 +255,9 @@ pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
 }
 
 /// `x402-gateway pay`: run and print each step.
-pub async fn run(args: crate::cli::PayArgs) -> Result<(), String> {
+pub async fn run(args: PayArgs) -> Result<(), String> {
     use std::io::IsTerminal;
-    let signer = crate::secret::private_key_from_env("X402_PRIVATE_KEY")?;
+    let signer = crate::core::secret::private_key_from_env("X402_PRIVATE_KEY")?;
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (n, v) = parse_header(h)?;

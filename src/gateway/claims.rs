@@ -1,28 +1,18 @@
-//! Single use of an authorization: `(network, asset, payer, nonce)` is claimed atomically before any
-//! facilitator call, so a second request carrying the same payment, in flight or after settlement, is
-//! refused without reaching the facilitator or the upstream (x402-notes §12.2).
+//! Stage 3, claim: single use of an authorization. Its identity (network, asset, payer, nonce) is claimed
+//! atomically before any facilitator call, so a second request carrying the same payment, in flight or
+//! after settlement, is refused without reaching the facilitator or the upstream (x402-notes §12.2).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, B256};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::{EvictionPolicy, Expiry};
 
-/// Claims outlive `validBefore` by this much, so clock skew cannot reopen a settled authorization.
-const CLAIM_GRACE: Duration = Duration::from_secs(60);
-
-/// Identifies one EIP-3009 authorization.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClaimKey {
-    pub chain_id: u64,
-    pub asset: Address,
-    pub payer: Address,
-    pub nonce: B256,
-}
+use crate::core::time::Clock;
+use crate::protocol::exact::AuthorizationId;
 
 /// Where a claimed authorization stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +31,8 @@ struct Claim {
     /// Digest of the payment as presented (payload and requirement): only that same payment may take an
     /// in-doubt claim over, not another one reusing the nonce on different terms.
     payment: [u8; 32],
-    /// Unix seconds after which the chain refuses the authorization anyway.
-    valid_before: u64,
+    /// Unix seconds after which the claim is forgotten (the chain refuses the authorization by then).
+    expires_at: u64,
     /// Which request holds it, so a stale release cannot free someone else's claim.
     holder: u64,
 }
@@ -65,7 +55,7 @@ pub enum ClaimRefusal {
 /// A held claim. Whoever holds it must settle it, mark it in doubt, or release it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimTicket {
-    key: ClaimKey,
+    key: AuthorizationId,
     holder: u64,
 }
 
@@ -77,26 +67,34 @@ fn refusal(state: ClaimState) -> ClaimRefusal {
     }
 }
 
-struct UntilValidBefore;
+/// Expires each claim at its own `expires_at`, read on the injected clock.
+struct UntilExpiry(Clock);
 
-impl Expiry<ClaimKey, Claim> for UntilValidBefore {
-    fn expire_after_create(&self, _: &ClaimKey, claim: &Claim, _: Instant) -> Option<Duration> {
-        Some(remaining(claim.valid_before))
-    }
-    fn expire_after_update(&self, _: &ClaimKey, claim: &Claim, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(remaining(claim.valid_before))
+impl UntilExpiry {
+    fn remaining(&self, claim: &Claim) -> Option<Duration> {
+        Some(Duration::from_secs(claim.expires_at.saturating_sub(self.0.now())))
     }
 }
 
-fn remaining(valid_before: u64) -> Duration {
-    Duration::from_secs(valid_before.saturating_sub(crate::facilitator::service::unix_now()))
-        .saturating_add(CLAIM_GRACE)
+impl Expiry<AuthorizationId, Claim> for UntilExpiry {
+    fn expire_after_create(&self, _: &AuthorizationId, claim: &Claim, _: Instant) -> Option<Duration> {
+        self.remaining(claim)
+    }
+    fn expire_after_update(
+        &self,
+        _: &AuthorizationId,
+        claim: &Claim,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(claim)
+    }
 }
 
 /// The claim table: bounded, LRU (TinyLFU admission could refuse a new key), entries expire after
-/// `validBefore`.
+/// `validBefore` plus a grace (`rules::window::claim_expiry`).
 pub struct Claims {
-    cache: Cache<ClaimKey, Claim>,
+    cache: Cache<AuthorizationId, Claim>,
     capacity: u64,
     /// Live entries, counted exactly (moka's own count lags until its maintenance runs).
     live: Arc<AtomicU64>,
@@ -104,15 +102,15 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// A table for at most `capacity` live authorizations.
-    pub fn new(capacity: u64) -> Self {
+    /// A table for at most `capacity` live authorizations, expiring claims on `clock`.
+    pub fn new(capacity: u64, clock: Clock) -> Self {
         let live = Arc::new(AtomicU64::new(0));
         let on_removal = live.clone();
         let cache = Cache::builder()
             // Headroom over the admission check below, so the cache itself never evicts a live claim.
             .max_capacity(capacity.saturating_mul(2))
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilValidBefore)
+            .expire_after(UntilExpiry(clock))
             .eviction_listener(move |_, _, cause| {
                 if cause != RemovalCause::Replaced {
                     on_removal.fetch_sub(1, Ordering::Relaxed);
@@ -127,11 +125,11 @@ impl Claims {
         }
     }
 
-    /// Claims `key` for one request, atomically.
+    /// Claims `key` for one request, atomically, until `expires_at` (unix seconds).
     pub async fn claim(
         &self,
-        key: ClaimKey,
-        valid_before: u64,
+        key: AuthorizationId,
+        expires_at: u64,
         payment: [u8; 32],
     ) -> Result<ClaimTicket, ClaimRefusal> {
         if self.live.load(Ordering::Relaxed) >= self.capacity {
@@ -154,7 +152,7 @@ impl Claims {
                 Claim {
                     state: ClaimState::InFlight,
                     payment,
-                    valid_before,
+                    expires_at,
                     holder,
                 }
             })
@@ -183,7 +181,7 @@ impl Claims {
 
     /// Takes over an authorization in doubt (`transaction` sent, outcome unknown) so one request can
     /// settle it again and, if it settled, be served. Only one request gets it.
-    pub async fn take_over(&self, key: &ClaimKey, transaction: &str, payment: &[u8; 32]) -> Option<ClaimTicket> {
+    pub async fn take_over(&self, key: &AuthorizationId, transaction: &str, payment: &[u8; 32]) -> Option<ClaimTicket> {
         let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
         let expected = ClaimState::InDoubt {
             transaction: transaction.to_owned(),
@@ -213,7 +211,7 @@ impl Claims {
     }
 
     /// The state of an authorization, if claimed.
-    pub async fn state(&self, key: &ClaimKey) -> Option<ClaimState> {
+    pub async fn state(&self, key: &AuthorizationId) -> Option<ClaimState> {
         self.cache.get(key).await.map(|c| c.state)
     }
 
@@ -239,9 +237,14 @@ impl Claims {
 mod tests {
     use super::*;
 
-    fn key(n: u8) -> ClaimKey {
-        ClaimKey {
-            chain_id: 1,
+    use crate::protocol::network::Network;
+    use alloy::primitives::{Address, B256};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key(n: u8) -> AuthorizationId {
+        AuthorizationId {
+            network: Network::new(1),
             asset: Address::ZERO,
             payer: Address::ZERO,
             nonce: B256::repeat_byte(n),
@@ -249,12 +252,16 @@ mod tests {
     }
 
     fn later() -> u64 {
-        crate::facilitator::service::unix_now() + 60
+        NOW + 60
+    }
+
+    fn table(capacity: u64) -> Claims {
+        Claims::new(capacity, Clock::fixed(NOW))
     }
 
     #[tokio::test]
     async fn one_claim_per_authorization_until_released() {
-        let claims = Claims::new(10);
+        let claims = table(10);
         let t = claims.claim(key(1), later(), [0; 32]).await.unwrap();
         assert_eq!(
             claims.claim(key(1), later(), [0; 32]).await,
@@ -282,7 +289,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_in_doubt_claim_is_taken_over_once() {
-        let claims = Claims::new(10);
+        let claims = table(10);
         let t = claims.claim(key(4), later(), [0; 32]).await.unwrap();
         claims.in_doubt(&t, "0xfeed".into()).await;
         assert_eq!(
@@ -314,7 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_claims_have_exactly_one_winner() {
-        let claims = std::sync::Arc::new(Claims::new(100));
+        let claims = std::sync::Arc::new(table(100));
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let c = claims.clone();
@@ -330,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_table_refuses_instead_of_evicting() {
-        let claims = Claims::new(2);
+        let claims = table(2);
         claims.claim(key(1), later(), [0; 32]).await.unwrap();
         claims.claim(key(2), later(), [0; 32]).await.unwrap();
         let t3 = claims.claim(key(3), later(), [0; 32]).await;
@@ -344,5 +351,19 @@ mod tests {
         claims.release(&t2).await;
         claims.cache.run_pending_tasks().await;
         assert!(claims.claim(key(3), later(), [0; 32]).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn expiry_is_read_on_the_injected_clock() {
+        let clock = Clock::fixed(NOW);
+        let claims = Claims::new(10, clock.clone());
+        let t = claims.claim(key(9), NOW + 30, [0; 32]).await.unwrap();
+        claims.settled(&t, "0x1".into()).await;
+        assert!(claims.state(&key(9)).await.is_some(), "remembered until its expiry");
+        // Expiry is computed on the clock when an entry is written: one written after its time is gone.
+        clock.set(NOW + 31);
+        let t = claims.claim(key(8), NOW + 30, [0; 32]).await.unwrap();
+        claims.settled(&t, "0x2".into()).await;
+        assert_eq!(claims.state(&key(8)).await, None);
     }
 }

@@ -12,11 +12,29 @@ use alloy::sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
-use crate::chain::{Chain, ChainError, IEip3009Token};
+use crate::core::signal::shutdown_signal;
 use crate::protocol::network::Network;
+use crate::tools::chain::{Chain, ChainError, IEip3009Token};
+
+/// Flags of `devnet`.
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// RPC port for anvil.
+    #[arg(long, default_value_t = 8545)]
+    pub port: u16,
+    /// Chain id (use 84532 to let legacy v1 clients call it `base-sepolia`).
+    #[arg(long, default_value_t = 31_337)]
+    pub chain_id: u64,
+    /// Write a JSON description (RPC URL, token, funded keys) here once everything is ready.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// The anvil binary (default: tools/node_modules/.bin/anvil, then PATH).
+    #[arg(long)]
+    pub anvil: Option<PathBuf>,
+}
 
 /// The compiled test token (`contracts/X402TestToken.sol`, built by `scripts/build-token`).
-const TOKEN_ARTIFACT: &str = include_str!("../contracts/X402TestToken.json");
+const TOKEN_ARTIFACT: &str = include_str!("../../contracts/X402TestToken.json");
 
 /// Anvil's well-known dev keys (mnemonic "test test … junk"), accounts 0–9. Public test keys: never
 /// fund them on a real chain.
@@ -277,7 +295,7 @@ async fn deploy_token(chain: &Chain, opts: &DevnetOptions) -> Result<Address, De
 }
 
 /// `x402-gateway devnet`: start, describe, wait for a signal, stop.
-pub async fn run(args: crate::cli::DevnetArgs) -> Result<(), String> {
+pub async fn run(args: DevnetArgs) -> Result<(), String> {
     let opts = DevnetOptions {
         port: args.port,
         chain_id: args.chain_id,
@@ -313,7 +331,7 @@ pub async fn run(args: crate::cli::DevnetArgs) -> Result<(), String> {
         println!("  state file:   {}", path.display());
     }
     println!("Ctrl-C stops it.");
-    crate::cli::shutdown_signal().await;
+    shutdown_signal().await;
     devnet.stop().await;
     Ok(())
 }

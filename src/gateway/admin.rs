@@ -10,8 +10,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::facilitator::client::FacilitatorClient;
-use crate::metrics::Metrics;
+use crate::gateway::facilitator::FacilitatorClient;
+use crate::gateway::metrics::Metrics;
 
 /// Starts the admin server on a thread of its own.
 pub fn spawn(listen: SocketAddr, metrics: Arc<Metrics>, facilitator: FacilitatorClient) -> std::io::Result<()> {

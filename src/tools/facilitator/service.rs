@@ -1,21 +1,26 @@
 //! The self-hosted facilitator's logic, free of HTTP: parse a `/verify` or `/settle` request, run the local
 //! checks, then the chain checks, then settle with exactly one transaction per authorization.
+//!
+//! Longer than most modules on purpose: settling, reconciling a pending transaction and concluding it are
+//! one state machine per authorization, and its rules read best side by side.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::{Address, TxHash, B256};
+use alloy::primitives::{Address, TxHash};
 use tokio::sync::Mutex;
 
-use crate::chain::{Chain, ChainError, TokenInfo, TxOutcome};
-use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
+use crate::core::time::unix_now;
+use crate::protocol::exact::{AuthorizationId, ExactPayload, Rejection, Requirement};
 use crate::protocol::facilitator::{
     FacilitatorRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
 };
 use crate::protocol::network::Network;
 use crate::protocol::{assets, reason, v1, v2, Version, SCHEME_EXACT};
+use crate::rules::verify;
+use crate::tools::chain::{Chain, ChainError, TokenInfo, TxOutcome};
 
 /// How long settled-or-pending authorizations are remembered; longer than any sane `maxTimeoutSeconds`.
 const SETTLEMENT_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -42,15 +47,6 @@ struct SentSettlement {
     digest: [u8; 32],
 }
 
-/// Identifies one authorization on chain; a nonce can be used once per (token, payer).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct AuthorizationKey {
-    chain_id: u64,
-    asset: Address,
-    from: Address,
-    nonce: B256,
-}
-
 /// Counters the facilitator exposes on `/metrics` (tests use them to count calls).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -66,7 +62,7 @@ pub struct FacilitatorService {
     token_domains: moka::future::Cache<(u64, Address), TokenInfo>,
     /// Per authorization: the hash of a sent transaction whose outcome is not known yet. The mutex makes
     /// concurrent settles of one payload send one transaction.
-    settlements: moka::future::Cache<AuthorizationKey, Arc<Mutex<Option<SentSettlement>>>>,
+    settlements: moka::future::Cache<AuthorizationId, Arc<Mutex<Option<SentSettlement>>>>,
     receipt_timeout: Duration,
     /// Public call counters.
     pub counters: Counters,
@@ -216,7 +212,7 @@ impl FacilitatorService {
     /// Every check of x402-notes §10.1 that applies to EIP-3009, local first, then chain state.
     async fn check(&self, p: &Parsed, simulate: bool) -> Result<Address, Rejection> {
         let req = &p.requirement;
-        let payer = crate::verify::check(req, &p.payment, unix_now())?;
+        let payer = verify::check(req, &p.payment, unix_now())?;
         let chain = self.chain(req.network)?;
         let unexpected = |e: ChainError| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string());
         let info = self.token_info(chain, req.asset).await.map_err(|e| {
@@ -317,14 +313,9 @@ impl FacilitatorService {
             Ok(c) => c,
             Err(r) => return Ok(failed(r.reason, r.message, String::new())),
         };
-        let key = AuthorizationKey {
-            chain_id: parsed.requirement.network.chain_id,
-            asset: parsed.requirement.asset,
-            from: auth.from,
-            nonce: auth.nonce,
-        };
+        let key = AuthorizationId::of(parsed.requirement.network, parsed.requirement.asset, auth);
         // The whole request, so a different payload reusing this authorization's nonce is told apart.
-        let digest = req.digest();
+        let digest = req.encode().digest;
         let slot = self
             .settlements
             .get_with(key, async { Arc::new(Mutex::new(None)) })
@@ -454,11 +445,4 @@ fn claimed_payer(req: &FacilitatorRequest) -> Option<String> {
         .pointer("/payload/authorization/from")
         .and_then(|v| v.as_str())
         .map(str::to_owned)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

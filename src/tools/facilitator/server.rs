@@ -16,6 +16,24 @@ use serde_json::json;
 use super::service::{BadRequest, FacilitatorService};
 use crate::protocol::facilitator::FacilitatorRequest;
 
+/// Flags of `facilitator`. The settling key comes from `X402_FACILITATOR_PRIVATE_KEY`, never a flag.
+#[derive(Debug, clap::Args)]
+pub struct FacilitatorArgs {
+    /// Address to serve the facilitator API on.
+    #[arg(long, default_value = "127.0.0.1:4020")]
+    pub listen: std::net::SocketAddr,
+    /// JSON-RPC endpoint of the chain to settle on.
+    #[arg(long, env = "X402_RPC_URL")]
+    pub rpc_url: url::Url,
+    /// Networks to serve (CAIP-2 or v1 name), each optionally `=RPC_URL` for its own endpoint. Repeatable.
+    /// Default: the chain `--rpc-url` reports.
+    #[arg(long = "network")]
+    pub networks: Vec<String>,
+    /// How long to wait for a settlement's receipt before answering `settlement_pending`.
+    #[arg(long, default_value = "30s", value_parser = crate::core::time::parse_duration)]
+    pub receipt_timeout: std::time::Duration,
+}
+
 /// Request bodies above this are refused; a real payload is a few KB.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -109,10 +127,10 @@ async fn metrics(State(s): State<Arc<FacilitatorService>>) -> Response {
 }
 
 /// `x402-gateway facilitator`: connect to each network's RPC with the settling key, then serve.
-pub async fn run(args: crate::cli::FacilitatorArgs) -> Result<(), String> {
+pub async fn run(args: FacilitatorArgs) -> Result<(), String> {
     use crate::protocol::network::Network;
     const KEY_VAR: &str = "X402_FACILITATOR_PRIVATE_KEY";
-    let signer = crate::secret::private_key_from_env(KEY_VAR)?;
+    let signer = crate::core::secret::private_key_from_env(KEY_VAR)?;
     let settler = signer.address();
     let mut chains = Vec::new();
     let specs: Vec<(Option<Network>, url::Url)> = if args.networks.is_empty() {
@@ -135,20 +153,20 @@ pub async fn run(args: crate::cli::FacilitatorArgs) -> Result<(), String> {
         out
     };
     for (want, url) in specs {
-        let chain = crate::chain::Chain::connect(&url, Some(signer.clone()))
+        let chain = crate::tools::chain::Chain::connect(&url, Some(signer.clone()))
             .await
             .map_err(|e| e.to_string())?;
         if let Some(net) = want {
             if net.chain_id != chain.chain_id() {
                 return Err(format!(
                     "--network {net}: the RPC at {} serves chain id {}, not {}",
-                    crate::chain::redact(&url),
+                    crate::tools::chain::redact(&url),
                     chain.chain_id(),
                     net.chain_id
                 ));
             }
         }
-        tracing::info!(network = %Network::new(chain.chain_id()), rpc = %crate::chain::redact(&url), "serving network");
+        tracing::info!(network = %Network::new(chain.chain_id()), rpc = %crate::tools::chain::redact(&url), "serving network");
         chains.push(chain);
     }
     let service = Arc::new(FacilitatorService::new(chains, args.receipt_timeout));
@@ -157,7 +175,7 @@ pub async fn run(args: crate::cli::FacilitatorArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, settler = %settler, "facilitator ready");
     axum::serve(listener, router(service))
-        .with_graceful_shutdown(crate::cli::shutdown_signal())
+        .with_graceful_shutdown(crate::core::signal::shutdown_signal())
         .await
         .map_err(|e| format!("facilitator server failed: {e}"))
 }

@@ -1,0 +1,315 @@
+//! From the file as written to the validated model. Each field is checked where it is read; a mistake is
+//! recorded with its file, line, column and field and a fix, and resolution goes on, so one run of `check`
+//! shows every mistake in the file. Routes are resolved in `route.rs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use http::{HeaderName, HeaderValue};
+
+use super::env::{self, Env};
+use super::locate::{self, PathPart};
+use super::raw::{DefaultAction, RawConfig, Text};
+use super::{Config, ConfigError, ConfigErrors, FacilitatorSettings, Upstream, FACILITATOR_URL_ENV};
+use crate::core::secret::Secret;
+use crate::core::time::parse_duration;
+use crate::protocol::assets::Asset;
+use crate::protocol::exact::parse_address;
+use crate::protocol::network::Network;
+use crate::rules::table::{Route, RouteTable, Unmatched};
+
+use PathPart::{Index, Key};
+
+/// Listen address when the file sets none: all interfaces, so a sidecar is reachable in its pod.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 8402));
+/// `maxTimeoutSeconds` when neither the route nor the file sets one. Shorter than the v2 reference's
+/// 300 s: it bounds how long an unsettled authorization stays claimable.
+const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
+/// Facilitator call timeout when unset: long enough for `/settle` to wait out a block or two, so a slow
+/// receipt is an answer rather than an unknown outcome.
+const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(30);
+/// The upstream that routes without `upstream:` and unmatched requests under `default: pass` use.
+pub(super) const DEFAULT_UPSTREAM: &str = "default";
+
+/// What every route inherits from the top level.
+pub(super) struct Defaults {
+    pub(super) upstreams: Vec<Upstream>,
+    pub(super) assets: Vec<Asset>,
+    pub(super) accepts: Vec<String>,
+    pub(super) pay_to: Option<Address>,
+    pub(super) max_timeout: u64,
+}
+
+pub(super) struct Resolver<'a> {
+    src: &'a str,
+    file: &'a str,
+    env: &'a dyn Env,
+    errors: Vec<ConfigError>,
+}
+
+/// Resolves a parsed file; `src` and `file` place the errors.
+pub(super) fn resolve(raw: &RawConfig, src: &str, file: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+    let mut r = Resolver {
+        src,
+        file,
+        env,
+        errors: Vec::new(),
+    };
+    let config = r.config(raw);
+    if r.errors.is_empty() {
+        if let Some(c) = config {
+            return Ok(c);
+        }
+    }
+    r.errors.sort_by_key(|e| match e {
+        ConfigError::At { line, column, .. } => (*line, *column),
+        ConfigError::Read { .. } => (0, 0),
+    });
+    Err(ConfigErrors(r.errors))
+}
+
+impl Resolver<'_> {
+    /// Records an error at `at` (at the `${NAME}` it names, if any); returns `None` so callers can write
+    /// `return r.fail(…)`.
+    pub(super) fn fail<T>(&mut self, at: &[PathPart], message: impl Into<String>) -> Option<T> {
+        let message = message.into();
+        let (line, column) = locate::locate(self.src, at);
+        let (line, column) = locate::reference(self.src, line, &message).unwrap_or((line, column));
+        self.errors.push(ConfigError::At {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: format!("{}: {message}", locate::display(at)),
+        });
+        None
+    }
+
+    /// The string at `at` with `${VAR}` expanded.
+    pub(super) fn text(&mut self, t: &Text, at: &[PathPart]) -> Option<String> {
+        match env::expand(&t.0, self.env) {
+            Ok(s) => Some(s),
+            Err(m) => self.fail(at, m),
+        }
+    }
+
+    /// The string at `at`, expanded and converted by `parse`.
+    pub(super) fn parse<T>(
+        &mut self,
+        t: &Text,
+        at: &[PathPart],
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let s = self.text(t, at)?;
+        match parse(&s) {
+            Ok(v) => Some(v),
+            Err(m) => self.fail(at, m),
+        }
+    }
+
+    pub(super) fn address(&mut self, t: &Text, at: &[PathPart]) -> Option<Address> {
+        self.parse(t, at, |s| {
+            parse_address(s).ok_or_else(|| format!("{s:?} is not a 0x-prefixed 20-byte address"))
+        })
+    }
+
+    fn socket(&mut self, t: &Option<Text>, key: &'static str) -> Option<Option<SocketAddr>> {
+        let Some(t) = t else { return Some(None) };
+        self.parse(t, &[Key(key)], |s| {
+            s.parse()
+                .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:8402 (IP:port)"))
+        })
+        .map(Some)
+    }
+
+    fn config(&mut self, raw: &RawConfig) -> Option<Config> {
+        let listen = self.socket(&raw.listen, "listen");
+        let admin_listen = self.socket(&raw.admin_listen, "admin_listen");
+        let mut upstreams = Vec::new();
+        for (name, url) in &raw.upstreams {
+            if let Some((tls, host, port)) = self.parse(url, &[Key("upstreams"), Key(name)], parse_upstream) {
+                upstreams.push(Upstream {
+                    name: name.clone(),
+                    tls,
+                    host,
+                    port,
+                });
+            }
+        }
+        let upstream_ca_file = match &raw.upstream_ca_file {
+            Some(t) => self
+                .parse(t, &[Key("upstream_ca_file")], |f| {
+                    let path = std::path::PathBuf::from(f);
+                    if path.is_file() {
+                        Ok(path)
+                    } else {
+                        Err(format!(
+                            "{f:?} is not a readable file: give the path of a PEM bundle of CA certificates"
+                        ))
+                    }
+                })
+                .map(Some),
+            None => Some(None),
+        };
+        let facilitator = self.facilitator(raw);
+        let assets = self.assets(raw);
+        let pay_to = match &raw.pay_to {
+            Some(t) => self.address(t, &[Key("pay_to")]).map(Some),
+            None => Some(None),
+        };
+        let accepts: Vec<String> = raw
+            .accepts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| self.text(t, &[Key("accepts"), Index(i)]))
+            .collect();
+        let defaults = Defaults {
+            upstreams,
+            assets,
+            accepts,
+            pay_to: pay_to.flatten(),
+            max_timeout: raw.max_timeout_seconds.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
+        };
+        let routes: Vec<Option<Route>> = raw
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.route(r, i, &defaults))
+            .collect();
+        let default_upstream = defaults.upstreams.iter().position(|u| u.name == DEFAULT_UPSTREAM);
+        let unmatched = match (raw.default, default_upstream) {
+            (DefaultAction::Deny, _) => Some(Unmatched::Deny),
+            (DefaultAction::Pass, Some(upstream)) => Some(Unmatched::Pass { upstream }),
+            (DefaultAction::Pass, None) => self.fail(&[Key("upstreams")], "`default: pass` proxies unmatched requests to the upstream named `default`: add `upstreams: {default: \"http://127.0.0.1:3000\"}` or set `default: deny`"),
+        };
+        // A host-limited price means nothing if other hosts reach the same upstream for free.
+        if let Some(Unmatched::Pass { upstream }) = unmatched {
+            let leaks = routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((i, r.as_ref()?)))
+                .find(|(_, r)| r.host.is_some() && r.pricing.is_some() && r.upstream == upstream);
+            if let Some((i, r)) = leaks {
+                let message = format!("route {:?} is priced for one host, but `default: pass` sends every other host to the same upstream for free: set `default: deny`, or give this route its own `upstream`", r.name);
+                self.fail::<()>(&[Key("routes"), Index(i), Key("host")], message);
+            }
+        }
+        Some(Config {
+            listen: listen?.unwrap_or(DEFAULT_LISTEN),
+            admin_listen: admin_listen?,
+            upstreams: defaults.upstreams,
+            upstream_ca_file: upstream_ca_file?,
+            facilitator: facilitator?,
+            table: RouteTable {
+                routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
+                unmatched: unmatched?,
+            },
+        })
+    }
+
+    fn facilitator(&mut self, raw: &RawConfig) -> Option<FacilitatorSettings> {
+        let f = &raw.facilitator;
+        let at_url = [Key("facilitator"), Key("url")];
+        let url = match self.env.var(FACILITATOR_URL_ENV) {
+            Some(u) => Some(u),
+            None => self.text(&f.url, &at_url),
+        };
+        let url = match url.map(|u| check_url(&u)) {
+            Some(Ok(u)) => Some(u),
+            Some(Err(m)) => self.fail(&at_url, m),
+            None => None,
+        };
+        let timeout = match &f.timeout {
+            Some(t) => self.parse(t, &[Key("facilitator"), Key("timeout")], parse_duration),
+            None => Some(DEFAULT_FACILITATOR_TIMEOUT),
+        };
+        let mut headers = Some(Vec::new());
+        for (name, value) in &f.headers {
+            let at = [Key("facilitator"), Key("headers"), Key(name)];
+            let Some(value) = self.text(value, &at) else {
+                headers = None;
+                continue;
+            };
+            let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+                headers = self.fail(&at, format!("{name:?} is not a valid HTTP header name"));
+                continue;
+            };
+            // The value may be a secret: the message must not repeat it.
+            if HeaderValue::from_str(&value).is_err() {
+                headers = self.fail(&at, "the value is not a valid HTTP header value (control characters?)");
+                continue;
+            }
+            if let Some(h) = headers.as_mut() {
+                h.push((n, Secret::new(value)));
+            }
+        }
+        Some(FacilitatorSettings {
+            url: url?,
+            timeout: timeout?,
+            headers: headers?,
+        })
+    }
+
+    fn assets(&mut self, raw: &RawConfig) -> Vec<Asset> {
+        let mut out = Vec::new();
+        for (i, a) in raw.assets.iter().enumerate() {
+            let at = |k: &'static str| [Key("assets"), Index(i), Key(k)];
+            let network = self.parse(&a.network, &at("network"), |s| {
+                Network::parse(s).ok_or_else(|| format!("{s:?} is not eip155:<chainId> or a known v1 network name"))
+            });
+            let address = self.address(&a.address, &at("address"));
+            let name = self.text(&a.name, &at("name"));
+            let version = self.text(&a.version, &at("version"));
+            let symbol = match &a.symbol {
+                Some(s) => self.text(s, &at("symbol")),
+                None => Some("tokens".to_owned()),
+            };
+            if let (Some(network), Some(address), Some(eip712_name), Some(eip712_version), Some(symbol)) =
+                (network, address, name, version, symbol)
+            {
+                out.push(Asset {
+                    chain_id: network.chain_id,
+                    address,
+                    eip712_name,
+                    eip712_version,
+                    decimals: a.decimals,
+                    symbol,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// The facilitator's base URL, without a trailing `/`.
+fn check_url(url: &str) -> Result<String, String> {
+    match url::Url::parse(url) {
+        Err(e) => Err(format!(
+            "{url:?} is not a URL ({e}); write e.g. https://x402.org/facilitator"
+        )),
+        Ok(p) if !matches!(p.scheme(), "http" | "https") => Err(format!("{url:?} must be an http:// or https:// URL")),
+        Ok(_) => Ok(url.trim_end_matches('/').to_owned()),
+    }
+}
+
+/// `(tls, host, port)` of an upstream origin URL.
+fn parse_upstream(s: &str) -> Result<(bool, String, u16), String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e}); write e.g. http://127.0.0.1:3000"))?;
+    let tls = match u.scheme() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("scheme {other:?} is not supported: use http:// or https://")),
+    };
+    if u.path() != "/" || u.query().is_some() {
+        return Err(format!(
+            "{s:?}: an upstream is an origin (scheme, host, port) without a path"
+        ));
+    }
+    let host = u
+        .host_str()
+        .ok_or_else(|| format!("{s:?} has no host"))?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = u.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    Ok((tls, host, port))
+}

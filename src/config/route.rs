@@ -1,0 +1,227 @@
+//! Resolving `routes:`: each route's matcher and upstream, and for a priced route its offers, one per
+//! accepted asset, with the price converted exactly into that asset's atomic units.
+
+use alloy::primitives::U256;
+use http::Method;
+
+use super::locate::PathPart::{Index, Key};
+use super::raw::{RawPrice, RawRoute};
+use super::resolve::{Defaults, Resolver, DEFAULT_UPSTREAM};
+use crate::core::money::UsdPrice;
+use crate::protocol::assets::{self, Asset};
+use crate::protocol::exact::{parse_address, parse_decimal, Requirement};
+use crate::protocol::network::Network;
+use crate::rules::offer::Offer;
+use crate::rules::routes::{HostPattern, PathPattern};
+use crate::rules::table::{Pricing, Route};
+
+/// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
+const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
+
+impl Resolver<'_> {
+    pub(super) fn route(&mut self, r: &RawRoute, i: usize, d: &Defaults) -> Option<Route> {
+        let at = |k: &'static str| [Key("routes"), Index(i), Key(k)];
+        let path = self.parse(&r.path, &at("path"), PathPattern::parse);
+        let methods = match &r.methods {
+            None => Some(None),
+            Some(ms) => ms
+                .iter()
+                .map(|m| {
+                    self.parse(m, &at("methods"), |m| {
+                        Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                            .map_err(|_| format!("{m:?} is not an HTTP method"))
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(Some),
+        };
+        let host = match &r.host {
+            Some(h) => self.parse(h, &at("host"), HostPattern::parse).map(Some),
+            None => Some(None),
+        };
+        let upstream_name = match &r.upstream {
+            Some(u) => self.text(u, &at("upstream")),
+            None => Some(DEFAULT_UPSTREAM.to_owned()),
+        };
+        let upstream = upstream_name.and_then(|name| match d.upstreams.iter().position(|u| u.name == name) {
+            Some(i) => Some(i),
+            None => {
+                let known: Vec<&str> = d.upstreams.iter().map(|u| u.name.as_str()).collect();
+                let key = if r.upstream.is_some() { "upstream" } else { "path" };
+                self.fail(
+                    &at(key),
+                    format!("upstream {name:?} is not defined under `upstreams:` (defined: {known:?})"),
+                )
+            }
+        });
+        let name = match &r.name {
+            Some(n) => self.text(n, &at("name")),
+            None => path.as_ref().map(ToString::to_string),
+        };
+        let pricing = match (&r.price, r.free) {
+            (Some(_), true) => self.fail(&at("free"), "a route is either `free: true` or has a `price`, not both"),
+            (None, true) => Some(None),
+            (None, false) => self.fail(
+                &at("path"),
+                "this route has no `price`: add `price: \"$0.001\"` or mark it `free: true`",
+            ),
+            (Some(price), false) => self.pricing(r, price, i, d).map(Some),
+        };
+        Some(Route {
+            name: name?,
+            methods: methods?,
+            host: host?,
+            path: path?,
+            upstream: upstream?,
+            pricing: pricing?,
+        })
+    }
+
+    fn pricing(&mut self, r: &RawRoute, price: &RawPrice, i: usize, d: &Defaults) -> Option<Pricing> {
+        let at = |k: &'static str| [Key("routes"), Index(i), Key(k)];
+        let description = match &r.description {
+            Some(t) => self.text(t, &at("description")),
+            None => Some(String::new()),
+        };
+        let mime_type = match &r.mime_type {
+            Some(t) => self.text(t, &at("mime_type")),
+            None => Some("application/json".to_owned()),
+        };
+        let pay_to = match &r.pay_to {
+            Some(t) => self.address(t, &at("pay_to")),
+            None => d.pay_to.or_else(|| {
+                self.fail(
+                    &at("path"),
+                    "a priced route needs a recipient: set `pay_to` on the route or at the top level",
+                )
+            }),
+        };
+        let max_timeout_seconds = r.max_timeout_seconds.unwrap_or(d.max_timeout);
+        let max_timeout_seconds = if max_timeout_seconds == 0 || max_timeout_seconds > MAX_TIMEOUT_LIMIT_SECS {
+            let key = if r.max_timeout_seconds.is_some() {
+                "max_timeout_seconds"
+            } else {
+                "path"
+            };
+            self.fail(
+                &at(key),
+                format!("max_timeout_seconds must be between 1 and {MAX_TIMEOUT_LIMIT_SECS} (one day)"),
+            )
+        } else {
+            Some(max_timeout_seconds)
+        };
+        let priced = self.priced(r, price, i, d);
+        let (pay_to, max_timeout_seconds, priced) = (pay_to?, max_timeout_seconds?, priced?);
+        let mut offers: Vec<Offer> = Vec::new();
+        for (asset, amount) in priced {
+            if amount.is_zero() {
+                return self.fail(&at("price"), "the price is zero: use `free: true` for free routes");
+            }
+            let requirement = Requirement {
+                network: Network::new(asset.chain_id),
+                asset: asset.address,
+                pay_to,
+                amount,
+                max_timeout_seconds,
+                eip712_name: asset.eip712_name.clone(),
+                eip712_version: asset.eip712_version.clone(),
+            };
+            if offers.iter().any(|o| o.requirement == requirement) {
+                continue;
+            }
+            offers.push(Offer::new(requirement, asset.symbol.clone(), asset.decimals));
+        }
+        Some(Pricing::new(
+            offers,
+            description?,
+            mime_type?,
+            r.settle.unwrap_or_default(),
+            r.verify.unwrap_or_default(),
+        ))
+    }
+
+    /// Each asset the price is payable in, with the amount in its atomic units.
+    fn priced(&mut self, r: &RawRoute, price: &RawPrice, i: usize, d: &Defaults) -> Option<Vec<(Asset, U256)>> {
+        let at = |k: &'static str| [Key("routes"), Index(i), Key(k)];
+        match price {
+            RawPrice::Usd(s) => {
+                let s = self.text(s, &at("price"))?;
+                let usd = match UsdPrice::parse(&s) {
+                    Ok(u) => u,
+                    Err(e) => return self.fail(&at("price"), e.to_string()),
+                };
+                let (list, key) = match &r.accepts {
+                    Some(l) => (
+                        l.iter()
+                            .filter_map(|t| self.text(t, &at("accepts")))
+                            .collect::<Vec<_>>(),
+                        "accepts",
+                    ),
+                    None => (d.accepts.clone(), "price"),
+                };
+                if list.is_empty() {
+                    return self.fail(&at(key), "say which networks/assets this price is payable in: add `accepts: [eip155:8453]` to the route or at the top level");
+                }
+                let mut out = Vec::new();
+                for a in &list {
+                    let asset = match find_asset(a, &d.assets) {
+                        Ok(asset) => asset,
+                        Err(m) => return self.fail(&at(key), m),
+                    };
+                    match usd.to_atomic(asset.decimals, &s) {
+                        Ok(amount) => out.push((asset, amount)),
+                        Err(e) => return self.fail(&at("price"), e.to_string()),
+                    }
+                }
+                Some(out)
+            }
+            RawPrice::Atomic { amount, asset } => {
+                if r.accepts.is_some() {
+                    return self.fail(
+                        &at("accepts"),
+                        "a price in atomic units names its one asset; drop `accepts` or use a \"$\" price",
+                    );
+                }
+                let asset = self.text(asset, &at("price"))?;
+                let asset = match find_asset(&asset, &d.assets) {
+                    Ok(a) => a,
+                    Err(m) => return self.fail(&at("price"), m),
+                };
+                let amount = self.parse(amount, &at("price"), |a| {
+                    parse_decimal(a)
+                        .ok_or_else(|| format!("amount {a:?} must be a whole number of atomic units, e.g. \"1000\""))
+                })?;
+                Some(vec![(asset, amount)])
+            }
+        }
+    }
+}
+
+/// An `accepts` entry: a network (its default stablecoin) or a CAIP-19 asset `eip155:<id>/erc20:0x…`.
+fn find_asset(s: &str, custom: &[Asset]) -> Result<Asset, String> {
+    if let Some((net, token)) = s.split_once('/') {
+        let network = Network::parse(net)
+            .ok_or_else(|| format!("{net:?} in {s:?} is not eip155:<chainId> or a v1 network name"))?;
+        let addr = token
+            .strip_prefix("erc20:")
+            .and_then(parse_address)
+            .ok_or_else(|| format!("{s:?}: write an asset as eip155:<chainId>/erc20:0x<address>"))?;
+        return custom
+            .iter()
+            .find(|a| a.chain_id == network.chain_id && a.address == addr)
+            .cloned()
+            .or_else(|| assets::builtin(network.chain_id, addr))
+            .ok_or_else(|| format!("asset {s:?} is not built in: describe it under `assets:` (network, address, name, version, decimals)"));
+    }
+    let network = Network::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a network (eip155:<chainId> or a v1 name) or an asset (eip155:<chainId>/erc20:0x…)")
+    })?;
+    custom
+        .iter()
+        .find(|a| a.chain_id == network.chain_id)
+        .cloned()
+        .or_else(|| assets::default_for_chain(network.chain_id))
+        .ok_or_else(|| format!("network {s:?} has no built-in stablecoin: describe its token under `assets:`"))
+}

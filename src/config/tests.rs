@@ -1,0 +1,115 @@
+//! The configuration as a user writes it: prices, upstreams, secrets, and errors that say where and how
+//! to fix them.
+use std::collections::HashMap;
+
+use alloy::primitives::U256;
+
+use super::*;
+use crate::rules::table::{SettleMode, VerifyMode};
+
+const BASE: &str = "facilitator:\n  url: http://127.0.0.1:4020\n  headers:\n    Authorization: \"Bearer ${TOKEN}\"\nupstreams:\n  default: http://127.0.0.1:3000\n  search: https://search.example\npay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\nassets:\n  - network: eip155:31337\n    address: \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n    name: USD Coin\n    version: \"2\"\n    decimals: 6\n";
+
+fn env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = HashMap::from([("TOKEN".to_owned(), "s3cret-token".to_owned())]);
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    vars
+}
+
+fn load(routes: &str) -> Result<Config, ConfigErrors> {
+    parse(&format!("{BASE}{routes}"), "t.yaml", &env(&[]))
+}
+
+#[test]
+fn dollar_price_is_offered_in_every_accepted_asset() {
+    let c = load("routes:\n  - path: /a/**\n    price: \"$0.01\"\n    accepts: [base, eip155:31337, eip155:137]\n    upstream: search\n").unwrap();
+    let p = c.table.routes[0].pricing.as_ref().unwrap();
+    let offers: Vec<(u64, String)> = p
+        .offers
+        .iter()
+        .map(|o| (o.requirement.network.chain_id, o.requirement.amount.to_string()))
+        .collect();
+    assert_eq!(
+        offers,
+        [(8453, "10000".into()), (31_337, "10000".into()), (137, "10000".into())]
+    );
+    let search = &c.upstreams[c.table.routes[0].upstream];
+    assert_eq!(
+        search,
+        &Upstream {
+            name: "search".into(),
+            tls: true,
+            host: "search.example".into(),
+            port: 443
+        }
+    );
+    assert_eq!((p.settle, p.verify), (SettleMode::After, VerifyMode::Remote));
+}
+
+#[test]
+fn atomic_price_names_its_asset() {
+    let c = load("routes:\n  - path: /a\n    price: {amount: \"25\", asset: \"eip155:31337/erc20:0x5FbDB2315678afecb367f032d93F642f64180aa3\"}\n    settle: before\n").unwrap();
+    let p = c.table.routes[0].pricing.as_ref().unwrap();
+    assert_eq!(p.offers.len(), 1);
+    assert_eq!(p.offers[0].requirement.amount, U256::from(25));
+    assert_eq!(p.offers[0].requirement.eip712_name, "USD Coin");
+    assert_eq!(
+        p.offers[0].domain_separator,
+        p.offers[0].requirement.domain().separator()
+    );
+    assert_eq!(p.settle, SettleMode::Before);
+}
+
+#[test]
+fn facilitator_url_comes_from_the_environment_when_set_and_secrets_stay_hidden() {
+    let c = parse(
+        &format!("{BASE}routes: []\n"),
+        "t.yaml",
+        &env(&[(FACILITATOR_URL_ENV, "https://f.example/")]),
+    )
+    .unwrap();
+    assert_eq!(c.facilitator.url, "https://f.example");
+    assert_eq!(c.facilitator.header_map()["authorization"], "Bearer s3cret-token");
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "secrets must not reach Debug output"
+    );
+}
+
+#[test]
+fn errors_point_at_the_field_and_say_how_to_fix_it() {
+    let cases = [
+        ("routes:\n  - path: /a\n", "routes[0].path", "free: true"),
+        ("routes:\n  - path: /a\n    price: \"$0.0000001\"\n    accepts: [base]\n", "routes[0].price", "round it to 6 places"),
+        ("routes:\n  - path: /a\n    price: \"$1\"\n    accepts: [eip155:31337/erc20:0x0000000000000000000000000000000000000001]\n", "routes[0].accepts", "describe it under `assets:`"),
+        ("routes:\n  - path: /a\n    free: true\n    upstream: nope\n", "routes[0].upstream", "not defined under `upstreams:`"),
+        ("routes:\n  - path: /a/**/b\n    free: true\n", "routes[0].path", "last segment"),
+    ];
+    for (routes, field, hint) in cases {
+        let e = load(routes).unwrap_err().to_string();
+        assert!(e.starts_with("t.yaml:") && e.contains(field) && e.contains(hint), "{e}");
+    }
+}
+
+#[test]
+fn every_mistake_in_a_file_is_reported_at_once_in_file_order() {
+    let src = format!(
+        "{BASE}listen: nowhere\nroutes:\n  - path: /a\n  - path: /b/**/c\n    free: true\n  - path: /c\n    price: \"$1\"\n    accepts: [eip155:999999]\n    description: \"${{NOPE}}\"\n"
+    );
+    let e = parse(&src, "t.yaml", &env(&[])).unwrap_err();
+    let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    let fields = [
+        "listen",
+        "routes[0].path",
+        "routes[1].path",
+        "routes[2].accepts",
+        "routes[2].description",
+    ];
+    assert_eq!(lines.len(), fields.len(), "{lines:#?}");
+    for (line, field) in lines.iter().zip(fields) {
+        assert!(
+            line.starts_with("t.yaml:") && line.contains(&format!(" {field}: ")),
+            "{line}"
+        );
+    }
+    assert!(lines[4].contains("NOPE is not set"), "{}", lines[4]);
+}

@@ -1,0 +1,132 @@
+//! The paid request's way in, stage by stage: decode and match the payment ([`decode`]), verify it locally
+//! ([`verify::local`]), claim the authorization ([`claims`]), verify it with the facilitator
+//! ([`verify::remote`]), and settle first on `settle: before` routes ([`settle`]). Each refusal is typed;
+//! nothing here writes HTTP.
+//!
+//! [`decode`]: crate::gateway::decode
+//! [`claims`]: crate::gateway::claims
+//! [`settle`]: crate::gateway::settle
+
+use alloy::primitives::Address;
+
+use crate::core::time::Clock;
+use crate::gateway::claims::{ClaimRefusal, ClaimState, Claims};
+use crate::gateway::decode::{self, Presented};
+use crate::gateway::facilitator::Remote;
+use crate::gateway::refusal::Refusal;
+use crate::gateway::settle::{settle, Admitted};
+use crate::gateway::verify;
+use crate::protocol::exact::{AuthorizationId, Requirement};
+use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse};
+use crate::protocol::{reason, Version};
+use crate::rules::challenge::resource;
+use crate::rules::table::{Pricing, SettleMode, VerifyMode};
+use crate::rules::window;
+
+/// The parts checkout needs.
+pub struct Checkout<'a> {
+    pub claims: &'a Claims,
+    pub remote: &'a Remote,
+    pub clock: &'a Clock,
+}
+
+impl Checkout<'_> {
+    /// Runs a presented payment through every check; on success the authorization is claimed.
+    pub async fn admit(&self, presented: Presented, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
+        let matched = decode::match_offer(presented, &pricing.offers).map_err(|e| Refusal::PaymentRequired {
+            reason: Some(e.reason()),
+            receipt: None,
+        })?;
+        let (offer, payer) = verify::local(pricing, &matched).map_err(|e| verify::refuse(&e))?;
+        let requirement = &offer.requirement;
+        let auth = &matched.exact.authorization;
+        let key = AuthorizationId::of(requirement.network, requirement.asset, auth);
+        let meta = resource(url, &pricing.description, &pricing.mime_type);
+        let request = FacilitatorRequest {
+            x402_version: matched.version,
+            payment_payload: matched.json,
+            payment_requirements: requirement.to_wire(matched.version, &meta),
+        }
+        .encode();
+        let version = matched.version;
+        let admit = |ticket, request, reconciling| Admitted {
+            version,
+            request,
+            ticket,
+            payer,
+            settled: None,
+            reconciling,
+        };
+
+        // Already submitted, outcome unknown: ask the facilitator again (it reconciles against the sent
+        // transaction) instead of judging the clock or challenging, which would invite paying twice.
+        if let Some(ClaimState::InDoubt { transaction }) = self.claims.state(&key).await {
+            // Another request is re-settling it right now: still unknown, still not "pay again".
+            let ticket = self
+                .claims
+                .take_over(&key, &transaction, &request.digest)
+                .await
+                .ok_or_else(|| Refusal::SettlementPending {
+                    transaction: transaction.clone(),
+                })?;
+            let mut admitted = admit(ticket, request, Some(transaction));
+            admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
+            return Ok(admitted);
+        }
+
+        window::check_for_route(auth, requirement.max_timeout_seconds, self.clock.now())
+            .map_err(|e| verify::refuse(&e))?;
+        let ticket = self
+            .claims
+            .claim(key, window::claim_expiry(auth), request.digest)
+            .await
+            .map_err(|e| claim_refusal(e, version, requirement, payer))?;
+        let mut admitted = admit(ticket, request, None);
+        if let Err(r) = self.after_claim(&mut admitted, pricing).await {
+            // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
+            self.claims.release(&admitted.ticket).await;
+            return Err(r);
+        }
+        Ok(admitted)
+    }
+
+    /// What follows the claim before proxying: the facilitator's `/verify`, and on `settle: before`
+    /// routes the settlement.
+    async fn after_claim(&self, a: &mut Admitted, pricing: &Pricing) -> Result<(), Refusal> {
+        if pricing.verify == VerifyMode::Remote {
+            verify::remote(self.remote, &a.request).await?;
+        }
+        if pricing.settle == SettleMode::Before {
+            a.settled = Some(settle(self.claims, self.remote, a).await?);
+        }
+        Ok(())
+    }
+}
+
+fn claim_refusal(e: ClaimRefusal, version: Version, requirement: &Requirement, payer: Address) -> Refusal {
+    match &e {
+        ClaimRefusal::Full => Refusal::Busy(e.to_string()),
+        ClaimRefusal::InFlight => Refusal::PaymentRequired {
+            reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
+            receipt: None,
+        },
+        // Outcome unknown: not a fresh challenge (that would invite paying twice), the pending answer.
+        ClaimRefusal::InDoubt { transaction } => Refusal::SettlementPending {
+            transaction: transaction.clone(),
+        },
+        ClaimRefusal::Settled { transaction } => {
+            // The receipt names the transaction that used this authorization.
+            let receipt = SettleResponse::failed(
+                reason::NONCE_ALREADY_USED,
+                e.to_string(),
+                Some(payer.to_string()),
+                requirement.network.wire_name(version),
+                transaction.clone(),
+            );
+            Refusal::PaymentRequired {
+                reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
+                receipt: Some((version, receipt)),
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The facilitator as the gateway uses it. [`FacilitatorClient`] is the HTTP client (`/verify`, `/settle`,
+//! `/supported`, per-call timeout, extra headers) and reads the three answer shapes seen in the wild
+//! (x402-notes §6.1: 200 with a body, non-2xx with the same body, non-2xx `{"error": …}`). [`Remote`] adds
+//! what the request path needs on top: `/verify` cached by payload and coalesced, `/settle` retried once
+//! when pending (x402-notes §6.2).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use serde::de::DeserializeOwned;
+
+use crate::gateway::metrics::Metrics;
+use crate::protocol::facilitator::{EncodedRequest, SettleResponse, SupportedResponse, VerifyResponse};
+
+/// How long a verify answer is reused for the same payload.
+const VERIFY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Pause before re-asking about a pending settlement: roughly a block on fast chains.
+const PENDING_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// Why a facilitator call produced no usable answer. The gateway answers these with 502/503/504, never
+/// by serving content.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FacilitatorError {
+    #[error("facilitator {url} is unreachable: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("facilitator {url} broke off the exchange: {message}")]
+    Interrupted { url: String, message: String },
+    #[error("facilitator {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("facilitator {url} answered HTTP {status} with an unusable body: {message}")]
+    BadAnswer { url: String, status: u16, message: String },
+}
+
+/// A facilitator at a base URL.
+#[derive(Clone, Debug)]
+pub struct FacilitatorClient {
+    base: String,
+    /// Carries the extra headers and the timeout on every call.
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl FacilitatorClient {
+    /// A client for `base` (a trailing `/` is dropped). `headers` go on every call (e.g. auth).
+    pub fn new(base: &str, headers: HeaderMap, timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the facilitator HTTP client: {e}"))?;
+        Ok(FacilitatorClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            timeout,
+        })
+    }
+
+    /// `POST /verify`.
+    pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, FacilitatorError> {
+        self.call(reqwest::Method::POST, "/verify", Some(req)).await
+    }
+
+    /// `POST /settle`.
+    pub async fn settle(&self, req: &EncodedRequest) -> Result<SettleResponse, FacilitatorError> {
+        self.call(reqwest::Method::POST, "/settle", Some(req)).await
+    }
+
+    /// `GET /supported`.
+    pub async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
+        self.call(reqwest::Method::GET, "/supported", None).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&EncodedRequest>,
+    ) -> Result<T, FacilitatorError> {
+        let url = format!("{}{path}", self.base);
+        let mut rb = self.http.request(method, &url);
+        if let Some(b) = body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.body.clone());
+        }
+        let sent = rb.send().await;
+        let resp = sent.map_err(|e| {
+            if e.is_timeout() {
+                FacilitatorError::Timeout {
+                    url: url.clone(),
+                    timeout: self.timeout,
+                }
+            } else if e.is_connect() {
+                // Only a failed connect proves the request never arrived; anything later may have been acted on.
+                FacilitatorError::Unreachable {
+                    url: url.clone(),
+                    message: e.to_string(),
+                }
+            } else {
+                FacilitatorError::Interrupted {
+                    url: url.clone(),
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| FacilitatorError::Interrupted {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        // A non-2xx whose body still has the answer's shape is an answer (TS maps it to VerifyError/SettleError).
+        serde_json::from_slice(&body).map_err(|e| {
+            let text = String::from_utf8_lossy(&body);
+            let message = match serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").cloned())
+            {
+                Some(err) => format!("error {err}"),
+                None => format!("{e}; body starts {:?}", text.chars().take(200).collect::<String>()),
+            };
+            FacilitatorError::BadAnswer { url, status, message }
+        })
+    }
+}
+
+/// What a settlement came to.
+#[derive(Debug)]
+pub enum Settlement {
+    Settled(SettleResponse),
+    /// A definite failure: nothing moved.
+    Failed(SettleResponse),
+    /// Broadcast, not confirmed, even after the retry.
+    Pending(SettleResponse),
+    /// No usable answer; `maybe_sent` is true when the call may have reached the facilitator.
+    Error {
+        error: FacilitatorError,
+        maybe_sent: bool,
+    },
+}
+
+/// The remote facilitator with its caches.
+pub struct Remote {
+    client: FacilitatorClient,
+    verified: moka::future::Cache<[u8; 32], VerifyResponse>,
+    metrics: Arc<Metrics>,
+}
+
+impl Remote {
+    /// Wraps a client.
+    pub fn new(client: FacilitatorClient, metrics: Arc<Metrics>) -> Self {
+        let verified = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(VERIFY_CACHE_TTL)
+            .build();
+        Remote {
+            client,
+            verified,
+            metrics,
+        }
+    }
+
+    /// `/verify`, once per distinct request however many ask at the same time.
+    pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, Arc<FacilitatorError>> {
+        let key = req.digest;
+        let answer = self
+            .verified
+            .try_get_with(key, async {
+                let r = self.client.verify(req).await;
+                self.metrics.facilitator_call("verify", r.is_ok());
+                r
+            })
+            .await;
+        // Only a valid answer is worth reusing; a payer who tops up must not be refused from the cache.
+        if answer.as_ref().is_ok_and(|v| !v.is_valid) {
+            self.verified.invalidate(&key).await;
+        }
+        answer
+    }
+
+    /// `/settle`, with one retry of the identical payload if the first answer is `settlement_pending`.
+    pub async fn settle(&self, req: &EncodedRequest) -> Settlement {
+        let mut retried = false;
+        loop {
+            let r = self.client.settle(req).await;
+            self.metrics.facilitator_call("settle", r.is_ok());
+            match r {
+                Ok(s) if s.success => return Settlement::Settled(s),
+                Ok(s) if s.is_pending() && !retried => {
+                    retried = true;
+                    tokio::time::sleep(PENDING_RETRY_DELAY).await;
+                }
+                Ok(s) if s.is_pending() => return Settlement::Pending(s),
+                Ok(s) => return Settlement::Failed(s),
+                Err(error) => {
+                    let maybe_sent = !matches!(error, FacilitatorError::Unreachable { .. }) || retried;
+                    return Settlement::Error { error, maybe_sent };
+                }
+            }
+        }
+    }
+}

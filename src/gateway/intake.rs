@@ -1,0 +1,148 @@
+//! The request's first look, before any payment is read: normalise the path, refuse what an upstream
+//! could read differently than the route table (no Host, a lower-case method), find the route, and decide
+//! what happens next: proxy for free, answer ourselves, or go through checkout.
+
+use http::Method;
+use pingora::http::RequestHeader;
+
+use crate::gateway::cors;
+use crate::gateway::decode::{self, Presented};
+use crate::gateway::metrics::Outcome;
+use crate::gateway::refusal::Refusal;
+use crate::rules::routes::NormalPath;
+use crate::rules::table::{Pricing, RouteTable, Unmatched};
+
+/// What the gateway does with a request.
+pub enum Decision<'t> {
+    /// Proxy it without payment.
+    Proxy(Outcome),
+    /// Answer it ourselves.
+    Answer(Refusal, Outcome),
+    /// Answer a CORS preflight on a priced route.
+    Preflight,
+    /// A payment was presented for a priced route: check it out.
+    Pay(&'t Pricing, Presented),
+}
+
+/// The request's route, upstream and path as the upstream must see them, and the decision.
+pub struct Intake<'t> {
+    /// Index into the route table.
+    pub route: Option<usize>,
+    /// Index into the config's upstreams.
+    pub upstream: Option<usize>,
+    /// The normalised path, when normalising changed it: the upstream gets this, so it cannot see a
+    /// different resource than the one that was priced.
+    pub rewrite_path: Option<String>,
+    pub decision: Decision<'t>,
+}
+
+impl<'t> Intake<'t> {
+    fn answer(refusal: Refusal, outcome: Outcome) -> Self {
+        Intake {
+            route: None,
+            upstream: None,
+            rewrite_path: None,
+            decision: Decision::Answer(refusal, outcome),
+        }
+    }
+}
+
+/// `host[:port]` the client addressed: the h2 `:authority` / absolute-form target, else `Host`.
+pub fn authority(req: &RequestHeader) -> Option<&str> {
+    // Userinfo (`user@`) is not part of the host.
+    req.uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit('@').next())
+        .or_else(|| req.headers.get("host").and_then(|h| h.to_str().ok()))
+        .filter(|h| !h.is_empty())
+}
+
+/// The URL the client asked for, absolute, as `resource` must be.
+pub fn request_url(req: &RequestHeader) -> String {
+    let scheme = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| *s == "https" || *s == "http")
+        .unwrap_or("http");
+    let host = authority(req).unwrap_or("localhost");
+    let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{pq}")
+}
+
+/// Decides what to do with `req` under `table`.
+pub fn classify<'t>(req: &RequestHeader, table: &'t RouteTable) -> Intake<'t> {
+    let path = match NormalPath::parse(req.uri.path()) {
+        Ok(p) => p,
+        Err(e) => return Intake::answer(Refusal::BadRequest(e.to_string()), Outcome::BadRequest),
+    };
+    // Route matching must see what the upstream will see: no Host, or a method some upstreams read
+    // case-insensitively, could land a priced request on a free route.
+    let host = authority(req).unwrap_or_default();
+    if host.is_empty() {
+        return Intake::answer(
+            Refusal::BadRequest("a Host header is required".into()),
+            Outcome::BadRequest,
+        );
+    }
+    if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Intake::answer(
+            Refusal::BadRequest("the method must be upper case".into()),
+            Outcome::BadRequest,
+        );
+    }
+    let rewrite_path = path.rewritten.then(|| path.to_path());
+    let Some((index, route)) = table.find(&req.method, host, &path) else {
+        let decision = match table.unmatched {
+            Unmatched::Pass { upstream } => {
+                return Intake {
+                    route: None,
+                    upstream: Some(upstream),
+                    rewrite_path,
+                    decision: Decision::Proxy(Outcome::Proxied),
+                }
+            }
+            Unmatched::Deny => Decision::Answer(Refusal::NotFound, Outcome::Denied),
+        };
+        return Intake {
+            route: None,
+            upstream: None,
+            rewrite_path,
+            decision,
+        };
+    };
+    let decision = match &route.pricing {
+        None => Decision::Proxy(Outcome::Free),
+        Some(_) if cors::is_preflight(req) => Decision::Preflight,
+        Some(pricing) => priced(req, pricing),
+    };
+    Intake {
+        route: Some(index),
+        upstream: Some(route.upstream),
+        rewrite_path,
+        decision,
+    }
+}
+
+/// A priced route: challenge, refuse an unreadable payment, or check it out.
+fn priced<'t>(req: &RequestHeader, pricing: &'t Pricing) -> Decision<'t> {
+    let challenge = Refusal::PaymentRequired {
+        reason: None,
+        receipt: None,
+    };
+    // HEAD is never settled (invariant 2), so a priced HEAD always gets the challenge's headers.
+    if req.method == Method::HEAD {
+        return Decision::Answer(challenge, Outcome::Challenged);
+    }
+    match decode::read(&req.headers) {
+        None => Decision::Answer(challenge, Outcome::Challenged),
+        Some(Err(e)) => Decision::Answer(
+            Refusal::PaymentRequired {
+                reason: Some(e.reason()),
+                receipt: None,
+            },
+            Outcome::Refused,
+        ),
+        Some(Ok(p)) => Decision::Pay(pricing, p),
+    }
+}

@@ -1,0 +1,24 @@
+//! Layer 5, the gateway: a paid request's journey through Pingora, one module per stage, in order.
+//!
+//! [`intake`] (route the request) → [`decode`] (read the payment) → [`verify`] (locally) → [`claims`]
+//! (make it single-use) → [`verify`] (with the facilitator) → proxy → [`settle`] → [`receipt`].
+//! [`checkout`] runs the stages before proxying; [`proxy`] holds Pingora's phases, each calling a stage.
+//! Beside them: [`challenge`](crate::rules::challenge) answers are rendered by [`refusal`] (every answer
+//! of our own, in one place), [`cors`], the [`facilitator`] client, [`metrics`], [`admin`], and [`server`]
+//! which starts it all. Imports `core`, `protocol`, `rules` and `config`; never the tools. Only
+//! [`server`] (how it starts) and [`decode`] (benchmarked on its own) are used from outside.
+
+mod admin;
+mod checkout;
+mod claims;
+mod cors;
+pub mod decode;
+mod facilitator;
+mod intake;
+mod metrics;
+mod proxy;
+mod receipt;
+mod refusal;
+pub mod server;
+mod settle;
+mod verify;

@@ -1,0 +1,274 @@
+//! The Pingora `ProxyHttp` implementation: one method per phase, each a few lines that call a stage and
+//! keep its result in the request context (ARCHITECTURE.md traces one paid request through them).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp};
+use pingora::{Error, ErrorType, Result};
+
+use crate::config::Config;
+use crate::core::time::Clock;
+use crate::gateway::checkout::Checkout;
+use crate::gateway::claims::Claims;
+use crate::gateway::facilitator::Remote;
+use crate::gateway::intake::{self, Decision};
+use crate::gateway::metrics::{Metrics, Outcome};
+use crate::gateway::refusal::{self, Answer, Refusal};
+use crate::gateway::settle::{self, Admitted};
+use crate::gateway::{cors, receipt};
+use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
+use crate::rules::challenge::is_browser;
+use crate::rules::table::{Pricing, Route};
+
+/// An upstream with its address resolved at start-up (Pingora's `HttpPeer::new` would resolve names
+/// blocking, and panic on failure).
+#[derive(Debug, Clone)]
+pub struct ResolvedUpstream {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub sni: String,
+}
+
+/// The proxy: configuration plus the shared stages.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    /// By the config's upstream index.
+    pub upstreams: Vec<ResolvedUpstream>,
+    pub claims: Claims,
+    pub remote: Remote,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct Ctx {
+    route: Option<usize>,
+    upstream: Option<usize>,
+    rewrite_path: Option<String>,
+    /// The absolute URL, for priced routes (the 402's `resource`).
+    url: String,
+    browser: bool,
+    admitted: Option<Admitted>,
+    /// A refusal decided in a phase that can only fail; `fail_to_proxy` renders it.
+    refusal: Option<Refusal>,
+    outcome: Outcome,
+}
+
+impl Gateway {
+    fn route(&self, ctx: &Ctx) -> Option<&Route> {
+        ctx.route.and_then(|i| self.config.table.routes.get(i))
+    }
+
+    fn pricing(&self, ctx: &Ctx) -> Option<&Pricing> {
+        self.route(ctx).and_then(|r| r.pricing.as_ref())
+    }
+
+    /// Writes an answer of our own. Always with Content-Length, so keep-alive clients do not hang.
+    async fn write(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        answer: Answer,
+        extra: &[(&'static str, String)],
+    ) -> Result<()> {
+        let head = session.req_header().method == Method::HEAD;
+        let mut resp = ResponseHeader::build(answer.status, Some(answer.headers.len() + extra.len() + 2))?;
+        for (k, v) in answer.headers.iter().chain(extra) {
+            resp.insert_header(*k, v.as_str())?;
+        }
+        resp.insert_header("content-length", answer.body.len().to_string())?;
+        cors::expose(session.req_header(), &mut resp, self.pricing(ctx).is_some())?;
+        let empty = head || answer.body.is_empty();
+        session.write_response_header(Box::new(resp), empty).await?;
+        if !empty {
+            session
+                .write_response_body(Some(Bytes::from(answer.body)), true)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Answers with a refusal; the request ends here.
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, refusal: Refusal, outcome: Outcome) -> Result<bool> {
+        let answer = refusal::render(&refusal, self.pricing(ctx), &ctx.url, ctx.browser);
+        ctx.outcome = outcome;
+        self.write(session, ctx, answer, &[]).await?;
+        Ok(true)
+    }
+}
+
+/// Whether a response status ends the header phase: anything but 1xx, and 101 (the protocol switched).
+fn is_final(status: http::StatusCode) -> bool {
+    !status.is_informational() || status == http::StatusCode::SWITCHING_PROTOCOLS
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let intake = intake::classify(req, &self.config.table);
+        (ctx.route, ctx.upstream, ctx.rewrite_path) = (intake.route, intake.upstream, intake.rewrite_path);
+        if self.pricing(ctx).is_some() {
+            ctx.url = intake::request_url(req);
+            ctx.browser = is_browser(&req.headers);
+        }
+        match intake.decision {
+            Decision::Proxy(outcome) => {
+                ctx.outcome = outcome;
+                Ok(false)
+            }
+            Decision::Answer(refusal, outcome) => self.refuse(session, ctx, refusal, outcome).await,
+            Decision::Preflight => {
+                ctx.outcome = Outcome::Preflight;
+                let answer = Answer::empty(204, cors::preflight_headers(req));
+                self.write(session, ctx, answer, &[]).await?;
+                Ok(true)
+            }
+            Decision::Pay(pricing, presented) => {
+                let checkout = Checkout {
+                    claims: &self.claims,
+                    remote: &self.remote,
+                    clock: &self.clock,
+                };
+                match checkout.admit(presented, pricing, &ctx.url).await {
+                    Ok(a) => {
+                        ctx.admitted = Some(a);
+                        Ok(false)
+                    }
+                    Err(r) => self.refuse(session, ctx, r, Outcome::Refused).await,
+                }
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let u = ctx
+            .upstream
+            .and_then(|i| self.upstreams.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))?;
+        Ok(Box::new(HttpPeer::new(u.addr, u.tls, u.sni.clone())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _s: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Invariant 4: payment headers never reach the upstream.
+        upstream.remove_header(HEADER_PAYMENT_SIGNATURE);
+        upstream.remove_header(HEADER_X_PAYMENT);
+        if let Some(path) = &ctx.rewrite_path {
+            let pq = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            };
+            let uri = pq
+                .parse()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "normalised path is not a URI"))?;
+            upstream.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        // 1xx (100 Continue, 103 Early Hints) is not the answer: nothing to settle yet.
+        if !is_final(resp.status) {
+            return Ok(());
+        }
+        cors::expose(session.req_header(), resp, self.pricing(ctx).is_some())?;
+        let head = session.req_header().method == Method::HEAD;
+        let Some(admitted) = ctx.admitted.as_mut() else {
+            return Ok(());
+        };
+        match settle::on_response(&self.claims, &self.remote, admitted, resp.status.as_u16(), head).await {
+            Ok(Some(settled)) => {
+                receipt::attach(resp, admitted.version, &settled)?;
+                ctx.outcome = Outcome::Paid;
+                Ok(())
+            }
+            // Upstream failed: passed through unsettled; the claim is released in `logging`.
+            Ok(None) => {
+                ctx.outcome = Outcome::UpstreamError;
+                Ok(())
+            }
+            Err(r) => {
+                let status = r.status();
+                (ctx.refusal, ctx.outcome) = (Some(r), Outcome::SettleFailed);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "refused by the payment stage",
+                ))
+            }
+        }
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let gone = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+        // Once a final header is out, nothing more can be said; the connection is closed.
+        if session.response_written().is_some_and(|r| is_final(r.status)) {
+            return gone;
+        }
+        let refusal = match ctx.refusal.take() {
+            Some(r) => r,
+            None => match refusal::for_proxy_error(e) {
+                Some((r, outcome)) => {
+                    ctx.outcome = outcome.unwrap_or(ctx.outcome);
+                    r
+                }
+                None => return gone,
+            },
+        };
+        let answer = refusal::render(&refusal, self.pricing(ctx), &ctx.url, ctx.browser);
+        // A route that settled before proxying keeps the payer's receipt whatever went wrong after.
+        let kept: Vec<_> = ctx.admitted.iter().filter_map(settle::kept_receipt).collect();
+        let code = answer.status;
+        match self.write(session, ctx, answer, &kept).await {
+            Ok(()) => FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            },
+            Err(_) => gone,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
+        // Our own refusals after the upstream answered are not proxy errors; `logging` records them.
+        ctx.outcome == Outcome::SettleFailed
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(a) = &ctx.admitted {
+            // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.
+            // Settled and in-doubt claims are untouched by a release.
+            self.claims.release(&a.ticket).await;
+        }
+        let route = self.route(ctx).map_or("unmatched", |r| r.name.as_str());
+        self.metrics.request(route, ctx.outcome);
+        tracing::info!(
+            method = %session.req_header().method,
+            path = %session.req_header().uri.path(),
+            route,
+            status = session.response_written().map_or(0, |r| r.status.as_u16()),
+            outcome = ctx.outcome.as_str(),
+            payer = ctx.admitted.as_ref().map(|a| a.payer.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Stages 2 and 4, verify: locally first (the signature and terms against the route's own offers, so a
+//! payment that cannot be valid never costs a claim or a facilitator call), then, once claimed, with the
+//! facilitator (`/verify`: balance, nonce unused, simulation), unless the route says `verify: local`.
+
+use alloy::primitives::Address;
+
+use crate::gateway::decode::Matched;
+use crate::gateway::facilitator::Remote;
+use crate::gateway::refusal::Refusal;
+use crate::protocol::exact::Rejection;
+use crate::protocol::facilitator::EncodedRequest;
+use crate::protocol::reason;
+use crate::rules::offer::Offer;
+use crate::rules::table::Pricing;
+use crate::rules::verify::check_terms;
+
+/// The refusal of a payment for `r`.
+pub fn refuse(r: &Rejection) -> Refusal {
+    Refusal::PaymentRequired {
+        reason: Some(r.reason.to_owned()),
+        receipt: None,
+    }
+}
+
+/// The offer a matched payment pays, and its payer. The signature names
+/// the asset (EIP-712 `verifyingContract`), so the first candidate it verifies under is the one paid; when
+/// none does, the first candidate's reason is reported.
+pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, Address), Rejection> {
+    let mut first_err = None;
+    for &i in &matched.candidates {
+        let Some(offer) = pricing.offers.get(i) else { continue };
+        match check_terms(&offer.requirement, &offer.domain_separator, &matched.exact) {
+            Ok(payer) => return Ok((offer, payer)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| Rejection::new(reason::NO_MATCHING_REQUIREMENTS, "no offer matched")))
+}
+
+/// The facilitator's `/verify`: `Ok` when it says valid.
+pub async fn remote(remote: &Remote, request: &EncodedRequest) -> Result<(), Refusal> {
+    let v = remote
+        .verify(request)
+        .await
+        .map_err(|e| Refusal::Facilitator((*e).clone()))?;
+    if v.is_valid {
+        return Ok(());
+    }
+    Err(Refusal::PaymentRequired {
+        reason: Some(
+            v.invalid_reason
+                .unwrap_or_else(|| reason::UNEXPECTED_VERIFY_ERROR.to_owned()),
+        ),
+        receipt: None,
+    })
+}

@@ -1,0 +1,42 @@
+//! One way to pay a route: the typed requirement, what a person needs to read it, and the work that does
+//! not depend on the request (the EIP-712 domain separator) done once.
+
+use alloy::primitives::B256;
+
+use crate::core::money::format_units;
+use crate::protocol::exact::Requirement;
+
+/// One accepted network/asset of a priced route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub requirement: Requirement,
+    /// A short label for people (`USDC`).
+    pub symbol: String,
+    /// ERC-20 decimals of the asset.
+    pub decimals: u8,
+    /// The token's EIP-712 domain separator, computed once.
+    pub domain_separator: B256,
+}
+
+impl Offer {
+    /// An offer for `requirement`.
+    pub fn new(requirement: Requirement, symbol: String, decimals: u8) -> Self {
+        let domain_separator = requirement.domain().separator();
+        Offer {
+            requirement,
+            symbol,
+            decimals,
+            domain_separator,
+        }
+    }
+
+    /// `0.001 USDC on eip155:8453`.
+    pub fn display(&self) -> String {
+        format!(
+            "{} {} on {}",
+            format_units(self.requirement.amount, self.decimals),
+            self.symbol,
+            self.requirement.network
+        )
+    }
+}
