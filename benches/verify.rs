@@ -1,5 +1,6 @@
 //! Per-request CPU cost of the payment path that needs no network: decoding a `PAYMENT-SIGNATURE` header,
-//! matching it to the route's offer and the local EIP-712/EIP-3009 checks (signature recovery dominates).
+//! matching it to the route's offer, the local EIP-712/EIP-3009 checks (signature recovery dominates) and
+//! rendering a route's 402.
 //! Run: `cargo bench --bench verify`. Prints ns per operation; compare runs on the same machine.
 
 use std::hint::black_box;
@@ -51,8 +52,23 @@ fn main() {
     time("eip712 signing hash", 200_000, || {
         black_box(req.signing_hash(black_box(&payload.authorization)));
     });
+    time("eip712 signing hash, separator precomputed", 200_000, || {
+        black_box(x402_gateway::protocol::exact::signing_hash(
+            black_box(&offers[0].domain_separator),
+            black_box(&payload.authorization),
+        ));
+    });
     time("local verify (recover + checks)", 20_000, || {
         black_box(x402_gateway::rules::verify::check(black_box(&req), black_box(&payload), now).unwrap());
+    });
+    time("local verify, separator precomputed", 20_000, || {
+        black_box(
+            x402_gateway::rules::verify::check_terms(black_box(&req), &offers[0].domain_separator, &payload).unwrap(),
+        );
+    });
+    let challenge = x402_gateway::rules::challenge::Template::new(&offers, "", "application/json");
+    time("402 challenge (v2 header + v1 body)", 100_000, || {
+        black_box(challenge.render(black_box("http://127.0.0.1:8402/paid/x"), None, false));
     });
     time("header decode + offer match", 100_000, || {
         let p = x402_gateway::gateway::decode::read(black_box(&headers))

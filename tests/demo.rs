@@ -51,6 +51,7 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
         "facilitator_url",
         "pay_to",
         "price_atomic",
+        "store",
     ] {
         assert!(state.get(key).is_some(), "state file lacks {key}: {state}");
     }
@@ -75,6 +76,18 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
         "{text}"
     );
     assert_eq!(chain.balance_of(asset, pay_to).await.unwrap(), before + price);
+    // The demo keeps payment state in SQLite: the settled claim is in the file.
+    let db = std::path::PathBuf::from(state["store"].as_str().unwrap().strip_prefix("sqlite:").unwrap());
+    let bytes = [
+        std::fs::read(&db).unwrap_or_default(),
+        std::fs::read(db.with_extension("db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("\"state\":\"settled\""),
+        "no settled claim in {}",
+        db.display()
+    );
 
     // A cap below the price is refused without paying.
     let out = std::process::Command::new(support::bin())

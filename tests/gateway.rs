@@ -205,18 +205,18 @@ async fn official_python_client_pays_and_a_replay_is_refused_without_a_facilitat
     );
     assert_paid(&stack, &out, payer, pb, eb, "PAYMENT-RESPONSE").await;
 
-    // The same PAYMENT-SIGNATURE again: 402 naming the settling transaction, no facilitator call.
+    // The same PAYMENT-SIGNATURE again: 409 naming the settling transaction (not a 402: the payer must not
+    // be asked to pay again), no facilitator call.
     let calls = stack.facilitator_calls().await;
     let replay = get(&url, &[("payment-signature", out["payment_header"].as_str().unwrap())]).await;
-    assert_eq!(replay.status(), 402);
+    assert_eq!(replay.status(), 409);
+    assert!(!replay.headers().contains_key("payment-required"));
     let receipt = decode_header(replay.headers().get("payment-response").unwrap().to_str().unwrap());
     assert_eq!(receipt["success"], false);
     assert_eq!(receipt["transaction"], out["payment_response"]["transaction"]);
-    let challenge = decode_header(replay.headers().get("payment-required").unwrap().to_str().unwrap());
-    assert!(
-        challenge["error"].as_str().unwrap().contains("already used"),
-        "{challenge}"
-    );
+    let body: Value = replay.json().await.unwrap();
+    assert_eq!(body["error"], "payment_already_used", "{body}");
+    assert_eq!(body["transaction"], out["payment_response"]["transaction"]);
     assert_eq!(stack.facilitator_calls().await, calls);
     assert_eq!(stack.devnet.balance(payer).await, pb - U256::from(PRICE));
 }
@@ -505,4 +505,52 @@ fn check_validates_files_and_points_at_the_error() {
             "want {at} {what}: {err}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn case_and_spelling_variants_of_a_priced_path_are_priced() {
+    let stack = Stack::start(31_337, "").await;
+    let gw = &stack.gateway.url;
+    // `/paid/**` is priced and `default: pass` proxies unmatched requests for free: every spelling an
+    // upstream may serve as /paid/item must be priced.
+    for path in [
+        "/PAID/item",
+        "/%50AID/item",
+        "/Paid/item",
+        "/paid./item",
+        "/paid%20/item",
+        "//paid/item",
+    ] {
+        let resp = get(&format!("{gw}{path}"), &[]).await;
+        assert_eq!(resp.status(), 402, "{path}");
+        assert!(resp.headers().contains_key("payment-required"), "{path}");
+    }
+    assert_eq!(
+        get(&format!("{gw}/%2570aid/item"), &[]).await.status(),
+        400,
+        "double encoding"
+    );
+    // A case variant, once paid, is served and settled like the canonical spelling.
+    let (payer, key) = stack.devnet.account(5);
+    let before = stack.devnet.balance(payer).await;
+    let header = encode_header(&python_sign(&stack.challenge("/PAID/item").await, &key));
+    let resp = get(&format!("{gw}/PAID/item"), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("payment-response"));
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+    // Free routes match only their own spelling (here `/FREE/x` is unmatched, which `default: pass` proxies).
+    let free: Value = get(&format!("{gw}/free/x"), &[]).await.json().await.unwrap();
+    assert_eq!(free["path"], "/free/x");
+
+    // `case_sensitive: true` is the opt-out for upstreams known to be strict.
+    let strict = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        &stack.facilitator.url,
+        stack.pay_to,
+        "case_sensitive: true",
+    ))
+    .await;
+    assert_eq!(get(&format!("{}/PAID/item", strict.url), &[]).await.status(), 200);
+    assert_eq!(get(&format!("{}/paid/item", strict.url), &[]).await.status(), 402);
 }

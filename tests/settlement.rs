@@ -92,7 +92,7 @@ async fn pending_settlement_names_its_transaction_and_the_same_payment_is_served
     assert_eq!(stack.facilitator_calls().await.2, 1, "still one transaction");
     // And only once.
     let replay = get(&url, &[("payment-signature", &header)]).await;
-    assert_eq!(replay.status(), 402);
+    assert_eq!(replay.status(), 409);
     assert_eq!(
         decode_header(replay.headers().get("payment-response").unwrap().to_str().unwrap())["transaction"],
         tx.as_str()
@@ -107,6 +107,98 @@ async fn garbage_facilitator() -> String {
     let app = axum::Router::new().fallback(|| async { "<html>oops</html>" });
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
+}
+
+/// A fake facilitator that injects one fault: it answers `/verify` and `/settle` with the given status and
+/// body, and counts the settles it was asked for.
+async fn scripted_facilitator(
+    verify: (u16, Value),
+    settle: (u16, Value),
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let settles = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = settles.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answer = |(status, body): (u16, Value)| (StatusCode::from_u16(status).unwrap(), axum::Json(body));
+    let app = axum::Router::new()
+        .route("/verify", post(move || async move { answer(verify) }))
+        .route(
+            "/settle",
+            post(move || async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                answer(settle)
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, settles)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_facilitator_answer_with_a_failing_status_is_never_a_success() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(4);
+    let ok_settle = json!({"success": true, "transaction": format!("0x{}", "ab".repeat(32)), "network": stack.devnet.state.network});
+    // /verify: 503 with `isValid: true` refuses with 503, nothing proxied, and says nothing of the facilitator.
+    let (url, _) = scripted_facilitator((503, json!({"isValid": true})), (200, ok_settle.clone())).await;
+    let gw = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        &url,
+        stack.pay_to,
+        "",
+    ))
+    .await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/x").await, &key));
+    let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 503);
+    assert!(!resp.headers().contains_key("payment-response"));
+    let text = resp.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (body["error"].as_str(), body["reason"].as_str()),
+        (Some("facilitator_unavailable"), Some("facilitator_failed")),
+        "{body}"
+    );
+    let port = url.rsplit(':').next().unwrap();
+    assert!(
+        !text.contains(port) && !text.contains("127.0.0.1") && !text.contains("served_by"),
+        "{text}"
+    );
+
+    // /settle: 503 with `success: true` is an unknown outcome: not served, and the same payment presented
+    // again is settled again (reconciled), never challenged to pay anew.
+    let (url, settles) = scripted_facilitator((200, json!({"isValid": true})), (503, ok_settle)).await;
+    let gw = support::Gateway::start(&support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        &url,
+        stack.pay_to,
+        "",
+    ))
+    .await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/y").await, &key));
+    for attempt in 1..=2u64 {
+        let resp = get(&format!("{}/paid/y", gw.url), &[("payment-signature", &header)]).await;
+        assert!(
+            resp.status() == 503 || resp.status() == 504,
+            "attempt {attempt}: {}",
+            resp.status()
+        );
+        assert!(
+            !resp.headers().contains_key("payment-required"),
+            "never asked to pay again"
+        );
+        assert!(!resp.text().await.unwrap().contains("served_by"));
+        assert_eq!(
+            settles.load(Ordering::SeqCst),
+            attempt,
+            "each presentation re-settles the same payload"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,7 +67,69 @@ pub struct Config {
     /// PEM CAs trusted for `https://` upstreams instead of the system's roots.
     pub upstream_ca_file: Option<std::path::PathBuf>,
     pub facilitator: FacilitatorSettings,
+    /// Where payment state is kept.
+    pub store: StoreUrl,
+    /// How long an in-flight claim is held for its request; a replica that died mid-request blocks the
+    /// payment this long at most.
+    pub claim_lease: Duration,
     pub table: RouteTable,
+}
+
+/// `store:`: where claims and settlement outcomes are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreUrl {
+    /// This process's memory: forgotten on restart (one replica, development).
+    #[default]
+    Memory,
+    /// `sqlite:PATH`: a file on this node; survives a crash.
+    Sqlite(std::path::PathBuf),
+    /// `redis://HOST:PORT[/DB]` or `rediss://…`: shared by replicas.
+    Redis(String),
+}
+
+impl StoreUrl {
+    /// Parses `memory`, `sqlite:PATH`, `redis://…` or `rediss://…`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            return Ok(StoreUrl::Memory);
+        }
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("write the database file as sqlite:/var/lib/x402/claims.db".into());
+            }
+            return Ok(StoreUrl::Sqlite(path.into()));
+        }
+        let url = url::Url::parse(s).map_err(|_| {
+            "must be `memory`, `sqlite:PATH` or `redis://HOST:PORT[/DB]` (`rediss://` for TLS)".to_owned()
+        })?;
+        match url.scheme() {
+            "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => {
+                let db = url.path().trim_start_matches('/');
+                if !db.is_empty() && db.parse::<u32>().is_err() {
+                    return Err(format!("the Redis database must be a number, not {db:?}"));
+                }
+                Ok(StoreUrl::Redis(s.to_owned()))
+            }
+            "redis" | "rediss" => Err("a Redis URL needs a host: redis://HOST:PORT".into()),
+            other => Err(format!(
+                "scheme {other:?} is not a store: use `memory`, `sqlite:PATH` or `redis://HOST:PORT[/DB]`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    /// As logs show it: a Redis password never appears.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Memory => f.write_str("memory"),
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Redis(u) => match url::Url::parse(u) {
+                Ok(u) => f.write_str(&crate::core::secret::redact(&u)),
+                Err(_) => f.write_str("redis://…"),
+            },
+        }
+    }
 }
 
 /// Where the facilitator is and how to call it.
@@ -145,10 +207,11 @@ impl Config {
         };
         let _ = writeln!(
             out,
-            "listen {}  admin {}  facilitator {}  unmatched: {unmatched}",
+            "listen {}  admin {}  facilitator {}  store {}  unmatched: {unmatched}",
             self.listen,
             self.admin_listen.map_or_else(|| "-".into(), |a| a.to_string()),
             self.facilitator.url,
+            self.store,
         );
         for r in &self.table.routes {
             let methods = r.methods.as_ref().map_or_else(

@@ -23,6 +23,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<String, Text>,
     pub upstream_ca_file: Option<Text>,
+    /// Where payment state is kept.
+    pub store: Option<Text>,
+    /// How long a crashed holder's in-flight claim blocks its payment.
+    pub claim_lease: Option<Text>,
     pub facilitator: RawFacilitator,
     pub pay_to: Option<Text>,
     #[serde(default)]
@@ -30,6 +34,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub accepts: Vec<Text>,
     pub max_timeout_seconds: Option<u64>,
+    /// Priced paths match case-insensitively unless this is true.
+    pub case_sensitive: Option<bool>,
     #[serde(default)]
     pub default: DefaultAction,
     #[serde(default)]
@@ -116,6 +122,7 @@ pub struct RawRoute {
     pub mime_type: Option<Text>,
     pub max_timeout_seconds: Option<u64>,
     pub upstream: Option<Text>,
+    pub case_sensitive: Option<bool>,
     pub settle: Option<SettleMode>,
     pub verify: Option<VerifyMode>,
 }

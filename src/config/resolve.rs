@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 use super::env::{self, Env};
 use super::locate::{self, PathPart};
 use super::raw::{DefaultAction, RawConfig, Text};
-use super::{Config, ConfigError, ConfigErrors, FacilitatorSettings, Upstream, FACILITATOR_URL_ENV};
+use super::{Config, ConfigError, ConfigErrors, FacilitatorSettings, StoreUrl, Upstream, FACILITATOR_URL_ENV};
 use crate::core::secret::Secret;
 use crate::core::time::parse_duration;
 use crate::protocol::assets::Asset;
@@ -29,6 +29,8 @@ const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
 /// Facilitator call timeout when unset: long enough for `/settle` to wait out a block or two, so a slow
 /// receipt is an answer rather than an unknown outcome.
 const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an in-flight claim is held when unset: longer than any request's verify and upstream wait.
+const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(300);
 /// The upstream that routes without `upstream:` and unmatched requests under `default: pass` use.
 pub(super) const DEFAULT_UPSTREAM: &str = "default";
 
@@ -39,6 +41,8 @@ pub(super) struct Defaults {
     pub(super) accepts: Vec<String>,
     pub(super) pay_to: Option<Address>,
     pub(super) max_timeout: u64,
+    /// Whether priced paths match byte for byte (`case_sensitive: true`).
+    pub(super) case_sensitive: bool,
 }
 
 pub(super) struct Resolver<'a> {
@@ -152,6 +156,20 @@ impl Resolver<'_> {
             None => Some(None),
         };
         let facilitator = self.facilitator(raw);
+        let claim_lease = match &raw.claim_lease {
+            Some(t) => self.parse(t, &[Key("claim_lease")], |s| {
+                parse_duration(s).and_then(|d| {
+                    (d.as_secs() >= 1)
+                        .then_some(d)
+                        .ok_or_else(|| "must be at least 1s".to_owned())
+                })
+            }),
+            None => Some(DEFAULT_CLAIM_LEASE),
+        };
+        let store = match &raw.store {
+            Some(t) => self.parse(t, &[Key("store")], StoreUrl::parse),
+            None => Some(StoreUrl::Memory),
+        };
         let assets = self.assets(raw);
         let pay_to = match &raw.pay_to {
             Some(t) => self.address(t, &[Key("pay_to")]).map(Some),
@@ -169,6 +187,7 @@ impl Resolver<'_> {
             accepts,
             pay_to: pay_to.flatten(),
             max_timeout: raw.max_timeout_seconds.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
+            case_sensitive: raw.case_sensitive.unwrap_or(false),
         };
         let routes: Vec<Option<Route>> = raw
             .routes
@@ -200,6 +219,8 @@ impl Resolver<'_> {
             upstreams: defaults.upstreams,
             upstream_ca_file: upstream_ca_file?,
             facilitator: facilitator?,
+            store: store?,
+            claim_lease: claim_lease?,
             table: RouteTable {
                 routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
                 unmatched: unmatched?,

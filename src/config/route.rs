@@ -12,7 +12,7 @@ use crate::protocol::assets::{self, Asset};
 use crate::protocol::exact::{parse_address, parse_decimal, Requirement};
 use crate::protocol::network::Network;
 use crate::rules::offer::Offer;
-use crate::rules::routes::{HostPattern, PathPattern};
+use crate::rules::routes::{HostPattern, Matching, PathPattern};
 use crate::rules::table::{Pricing, Route};
 
 /// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
@@ -21,7 +21,14 @@ const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
 impl Resolver<'_> {
     pub(super) fn route(&mut self, r: &RawRoute, i: usize, d: &Defaults) -> Option<Route> {
         let at = |k: &'static str| [Key("routes"), Index(i), Key(k)];
-        let path = self.parse(&r.path, &at("path"), PathPattern::parse);
+        // Free routes match only what they say; priced ones every spelling an upstream may serve as theirs.
+        let strict = r.case_sensitive.unwrap_or(d.case_sensitive);
+        let matching = if r.price.is_none() || strict {
+            Matching::Exact
+        } else {
+            Matching::Loose
+        };
+        let path = self.parse(&r.path, &at("path"), |p| PathPattern::parse(p, matching));
         let methods = match &r.methods {
             None => Some(None),
             Some(ms) => ms

@@ -113,3 +113,25 @@ fn every_mistake_in_a_file_is_reported_at_once_in_file_order() {
     }
     assert!(lines[4].contains("NOPE is not set"), "{}", lines[4]);
 }
+
+#[test]
+fn the_store_is_memory_sqlite_or_redis_and_a_password_never_shows() {
+    let c = |store: &str| parse(&format!("{BASE}store: \"{store}\"\nroutes: []\n"), "t.yaml", &env(&[]));
+    assert_eq!(c("memory").unwrap().store, StoreUrl::Memory);
+    assert_eq!(
+        c("sqlite:/tmp/x.db").unwrap().store,
+        StoreUrl::Sqlite("/tmp/x.db".into())
+    );
+    let redis = c("redis://:hunter2@cache.internal:6379/2").unwrap();
+    assert_eq!(redis.store.to_string(), "redis://cache.internal:6379");
+    assert!(!redis.describe().contains("hunter2"));
+    for (bad, hint) in [
+        ("mysql://x", "is not a store"),
+        ("sqlite:", "sqlite:/var/lib"),
+        ("redis://h:1/zero", "must be a number"),
+        ("nonsense", "must be `memory`"),
+    ] {
+        let e = c(bad).unwrap_err().to_string();
+        assert!(e.contains(" store: ") && e.contains(hint), "{bad}: {e}");
+    }
+}

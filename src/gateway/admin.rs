@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (the price table
-//! is loaded and the facilitator answers `/supported`). Runs on its own thread so it never competes
+//! is loaded, the payment store answers and the facilitator answers `/supported`). Runs on its own thread so it never competes
 //! with the data plane's runtime.
 
 use std::net::SocketAddr;
@@ -12,9 +12,22 @@ use axum::Router;
 
 use crate::gateway::facilitator::FacilitatorClient;
 use crate::gateway::metrics::Metrics;
+use crate::gateway::store::Store;
+
+/// What the admin listener reports on.
+pub struct Probes {
+    pub metrics: Arc<Metrics>,
+    pub facilitator: FacilitatorClient,
+    pub store: Arc<dyn Store>,
+}
 
 /// Starts the admin server on a thread of its own.
-pub fn spawn(listen: SocketAddr, metrics: Arc<Metrics>, facilitator: FacilitatorClient) -> std::io::Result<()> {
+pub fn spawn(listen: SocketAddr, probes: Probes) -> std::io::Result<()> {
+    let Probes {
+        metrics,
+        facilitator,
+        store,
+    } = probes;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -35,8 +48,15 @@ pub fn spawn(listen: SocketAddr, metrics: Arc<Metrics>, facilitator: Facilitator
                 .route(
                     "/readyz",
                     get(move || {
-                        let f = facilitator.clone();
+                        let (f, store) = (facilitator.clone(), store.clone());
                         async move {
+                            if let Err(e) = store.ping().await {
+                                return (
+                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                    format!("store not ready: {e}"),
+                                )
+                                    .into_response();
+                            }
                             match f.supported().await {
                                 Ok(_) => (axum::http::StatusCode::OK, "ready".to_owned()).into_response(),
                                 Err(e) => (

@@ -13,11 +13,12 @@ use crate::core::time::Clock;
 use crate::gateway::claims::{ClaimRefusal, ClaimState, Claims};
 use crate::gateway::decode::{self, Presented};
 use crate::gateway::facilitator::Remote;
+use crate::gateway::fault::{self, Point};
 use crate::gateway::refusal::Refusal;
 use crate::gateway::settle::{settle, Admitted};
 use crate::gateway::verify;
 use crate::protocol::exact::{AuthorizationId, Requirement};
-use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse};
+use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
 use crate::protocol::{reason, Version};
 use crate::rules::challenge::resource;
 use crate::rules::table::{Pricing, SettleMode, VerifyMode};
@@ -58,29 +59,33 @@ impl Checkout<'_> {
             reconciling,
         };
 
-        // Already submitted, outcome unknown: ask the facilitator again (it reconciles against the sent
-        // transaction) instead of judging the clock or challenging, which would invite paying twice.
-        if let Some(ClaimState::InDoubt { transaction }) = self.claims.state(&key).await {
-            // Another request is re-settling it right now: still unknown, still not "pay again".
-            let ticket = self
-                .claims
-                .take_over(&key, &transaction, &request.digest)
-                .await
-                .ok_or_else(|| Refusal::SettlementPending {
-                    transaction: transaction.clone(),
-                })?;
-            let mut admitted = admit(ticket, request, Some(transaction));
-            admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
-            return Ok(admitted);
-        }
-
-        window::check_for_route(auth, requirement.max_timeout_seconds, self.clock.now())
-            .map_err(|e| verify::refuse(&e))?;
-        let ticket = self
-            .claims
-            .claim(key, window::claim_expiry(auth), request.digest)
-            .await
-            .map_err(|e| claim_refusal(e, version, requirement, payer))?;
+        let now = self.clock.now();
+        let claimed = match window::check_for_route(auth, requirement.max_timeout_seconds, now) {
+            Ok(()) => {
+                self.claims
+                    .claim(key.clone(), window::claim_expiry(auth), request.digest)
+                    .await
+            }
+            // Out of its window, a payment may still be one whose settlement outcome is unknown: that one
+            // is reconciled below, whatever the clock says; any other is refused for its window.
+            Err(e) => match self.claims.get(&key).await {
+                Ok(Some(r)) if is_unknown(&r.state) => Err(r.state.into()),
+                Ok(_) => return Err(verify::refuse(&e)),
+                Err(_) => return Err(Refusal::Store),
+            },
+        };
+        let ticket = match claimed {
+            Ok(ticket) => ticket,
+            // Sent for settlement, outcome unknown: ask the facilitator again (it reconciles against the
+            // sent transaction) instead of challenging, which would invite paying twice.
+            Err(ClaimRefusal::InDoubt { transaction }) => {
+                let mut admitted = self.reconcile(&key, request, &transaction, version, payer).await?;
+                admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
+                return Ok(admitted);
+            }
+            Err(e) => return Err(claim_refusal(e, version, requirement, payer)),
+        };
+        fault::point(Point::AfterClaim).await;
         let mut admitted = admit(ticket, request, None);
         if let Err(r) = self.after_claim(&mut admitted, pricing).await {
             // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
@@ -88,6 +93,39 @@ impl Checkout<'_> {
             return Err(r);
         }
         Ok(admitted)
+    }
+
+    /// Takes over a payment whose settlement outcome is unknown, for this request to settle it again. Only
+    /// the same payment qualifies (not another one reusing its nonce), and only one request at a time.
+    async fn reconcile(
+        &self,
+        key: &AuthorizationId,
+        request: EncodedRequest,
+        transaction: &str,
+        version: Version,
+        payer: Address,
+    ) -> Result<Admitted, Refusal> {
+        let pending = || Refusal::SettlementPending {
+            transaction: transaction.to_owned(),
+        };
+        let current = match self.claims.get(key).await {
+            Ok(Some(r)) if is_unknown(&r.state) && r.payment == request.digest => r,
+            Ok(_) => return Err(pending()),
+            Err(_) => return Err(Refusal::Store),
+        };
+        let ticket = match self.claims.take_over(key, &current.state, &current).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Err(pending()),
+            Err(_) => return Err(Refusal::Store),
+        };
+        Ok(Admitted {
+            version,
+            request,
+            ticket,
+            payer,
+            settled: None,
+            reconciling: Some(transaction.to_owned()),
+        })
     }
 
     /// What follows the claim before proxying: the facilitator's `/verify`, and on `settle: before`
@@ -103,9 +141,15 @@ impl Checkout<'_> {
     }
 }
 
+/// Whether a claim's settlement outcome is unknown (handed to the facilitator, no answer recorded).
+fn is_unknown(state: &ClaimState) -> bool {
+    matches!(state, ClaimState::Settling | ClaimState::InDoubt { .. })
+}
+
 fn claim_refusal(e: ClaimRefusal, version: Version, requirement: &Requirement, payer: Address) -> Refusal {
     match &e {
         ClaimRefusal::Full => Refusal::Busy(e.to_string()),
+        ClaimRefusal::Store(_) => Refusal::Store,
         ClaimRefusal::InFlight => Refusal::PaymentRequired {
             reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
             receipt: None,
@@ -123,9 +167,9 @@ fn claim_refusal(e: ClaimRefusal, version: Version, requirement: &Requirement, p
                 requirement.network.wire_name(version),
                 transaction.clone(),
             );
-            Refusal::PaymentRequired {
-                reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
-                receipt: Some((version, receipt)),
+            Refusal::Used {
+                transaction: transaction.clone(),
+                receipt: (version, receipt),
             }
         }
     }

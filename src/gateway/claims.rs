@@ -1,41 +1,25 @@
 //! Stage 3, claim: single use of an authorization. Its identity (network, asset, payer, nonce) is claimed
-//! atomically before any facilitator call, so a second request carrying the same payment, in flight or
-//! after settlement, is refused without reaching the facilitator or the upstream (x402-notes §12.2).
+//! atomically in the store before any facilitator call, so a second request carrying the same payment, in
+//! flight or after settlement, is refused without reaching the facilitator or the upstream (x402-notes
+//! §12.2), on this replica or any other sharing the store.
+//!
+//! A claim moves `InFlight` → `Settling` (written before `/settle` is called) → `Settled` | `InDoubt`, or
+//! is released. Settled claims are also kept in a small in-process cache: a replay is refused without a
+//! store round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use moka::future::Cache;
-use moka::notification::RemovalCause;
-use moka::ops::compute::{CompResult, Op};
-use moka::policy::{EvictionPolicy, Expiry};
+use std::time::Duration;
 
 use crate::core::time::Clock;
+use crate::gateway::metrics::Metrics;
+use crate::gateway::store::{Insert, Record, Store, StoreError};
 use crate::protocol::exact::AuthorizationId;
 
-/// Where a claimed authorization stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimState {
-    /// A request is using it now.
-    InFlight,
-    /// Settled on chain in this transaction.
-    Settled { transaction: String },
-    /// Sent for settlement, outcome unknown (pending or the facilitator timed out): never reusable.
-    InDoubt { transaction: String },
-}
+pub use crate::gateway::store::ClaimState;
 
-#[derive(Debug, Clone)]
-struct Claim {
-    state: ClaimState,
-    /// Digest of the payment as presented (payload and requirement): only that same payment may take an
-    /// in-doubt claim over, not another one reusing the nonce on different terms.
-    payment: [u8; 32],
-    /// Unix seconds after which the claim is forgotten (the chain refuses the authorization by then).
-    expires_at: u64,
-    /// Which request holds it, so a stale release cannot free someone else's claim.
-    holder: u64,
-}
+/// Settled authorizations remembered in process, for replays.
+const SETTLED_CACHE: u64 = 100_000;
 
 /// Why a claim was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +34,8 @@ pub enum ClaimRefusal {
     InDoubt { transaction: String },
     #[error("the gateway is tracking too many unsettled payments right now; retry shortly")]
     Full,
+    #[error("the payment store is unavailable; retry shortly")]
+    Store(StoreError),
 }
 
 /// A held claim. Whoever holds it must settle it, mark it in doubt, or release it.
@@ -57,71 +43,62 @@ pub enum ClaimRefusal {
 pub struct ClaimTicket {
     key: AuthorizationId,
     holder: u64,
+    payment: [u8; 32],
+    expires_at: u64,
 }
 
-fn refusal(state: ClaimState) -> ClaimRefusal {
-    match state {
-        ClaimState::InFlight => ClaimRefusal::InFlight,
-        ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
-        ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
+impl From<ClaimState> for ClaimRefusal {
+    /// The refusal a claim in `state` gives a second request.
+    fn from(state: ClaimState) -> Self {
+        match state {
+            ClaimState::InFlight => ClaimRefusal::InFlight,
+            ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
+            ClaimState::Settling => ClaimRefusal::InDoubt {
+                transaction: String::new(),
+            },
+            ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
+        }
     }
 }
 
-/// Expires each claim at its own `expires_at`, read on the injected clock.
-struct UntilExpiry(Clock);
-
-impl UntilExpiry {
-    fn remaining(&self, claim: &Claim) -> Option<Duration> {
-        Some(Duration::from_secs(claim.expires_at.saturating_sub(self.0.now())))
-    }
-}
-
-impl Expiry<AuthorizationId, Claim> for UntilExpiry {
-    fn expire_after_create(&self, _: &AuthorizationId, claim: &Claim, _: Instant) -> Option<Duration> {
-        self.remaining(claim)
-    }
-    fn expire_after_update(
-        &self,
-        _: &AuthorizationId,
-        claim: &Claim,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.remaining(claim)
-    }
-}
-
-/// The claim table: bounded, LRU (TinyLFU admission could refuse a new key), entries expire after
-/// `validBefore` plus a grace (`rules::window::claim_expiry`).
+/// The claim table, over a store.
 pub struct Claims {
-    cache: Cache<AuthorizationId, Claim>,
-    capacity: u64,
-    /// Live entries, counted exactly (moka's own count lags until its maintenance runs).
-    live: Arc<AtomicU64>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    /// How long an `InFlight` claim is held for a request before another may take it, should its holder
+    /// have died. A holder that outlives it loses the claim and settles nothing.
+    lease_secs: u64,
     next_holder: AtomicU64,
+    settled: moka::future::Cache<AuthorizationId, String>,
 }
 
 impl Claims {
-    /// A table for at most `capacity` live authorizations, expiring claims on `clock`.
-    pub fn new(capacity: u64, clock: Clock) -> Self {
-        let live = Arc::new(AtomicU64::new(0));
-        let on_removal = live.clone();
-        let cache = Cache::builder()
-            // Headroom over the admission check below, so the cache itself never evicts a live claim.
-            .max_capacity(capacity.saturating_mul(2))
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilExpiry(clock))
-            .eviction_listener(move |_, _, cause| {
-                if cause != RemovalCause::Replaced {
-                    on_removal.fetch_sub(1, Ordering::Relaxed);
-                }
-            })
-            .build();
+    /// Claims kept in `store`, timed on `clock`, in-flight ones leased for `lease`; store failures are
+    /// counted in `metrics`.
+    pub fn new(store: Arc<dyn Store>, clock: Clock, metrics: Arc<Metrics>, lease: Duration) -> Self {
+        // Holders must differ across processes sharing a store: start each process at a random point.
+        let start = u64::from_be_bytes(alloy::primitives::B64::random().0);
         Claims {
-            cache,
-            capacity,
-            live,
-            next_holder: AtomicU64::new(1),
+            store,
+            clock,
+            metrics,
+            lease_secs: lease.as_secs().max(1),
+            next_holder: AtomicU64::new(start),
+            settled: moka::future::Cache::builder()
+                .max_capacity(SETTLED_CACHE)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    fn record(&self, t: &ClaimTicket, state: ClaimState, now: u64) -> Record {
+        Record {
+            state,
+            payment: t.payment,
+            holder: t.holder,
+            expires_at: t.expires_at,
+            lease_until: now.saturating_add(self.lease_secs),
         }
     }
 
@@ -132,115 +109,121 @@ impl Claims {
         expires_at: u64,
         payment: [u8; 32],
     ) -> Result<ClaimTicket, ClaimRefusal> {
-        if self.live.load(Ordering::Relaxed) >= self.capacity {
-            // Expired entries are only counted out when moka's maintenance runs.
-            self.cache.run_pending_tasks().await;
-            if self.live.load(Ordering::Relaxed) >= self.capacity {
-                // A known authorization still gets its own answer; only new ones are turned away.
-                return Err(self
-                    .cache
-                    .get(&key)
-                    .await
-                    .map_or(ClaimRefusal::Full, |c| refusal(c.state)));
-            }
+        if let Some(transaction) = self.settled.get(&key).await {
+            return Err(ClaimRefusal::Settled { transaction });
         }
-        let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
-        let entry = self
-            .cache
-            .entry(key.clone())
-            .or_insert_with(async {
-                Claim {
-                    state: ClaimState::InFlight,
-                    payment,
-                    expires_at,
-                    holder,
-                }
-            })
-            .await;
-        if entry.is_fresh() {
-            self.live.fetch_add(1, Ordering::Relaxed);
-            return Ok(ClaimTicket { key, holder });
+        let now = self.clock.now();
+        let ticket = ClaimTicket {
+            key,
+            holder: self.next_holder.fetch_add(1, Ordering::Relaxed),
+            payment,
+            expires_at,
+        };
+        let record = self.record(&ticket, ClaimState::InFlight, now);
+        match self.store.insert(&ticket.key, record, now).await {
+            Ok(Insert::Inserted) => Ok(ticket),
+            Ok(Insert::Exists(r)) => Err(r.state.into()),
+            Ok(Insert::Full) => Err(ClaimRefusal::Full),
+            Err(e) => Err(ClaimRefusal::Store(self.failed(e))),
         }
-        Err(refusal(entry.into_value().state))
+    }
+
+    /// Moves the ticket's `from` claim to `next` (`None` releases it). `Ok(false)`: the claim was not
+    /// there in that state (another holder took it over after its lease).
+    async fn advance(&self, t: &ClaimTicket, from: &ClaimState, next: Option<ClaimState>) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let next = next.map(|s| self.record(t, s, now));
+        self.store
+            .swap(&t.key, t.holder, from, next, now)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Logs and counts a store failure.
+    fn failed(&self, e: StoreError) -> StoreError {
+        tracing::warn!(error = %e, "payment store call failed");
+        self.metrics.store_error();
+        e
+    }
+
+    /// Records that the payment is being handed to the facilitator, before `/settle` is called: from here
+    /// on its outcome is never assumed. `Ok(false)`: this request no longer holds the claim; do not settle.
+    pub async fn settling(&self, t: &ClaimTicket) -> Result<bool, StoreError> {
+        self.advance(t, &ClaimState::InFlight, Some(ClaimState::Settling)).await
     }
 
     /// Records the settlement: the authorization stays refused until it expires.
-    pub async fn settled(&self, ticket: &ClaimTicket, transaction: String) {
-        self.set(ticket, Some(ClaimState::Settled { transaction })).await;
+    pub async fn settled(&self, t: &ClaimTicket, transaction: String) {
+        self.settled.insert(t.key.clone(), transaction.clone()).await;
+        let _ = self
+            .advance(t, &ClaimState::Settling, Some(ClaimState::Settled { transaction }))
+            .await;
     }
 
     /// Records an unknown outcome: never reusable, never treated as unpaid.
-    pub async fn in_doubt(&self, ticket: &ClaimTicket, transaction: String) {
-        self.set(ticket, Some(ClaimState::InDoubt { transaction })).await;
+    pub async fn in_doubt(&self, t: &ClaimTicket, transaction: String) {
+        let _ = self
+            .advance(t, &ClaimState::Settling, Some(ClaimState::InDoubt { transaction }))
+            .await;
     }
 
-    /// Frees an in-flight claim (no settlement happened), so the payer can use the authorization again.
-    pub async fn release(&self, ticket: &ClaimTicket) {
-        self.set(ticket, None).await;
+    /// Frees a claim whose settlement definitely did not happen, so the payer can use it again.
+    pub async fn unsettled(&self, t: &ClaimTicket) {
+        let _ = self.advance(t, &ClaimState::Settling, None).await;
     }
 
-    /// Takes over an authorization in doubt (`transaction` sent, outcome unknown) so one request can
-    /// settle it again and, if it settled, be served. Only one request gets it.
-    pub async fn take_over(&self, key: &AuthorizationId, transaction: &str, payment: &[u8; 32]) -> Option<ClaimTicket> {
-        let holder = self.next_holder.fetch_add(1, Ordering::Relaxed);
-        let expected = ClaimState::InDoubt {
-            transaction: transaction.to_owned(),
+    /// Frees an in-flight claim (nothing was sent for settlement). A claim already handed to the
+    /// facilitator is untouched.
+    pub async fn release(&self, t: &ClaimTicket) {
+        let _ = self.advance(t, &ClaimState::InFlight, None).await;
+    }
+
+    /// Takes over an authorization whose settlement outcome is unknown (`state`: settling or in doubt),
+    /// so one request can settle the same payment again and, if it settled, be served. Only the same
+    /// payment (by digest) qualifies, and only one request gets it. The new ticket is `Settling`.
+    pub async fn take_over(
+        &self,
+        key: &AuthorizationId,
+        state: &ClaimState,
+        current: &Record,
+    ) -> Result<Option<ClaimTicket>, StoreError> {
+        let ticket = ClaimTicket {
+            key: key.clone(),
+            holder: self.next_holder.fetch_add(1, Ordering::Relaxed),
+            payment: current.payment,
+            expires_at: current.expires_at,
         };
-        let payment = *payment;
-        let result = self
-            .cache
-            .entry(key.clone())
-            .and_compute_with(|current| async move {
-                match current.map(|e| e.into_value()) {
-                    Some(c) if c.state == expected && c.payment == payment => Op::Put(Claim {
-                        state: ClaimState::InFlight,
-                        holder,
-                        ..c
-                    }),
-                    _ => Op::Nop,
-                }
-            })
-            .await;
-        match result {
-            CompResult::ReplacedWith(e) if e.value().holder == holder => Some(ClaimTicket {
-                key: key.clone(),
-                holder,
-            }),
-            _ => None,
-        }
+        let now = self.clock.now();
+        let next = self.record(&ticket, ClaimState::Settling, now);
+        let won = self
+            .store
+            .swap(key, current.holder, state, Some(next), now)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(won.then_some(ticket))
     }
 
-    /// The state of an authorization, if claimed.
-    pub async fn state(&self, key: &AuthorizationId) -> Option<ClaimState> {
-        self.cache.get(key).await.map(|c| c.state)
+    /// The live record of an authorization, if claimed.
+    pub async fn get(&self, key: &AuthorizationId) -> Result<Option<Record>, StoreError> {
+        self.store.get(key, self.clock.now()).await.map_err(|e| self.failed(e))
     }
 
-    /// Moves the ticket's own in-flight claim to `next` (or removes it); anything else is left alone.
-    async fn set(&self, ticket: &ClaimTicket, next: Option<ClaimState>) {
-        let holder = ticket.holder;
-        self.cache
-            .entry(ticket.key.clone())
-            .and_compute_with(|current| async move {
-                match current.map(|e| e.into_value()) {
-                    Some(c) if c.holder == holder && c.state == ClaimState::InFlight => match next {
-                        Some(state) => Op::Put(Claim { state, ..c }),
-                        None => Op::Remove,
-                    },
-                    _ => Op::Nop,
-                }
-            })
-            .await;
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
+    use crate::gateway::store::memory::MemoryStore;
     use crate::protocol::network::Network;
     use alloy::primitives::{Address, B256};
 
     const NOW: u64 = 1_800_000_000;
+    const LEASE: Duration = Duration::from_secs(300);
+    const LEASE_SECS: u64 = 300;
 
     fn key(n: u8) -> AuthorizationId {
         AuthorizationId {
@@ -252,11 +235,25 @@ mod tests {
     }
 
     fn later() -> u64 {
-        NOW + 60
+        NOW + 600
     }
 
     fn table(capacity: u64) -> Claims {
-        Claims::new(capacity, Clock::fixed(NOW))
+        let clock = Clock::fixed(NOW);
+        Claims::new(
+            Arc::new(MemoryStore::new(capacity, clock.clone())),
+            clock,
+            metrics(),
+            LEASE,
+        )
+    }
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new().unwrap())
+    }
+
+    async fn state(c: &Claims, k: &AuthorizationId) -> Option<ClaimState> {
+        c.get(k).await.unwrap().map(|r| r.state)
     }
 
     #[tokio::test]
@@ -275,6 +272,10 @@ mod tests {
             claims.claim(key(1), later(), [0; 32]).await,
             Err(ClaimRefusal::InFlight)
         );
+        assert!(claims.settling(&t2).await.unwrap());
+        // Handed to the facilitator: a release (the request ending) no longer frees it.
+        claims.release(&t2).await;
+        assert_eq!(state(&claims, &key(1)).await, Some(ClaimState::Settling));
         claims.settled(&t2, "0xabc".into()).await;
         assert_eq!(
             claims.claim(key(1), later(), [0; 32]).await,
@@ -282,37 +283,42 @@ mod tests {
                 transaction: "0xabc".into()
             })
         );
-        // Settled claims are not released by a late release.
-        claims.release(&t2).await;
-        assert!(matches!(claims.state(&key(1)).await, Some(ClaimState::Settled { .. })));
+        assert!(matches!(
+            state(&claims, &key(1)).await,
+            Some(ClaimState::Settled { .. })
+        ));
     }
 
     #[tokio::test]
-    async fn an_in_doubt_claim_is_taken_over_once() {
+    async fn an_unknown_outcome_is_taken_over_once_by_the_same_payment() {
         let claims = table(10);
-        let t = claims.claim(key(4), later(), [0; 32]).await.unwrap();
+        let t = claims.claim(key(4), later(), [7; 32]).await.unwrap();
+        assert!(claims.settling(&t).await.unwrap());
         claims.in_doubt(&t, "0xfeed".into()).await;
         assert_eq!(
-            claims.claim(key(4), later(), [0; 32]).await,
+            claims.claim(key(4), later(), [7; 32]).await,
             Err(ClaimRefusal::InDoubt {
                 transaction: "0xfeed".into()
             })
         );
-        assert_eq!(claims.take_over(&key(4), "0xother", &[0; 32]).await, None);
+        let current = claims.get(&key(4)).await.unwrap().unwrap();
+        let other = ClaimState::InDoubt {
+            transaction: "0xother".into(),
+        };
+        assert_eq!(claims.take_over(&key(4), &other, &current).await.unwrap(), None);
+        let t2 = claims
+            .take_over(&key(4), &current.state, &current)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            claims.take_over(&key(4), "0xfeed", &[1; 32]).await,
-            None,
-            "another payment reusing the nonce"
-        );
-        let t2 = claims.take_over(&key(4), "0xfeed", &[0; 32]).await.unwrap();
-        assert_eq!(
-            claims.take_over(&key(4), "0xfeed", &[0; 32]).await,
+            claims.take_over(&key(4), &current.state, &current).await.unwrap(),
             None,
             "only one request takes it over"
         );
         claims.settled(&t2, "0xfeed".into()).await;
         assert_eq!(
-            claims.state(&key(4)).await,
+            state(&claims, &key(4)).await,
             Some(ClaimState::Settled {
                 transaction: "0xfeed".into()
             })
@@ -321,7 +327,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_claims_have_exactly_one_winner() {
-        let claims = std::sync::Arc::new(table(100));
+        let claims = Arc::new(table(100));
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let c = claims.clone();
@@ -339,31 +345,36 @@ mod tests {
     async fn a_full_table_refuses_instead_of_evicting() {
         let claims = table(2);
         claims.claim(key(1), later(), [0; 32]).await.unwrap();
-        claims.claim(key(2), later(), [0; 32]).await.unwrap();
-        let t3 = claims.claim(key(3), later(), [0; 32]).await;
-        assert_eq!(t3, Err(ClaimRefusal::Full));
+        let t2 = claims.claim(key(2), later(), [0; 32]).await.unwrap();
+        assert_eq!(claims.claim(key(3), later(), [0; 32]).await, Err(ClaimRefusal::Full));
         assert_eq!(
             claims.claim(key(1), later(), [0; 32]).await,
             Err(ClaimRefusal::InFlight)
         );
         // Releasing one makes room again.
-        let t2 = ClaimTicket { key: key(2), holder: 2 };
         claims.release(&t2).await;
-        claims.cache.run_pending_tasks().await;
         assert!(claims.claim(key(3), later(), [0; 32]).await.is_ok());
     }
 
     #[tokio::test]
-    async fn expiry_is_read_on_the_injected_clock() {
+    async fn a_dead_holders_claim_is_free_again_after_its_lease_on_the_clock() {
         let clock = Clock::fixed(NOW);
-        let claims = Claims::new(10, clock.clone());
-        let t = claims.claim(key(9), NOW + 30, [0; 32]).await.unwrap();
-        claims.settled(&t, "0x1".into()).await;
-        assert!(claims.state(&key(9)).await.is_some(), "remembered until its expiry");
-        // Expiry is computed on the clock when an entry is written: one written after its time is gone.
-        clock.set(NOW + 31);
-        let t = claims.claim(key(8), NOW + 30, [0; 32]).await.unwrap();
-        claims.settled(&t, "0x2".into()).await;
-        assert_eq!(claims.state(&key(8)).await, None);
+        let claims = Claims::new(
+            Arc::new(MemoryStore::new(10, clock.clone())),
+            clock.clone(),
+            metrics(),
+            LEASE,
+        );
+        let _lost = claims.claim(key(9), NOW + 3600, [0; 32]).await.unwrap();
+        clock.set(NOW + LEASE_SECS - 1);
+        assert_eq!(
+            claims.claim(key(9), NOW + 3600, [0; 32]).await,
+            Err(ClaimRefusal::InFlight)
+        );
+        clock.set(NOW + LEASE_SECS);
+        assert!(claims.claim(key(9), NOW + 3600, [0; 32]).await.is_ok());
+        // Records are forgotten at their expiry.
+        clock.set(NOW + 3600);
+        assert_eq!(claims.get(&key(9)).await.unwrap(), None);
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 
+use crate::core::secret::redact;
 use crate::gateway::metrics::Metrics;
 use crate::protocol::facilitator::{EncodedRequest, SettleResponse, SupportedResponse, VerifyResponse};
 
@@ -19,7 +20,8 @@ const VERIFY_CACHE_TTL: Duration = Duration::from_secs(30);
 const PENDING_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// Why a facilitator call produced no usable answer. The gateway answers these with 502/503/504, never
-/// by serving content.
+/// by serving content. The text (for logs) carries the URL redacted to scheme, host and port; clients only
+/// ever get [`FacilitatorError::code`] and [`FacilitatorError::public_message`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FacilitatorError {
     #[error("facilitator {url} is unreachable: {message}")]
@@ -30,12 +32,41 @@ pub enum FacilitatorError {
     Timeout { url: String, timeout: Duration },
     #[error("facilitator {url} answered HTTP {status} with an unusable body: {message}")]
     BadAnswer { url: String, status: u16, message: String },
+    /// A non-2xx status is never a success, whatever its body claims.
+    #[error("facilitator {url} answered HTTP {status} with a body claiming success; a failed call is never a success")]
+    Failed { url: String, status: u16 },
+}
+
+impl FacilitatorError {
+    /// A stable reason code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FacilitatorError::Unreachable { .. } => "facilitator_unreachable",
+            FacilitatorError::Interrupted { .. } => "facilitator_interrupted",
+            FacilitatorError::Timeout { .. } => "facilitator_timeout",
+            FacilitatorError::BadAnswer { .. } => "facilitator_bad_answer",
+            FacilitatorError::Failed { .. } => "facilitator_failed",
+        }
+    }
+
+    /// A short sentence for clients: no URL, no transport detail.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            FacilitatorError::Unreachable { .. } => "the payment facilitator cannot be reached; retry later",
+            FacilitatorError::Interrupted { .. } => "the payment facilitator broke off the exchange; retry later",
+            FacilitatorError::Timeout { .. } => "the payment facilitator did not answer in time; retry later",
+            FacilitatorError::BadAnswer { .. } => "the payment facilitator gave an answer the gateway cannot read",
+            FacilitatorError::Failed { .. } => "the payment facilitator reported a failure",
+        }
+    }
 }
 
 /// A facilitator at a base URL.
 #[derive(Clone, Debug)]
 pub struct FacilitatorClient {
     base: String,
+    /// `base` as logs and errors show it.
+    shown: String,
     /// Carries the extra headers and the timeout on every call.
     http: reqwest::Client,
     timeout: Duration,
@@ -49,36 +80,60 @@ impl FacilitatorClient {
             .timeout(timeout)
             .build()
             .map_err(|e| format!("cannot build the facilitator HTTP client: {e}"))?;
+        let shown = url::Url::parse(base).map_or_else(|_| "(invalid URL)".to_owned(), |u| redact(&u));
         Ok(FacilitatorClient {
             base: base.trim_end_matches('/').to_owned(),
+            shown,
             http,
             timeout,
         })
     }
 
-    /// `POST /verify`.
+    /// `POST /verify`. An `isValid: true` under a non-2xx status is an error, not a success.
     pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, FacilitatorError> {
-        self.call(reqwest::Method::POST, "/verify", Some(req)).await
+        let (status, v) = self
+            .call::<VerifyResponse>(reqwest::Method::POST, "/verify", Some(req))
+            .await?;
+        self.never_success_unless_2xx(status, v.is_valid)?;
+        Ok(v)
     }
 
-    /// `POST /settle`.
+    /// `POST /settle`. A `success: true` under a non-2xx status is an error (outcome unknown), not a success.
     pub async fn settle(&self, req: &EncodedRequest) -> Result<SettleResponse, FacilitatorError> {
-        self.call(reqwest::Method::POST, "/settle", Some(req)).await
+        let (status, s) = self
+            .call::<SettleResponse>(reqwest::Method::POST, "/settle", Some(req))
+            .await?;
+        self.never_success_unless_2xx(status, s.success)?;
+        Ok(s)
     }
 
     /// `GET /supported`.
     pub async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        self.call(reqwest::Method::GET, "/supported", None).await
+        let (status, s) = self.call(reqwest::Method::GET, "/supported", None).await?;
+        self.never_success_unless_2xx(status, true)?;
+        Ok(s)
     }
 
+    fn never_success_unless_2xx(&self, status: u16, success: bool) -> Result<(), FacilitatorError> {
+        if success && !(200..300).contains(&status) {
+            return Err(FacilitatorError::Failed {
+                url: self.shown.clone(),
+                status,
+            });
+        }
+        Ok(())
+    }
+
+    /// The status and the parsed body of a call.
     async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&EncodedRequest>,
-    ) -> Result<T, FacilitatorError> {
-        let url = format!("{}{path}", self.base);
-        let mut rb = self.http.request(method, &url);
+    ) -> Result<(u16, T), FacilitatorError> {
+        let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        // Errors name the endpoint with the URL redacted, and the HTTP client's text without the URL.
+        let url = format!("{}{path}", self.shown);
         if let Some(b) = body {
             rb = rb
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -95,22 +150,22 @@ impl FacilitatorClient {
                 // Only a failed connect proves the request never arrived; anything later may have been acted on.
                 FacilitatorError::Unreachable {
                     url: url.clone(),
-                    message: e.to_string(),
+                    message: e.without_url().to_string(),
                 }
             } else {
                 FacilitatorError::Interrupted {
                     url: url.clone(),
-                    message: e.to_string(),
+                    message: e.without_url().to_string(),
                 }
             }
         })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| FacilitatorError::Interrupted {
             url: url.clone(),
-            message: e.to_string(),
+            message: e.without_url().to_string(),
         })?;
         // A non-2xx whose body still has the answer's shape is an answer (TS maps it to VerifyError/SettleError).
-        serde_json::from_slice(&body).map_err(|e| {
+        let parsed = serde_json::from_slice(&body).map_err(|e| {
             let text = String::from_utf8_lossy(&body);
             let message = match serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
@@ -120,7 +175,8 @@ impl FacilitatorClient {
                 None => format!("{e}; body starts {:?}", text.chars().take(200).collect::<String>()),
             };
             FacilitatorError::BadAnswer { url, status, message }
-        })
+        })?;
+        Ok((status, parsed))
     }
 }
 
@@ -168,6 +224,9 @@ impl Remote {
             .try_get_with(key, async {
                 let r = self.client.verify(req).await;
                 self.metrics.facilitator_call("verify", r.is_ok());
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "facilitator /verify failed");
+                }
                 r
             })
             .await;
@@ -193,6 +252,7 @@ impl Remote {
                 Ok(s) if s.is_pending() => return Settlement::Pending(s),
                 Ok(s) => return Settlement::Failed(s),
                 Err(error) => {
+                    tracing::warn!(error = %error, "facilitator /settle failed");
                     let maybe_sent = !matches!(error, FacilitatorError::Unreachable { .. }) || retried;
                     return Settlement::Error { error, maybe_sent };
                 }

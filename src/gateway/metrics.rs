@@ -56,6 +56,7 @@ pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
     facilitator_calls: IntCounterVec,
+    store_errors: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -73,13 +74,24 @@ impl Metrics {
             ),
             &["call", "result"],
         )?;
+        let store_errors = prometheus::IntCounter::new(
+            "x402_store_errors_total",
+            "Payment store calls that failed (the request was refused with 503)",
+        )?;
+        registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(facilitator_calls.clone()))?;
         Ok(Metrics {
             registry,
             requests,
             facilitator_calls,
+            store_errors,
         })
+    }
+
+    /// Counts a failed payment store call.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
     }
 
     /// Counts a finished request.

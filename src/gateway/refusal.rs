@@ -31,6 +31,14 @@ pub enum Refusal {
     SettlementPending { transaction: String },
     /// 503: the gateway is at capacity.
     Busy(String),
+    /// 503: the payment store cannot be reached; nothing was served or settled.
+    Store,
+    /// 409: this payment already paid for a response; the receipt names its transaction. Not a 402: the
+    /// payer must not be asked to pay again.
+    Used {
+        transaction: String,
+        receipt: (Version, SettleResponse),
+    },
     /// The upstream could not be reached or broke off (502 unless Pingora chose a status).
     Upstream { status: u16, message: String },
 }
@@ -102,7 +110,10 @@ impl Refusal {
             Refusal::BadRequest(_) => 400,
             Refusal::NotFound => 404,
             Refusal::Facilitator(FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. }) => 502,
-            Refusal::Facilitator(FacilitatorError::Unreachable { .. }) | Refusal::Busy(_) => 503,
+            Refusal::Facilitator(FacilitatorError::Unreachable { .. } | FacilitatorError::Failed { .. })
+            | Refusal::Busy(_)
+            | Refusal::Store => 503,
+            Refusal::Used { .. } => 409,
             Refusal::Facilitator(FacilitatorError::Timeout { .. }) | Refusal::SettlementPending { .. } => 504,
             Refusal::Upstream { status, .. } => *status,
         }
@@ -134,13 +145,34 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
         }
         Refusal::BadRequest(m) => json!({ "error": m }),
         Refusal::NotFound => json!({ "error": "no route matches this request" }),
-        Refusal::Facilitator(e) => json!({ "error": "facilitator_unavailable", "message": e.to_string() }),
+        // The detail (with the facilitator's redacted URL) is in the log; the client gets a stable code.
+        Refusal::Facilitator(e) => {
+            json!({ "error": "facilitator_unavailable", "reason": e.code(), "message": e.public_message() })
+        }
         Refusal::SettlementPending { transaction } => json!({
             "error": "settlement_pending",
             "transaction": transaction,
             "message": format!("your payment was submitted in transaction {transaction} but is not confirmed yet; do not pay again, check the transaction"),
         }),
         Refusal::Busy(m) => json!({ "error": "busy", "message": m }),
+        Refusal::Store => {
+            json!({ "error": "store_unavailable", "message": "the payment store is unavailable; nothing was charged, retry shortly" })
+        }
+        Refusal::Used {
+            transaction,
+            receipt: (version, r),
+        } => {
+            let mut a = json_answer(
+                status,
+                json!({
+                    "error": "payment_already_used",
+                    "transaction": transaction,
+                    "message": format!("this payment already paid for a response, in transaction {transaction}; it cannot pay for another"),
+                }),
+            );
+            a.headers.push((version.receipt_header(), codec::encode(r)));
+            return a;
+        }
         Refusal::Upstream { message, .. } => json!({ "error": "upstream_failed", "message": message }),
     };
     json_answer(status, body)

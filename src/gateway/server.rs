@@ -11,6 +11,7 @@ use pingora::server::Server;
 
 use crate::config::{Config, ProcessEnv};
 use crate::core::time::Clock;
+use crate::gateway::admin::Probes;
 use crate::gateway::claims::Claims;
 use crate::gateway::facilitator::{FacilitatorClient, Remote};
 use crate::gateway::metrics::Metrics;
@@ -48,21 +49,29 @@ fn resolve(config: &Config) -> Result<Vec<ResolvedUpstream>, String> {
 }
 
 /// Builds the proxy for a resolved configuration.
-pub fn build(config: Config) -> Result<(Gateway, Arc<Metrics>, FacilitatorClient), String> {
+pub fn build(config: Config) -> Result<(Gateway, Probes), String> {
     let upstreams = resolve(&config)?;
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let f = &config.facilitator;
     let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout)?;
     let clock = Clock::system();
+    let store = crate::gateway::store::open(&config.store, MAX_CLAIMS, clock.clone())
+        .map_err(|e| format!("{e}: check `store:` in the config"))?;
+    let lease = config.claim_lease;
     let gateway = Gateway {
         config: Arc::new(config),
         upstreams,
-        claims: Claims::new(MAX_CLAIMS, clock.clone()),
+        claims: Claims::new(store.clone(), clock.clone(), metrics.clone(), lease),
         clock,
         remote: Remote::new(client.clone(), metrics.clone()),
         metrics: metrics.clone(),
     };
-    Ok((gateway, metrics, client))
+    let probes = Probes {
+        metrics,
+        facilitator: client,
+        store,
+    };
+    Ok((gateway, probes))
 }
 
 /// Loads `path` and serves until SIGTERM/SIGINT. Never returns on success (Pingora exits the process).
@@ -70,10 +79,10 @@ pub fn run(path: &Path) -> Result<(), String> {
     let config = crate::config::load(path, &ProcessEnv).map_err(|e| e.to_string())?;
     let listen = config.listen;
     let admin = config.admin_listen;
-    tracing::info!(listen = %listen, routes = config.table.routes.len(), facilitator = %config.facilitator.url, "starting gateway");
+    tracing::info!(listen = %listen, routes = config.table.routes.len(), store = %config.store, facilitator = %config.facilitator.url, "starting gateway");
     // Trusted CAs for https upstreams; Pingora's rustls connector uses the system roots when unset.
     let ca_file = config.upstream_ca_file.as_ref().map(|p| p.display().to_string());
-    let (gateway, metrics, client) = build(config)?;
+    let (gateway, probes) = build(config)?;
 
     let conf = ServerConf {
         ca_file,
@@ -93,7 +102,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     service.add_tcp(&listen.to_string());
     server.add_service(service);
     if let Some(addr) = admin {
-        crate::gateway::admin::spawn(addr, metrics, client).map_err(|e| format!("admin listener {addr}: {e}"))?;
+        crate::gateway::admin::spawn(addr, probes).map_err(|e| format!("admin listener {addr}: {e}"))?;
     }
     server.run_forever()
 }

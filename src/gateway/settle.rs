@@ -6,6 +6,7 @@ use alloy::primitives::Address;
 
 use crate::gateway::claims::{ClaimTicket, Claims};
 use crate::gateway::facilitator::{Remote, Settlement};
+use crate::gateway::fault::{self, Point};
 use crate::gateway::refusal::Refusal;
 use crate::protocol::facilitator::{EncodedRequest, SettleResponse};
 use crate::protocol::{reason, Version};
@@ -42,6 +43,7 @@ pub async fn on_response(
     }
     let s = settle(claims, remote, a).await?;
     a.settled = Some(s.clone());
+    fault::point(Point::AfterSettle).await;
     Ok(Some(s))
 }
 
@@ -53,8 +55,28 @@ pub fn kept_receipt(a: &Admitted) -> Option<(&'static str, String)> {
 }
 
 /// Settles an admitted payment and records the outcome on its claim. `Ok` is a successful settlement.
+///
+/// Before `/settle` is called the claim is marked `Settling`, so a crash or a lost answer leaves the
+/// payment in doubt, never free for reuse; a request that no longer holds its claim settles nothing.
 pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<SettleResponse, Refusal> {
-    match remote.settle(&a.request).await {
+    if a.reconciling.is_none() {
+        match claims.settling(&a.ticket).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Refusal::PaymentRequired {
+                    reason: Some(format!(
+                        "{}: this payment's claim passed to another request",
+                        reason::NONCE_ALREADY_USED
+                    )),
+                    receipt: None,
+                })
+            }
+            Err(_) => return Err(Refusal::Store),
+        }
+    }
+    let outcome = remote.settle(&a.request).await;
+    fault::point(Point::DuringSettle).await;
+    match outcome {
         Settlement::Settled(s) => {
             claims.settled(&a.ticket, s.transaction.clone()).await;
             Ok(s)
@@ -66,7 +88,7 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             Err(still_in_doubt(claims, a, None).await)
         }
         Settlement::Failed(s) => {
-            claims.release(&a.ticket).await;
+            claims.unsettled(&a.ticket).await;
             Err(Refusal::PaymentRequired {
                 reason: s.error_reason.clone(),
                 receipt: Some((a.version, s)),
@@ -77,7 +99,7 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             if maybe_sent || a.reconciling.is_some() {
                 let _ = still_in_doubt(claims, a, None).await;
             } else {
-                claims.release(&a.ticket).await;
+                claims.unsettled(&a.ticket).await;
             }
             Err(Refusal::Facilitator(error))
         }

@@ -1,13 +1,33 @@
 //! Route matching: request paths are normalised once, then matched against compiled patterns
-//! (`*` one segment, `**` the rest, `:name` one named segment), first match wins. Knows nothing of payments.
+//! (`*` one segment, `**` the rest, `:name` one named segment), first match wins.
+//!
+//! Every normalisation errs toward the price: an upstream may serve `/PAID/x`, `/paid./x` or `/%70aid/x` as
+//! `/paid/x` (Express, ASP.NET and IIS route case-insensitively; IIS drops trailing dots and spaces), so
+//! priced patterns match all of those ([`Matching::Loose`]), while free patterns match only what they say
+//! ([`Matching::Exact`]), so no spelling of a priced resource can fall through to a free route.
 
 use std::fmt;
+
+/// How a pattern compares its literal segments with a request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matching {
+    /// Byte for byte: free routes, and priced routes whose upstream is known to be strict.
+    Exact,
+    /// Case-insensitively (Unicode lower case), ignoring trailing dots and spaces of a segment.
+    Loose,
+}
 
 /// A compiled path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     source: String,
     segments: Vec<Segment>,
+    matching: Matching,
+}
+
+/// A segment as loose matching compares it.
+fn loose(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.trim_end_matches(['.', ' ']).chars().flat_map(char::to_lowercase)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +41,7 @@ enum Segment {
 
 impl PathPattern {
     /// Compiles `/v1/:id/*/files/**`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str, matching: Matching) -> Result<Self, String> {
         let rest = s
             .strip_prefix('/')
             .ok_or_else(|| format!("path {s:?} must start with '/'"))?;
@@ -47,6 +67,7 @@ impl PathPattern {
         Ok(PathPattern {
             source: s.to_owned(),
             segments,
+            matching,
         })
     }
 
@@ -58,11 +79,20 @@ impl PathPattern {
             match pat {
                 Segment::Rest => return n + 1 == self.segments.len(),
                 Segment::One if i < segs.len() => i += 1,
-                Segment::Literal(l) if segs.get(i) == Some(l) => i += 1,
+                Segment::Literal(l) if segs.get(i).is_some_and(|s| self.literal_eq(s, l)) => i += 1,
                 _ => return false,
             }
         }
         i == segs.len()
+    }
+}
+
+impl PathPattern {
+    fn literal_eq(&self, segment: &str, literal: &str) -> bool {
+        match self.matching {
+            Matching::Exact => segment == literal,
+            Matching::Loose => loose(segment).eq(loose(literal)),
+        }
     }
 }
 
@@ -124,7 +154,7 @@ pub enum PathError {
     NotOriginForm,
     #[error("the path has an invalid percent-encoding")]
     BadEncoding,
-    #[error("the path contains ';', '\\', or an encoded '/', '\\' or control character, which this gateway refuses as ambiguous")]
+    #[error("the path contains ';', '\\', or an encoded '/', '\\', '%' escape or control character, which this gateway refuses as ambiguous")]
     Ambiguous,
     #[error("the path climbs above the root with '..'")]
     AboveRoot,
@@ -188,11 +218,19 @@ fn percent_decode(s: &str) -> Result<String, PathError> {
             if v == b'/' || v == b'\\' || v == b';' || v < 0x20 || v == 0x7f {
                 return Err(PathError::Ambiguous);
             }
+            // `%25` followed by an escape (`%2570`) decodes to another escape, which an upstream that
+            // decodes twice reads as a different path than the one that was matched.
+            let hex = |b: Option<&u8>| b.is_some_and(u8::is_ascii_hexdigit);
+            if v == b'%' && hex(b.get(i + 3)) && hex(b.get(i + 4)) {
+                return Err(PathError::Ambiguous);
+            }
             out.push(v);
             i += 3;
         } else {
             // `;` starts matrix parameters, which some servers strip before routing (`/paid;x/a` is `/paid/a`).
-            if c == b'\\' || c == b';' {
+            // A raw control character is as ambiguous as an encoded one (found by tests/fuzz.rs: its
+            // normal form re-encodes it, and must read back the same).
+            if c == b'\\' || c == b';' || c < 0x20 || c == 0x7f {
                 return Err(PathError::Ambiguous);
             }
             out.push(c);
@@ -207,7 +245,13 @@ mod tests {
     use super::*;
 
     fn m(pattern: &str, path: &str) -> bool {
-        PathPattern::parse(pattern)
+        PathPattern::parse(pattern, Matching::Exact)
+            .unwrap()
+            .matches(&NormalPath::parse(path).unwrap())
+    }
+
+    fn priced(pattern: &str, path: &str) -> bool {
+        PathPattern::parse(pattern, Matching::Loose)
             .unwrap()
             .matches(&NormalPath::parse(path).unwrap())
     }
@@ -237,16 +281,38 @@ mod tests {
         assert_eq!(NormalPath::parse("/a\\b"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/paid;x=1/data"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/paid%3Bx/data"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/\u{11}free/../paid"), Err(PathError::Ambiguous));
         assert_eq!(NormalPath::parse("/../etc"), Err(PathError::AboveRoot));
         assert_eq!(NormalPath::parse("/%zz"), Err(PathError::BadEncoding));
         assert_eq!(NormalPath::parse("http://x/"), Err(PathError::NotOriginForm));
     }
 
     #[test]
+    fn priced_patterns_match_every_spelling_an_upstream_may_serve_and_free_ones_only_their_own() {
+        for path in [
+            "/PAID/item",
+            "/%50AID/item",
+            "/Paid/item",
+            "/paid./item",
+            "/paid%20/item",
+            "/paid../x",
+        ] {
+            assert!(priced("/paid/**", path), "{path}");
+            assert!(!m("/paid/**", path), "{path}");
+        }
+        assert!(priced("/Straße/:id", "/STRAẞE/1"));
+        assert!(priced("/v1/Search", "/V1/SEARCH/"));
+        // Double encoding is refused rather than guessed at.
+        assert_eq!(NormalPath::parse("/%2570aid/x"), Err(PathError::Ambiguous));
+        assert!(NormalPath::parse("/100%25/x").is_ok());
+    }
+
+    #[test]
     fn bad_patterns_are_explained() {
-        assert!(PathPattern::parse("paid").unwrap_err().contains("start with '/'"));
-        assert!(PathPattern::parse("/a/**/b").unwrap_err().contains("last segment"));
-        assert!(PathPattern::parse("/a*").unwrap_err().contains("whole segment"));
+        let e = |p: &str| PathPattern::parse(p, Matching::Exact).unwrap_err();
+        assert!(e("paid").contains("start with '/'"));
+        assert!(e("/a/**/b").contains("last segment"));
+        assert!(e("/a*").contains("whole segment"));
     }
 
     #[test]

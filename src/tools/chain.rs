@@ -11,6 +11,7 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
 
+use crate::core::secret::redact;
 use crate::protocol::exact::ExactPayload;
 
 sol! {
@@ -29,16 +30,6 @@ sol! {
 
 /// Longest wait for one JSON-RPC answer.
 const RPC_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// An RPC URL fit for logs and error messages: scheme, host and port only, since providers put API keys
-/// in paths, queries and user info.
-pub fn redact(url: &url::Url) -> String {
-    match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{}://{h}:{p}", url.scheme()),
-        (Some(h), None) => format!("{}://{h}", url.scheme()),
-        _ => format!("{}://…", url.scheme()),
-    }
-}
 
 /// What went wrong talking to the chain.
 #[derive(Debug, thiserror::Error)]
@@ -384,18 +375,5 @@ impl Prepared<'_> {
                 message: e.to_string(),
             }),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rpc_urls_lose_their_keys_in_messages() {
-        let url: url::Url = "https://user:pw@eth-mainnet.example.com/v2/SECRETKEY?apikey=X"
-            .parse()
-            .unwrap();
-        assert_eq!(super::redact(&url), "https://eth-mainnet.example.com");
-        let local: url::Url = "http://127.0.0.1:8545".parse().unwrap();
-        assert_eq!(super::redact(&local), "http://127.0.0.1:8545");
     }
 }

@@ -59,6 +59,8 @@ struct DemoState<'a> {
     facilitator_url: String,
     pay_to: String,
     price_atomic: String,
+    /// The gateway's payment store (`sqlite:PATH`).
+    store: String,
 }
 
 fn parse_addr(s: &str) -> Result<Address, String> {
@@ -129,6 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .env("ASSET", &s.asset)
         .env("ASSET_NAME", &s.asset_name)
         .env("ASSET_VERSION", &s.asset_version)
+        .env("STORE_PATH", dir.join("claims.db"))
         .env_remove(crate::config::FACILITATOR_URL_ENV)
         .stdout(Stdio::null())
         .stderr(log)
@@ -210,6 +213,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             facilitator_url,
             pay_to,
             price_atomic: PRICE_ATOMIC.to_string(),
+            store: format!("sqlite:{}", dir.join("claims.db").display()),
         };
         write_json_atomically(path, &state).map_err(|e| e.to_string())?;
     }

@@ -160,13 +160,13 @@ pub async fn run(args: FacilitatorArgs) -> Result<(), String> {
             if net.chain_id != chain.chain_id() {
                 return Err(format!(
                     "--network {net}: the RPC at {} serves chain id {}, not {}",
-                    crate::tools::chain::redact(&url),
+                    crate::core::secret::redact(&url),
                     chain.chain_id(),
                     net.chain_id
                 ));
             }
         }
-        tracing::info!(network = %Network::new(chain.chain_id()), rpc = %crate::tools::chain::redact(&url), "serving network");
+        tracing::info!(network = %Network::new(chain.chain_id()), rpc = %crate::core::secret::redact(&url), "serving network");
         chains.push(chain);
     }
     let service = Arc::new(FacilitatorService::new(chains, args.receipt_timeout));

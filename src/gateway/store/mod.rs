@@ -1,0 +1,145 @@
+//! Where payment state lives: each authorization's claim and what became of its settlement. One trait,
+//! three places: this process's memory (the default), a SQLite file (one node; survives a crash), or Redis
+//! (several replicas share it). The store keeps records and swaps them atomically; it decides no policy,
+//! which is `claims`' job. Every operation is on one key, so Redis Cluster and Valkey work too.
+
+pub mod memory;
+pub mod redis;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::StoreUrl;
+use crate::core::time::Clock;
+use crate::protocol::exact::AuthorizationId;
+
+/// Where a claimed authorization stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ClaimState {
+    /// A request holds it (verifying, proxying); a holder that died leaves it to its lease.
+    InFlight,
+    /// Handed to the facilitator for settlement; outcome not recorded yet. Never reusable.
+    Settling,
+    /// Settled on chain in this transaction.
+    Settled { transaction: String },
+    /// Sent for settlement, outcome unknown (pending, lost answer): never reusable, never "not paid".
+    InDoubt { transaction: String },
+}
+
+/// A claim as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub state: ClaimState,
+    /// SHA-256 of the facilitator request (payload and requirement): only that same payment may take an
+    /// unknown outcome over, not another one reusing the nonce on different terms.
+    #[serde(with = "hex32")]
+    pub payment: [u8; 32],
+    /// Which request holds it, unique across processes, so a stale write cannot touch someone else's claim.
+    /// Written as text: Redis' Lua reads JSON numbers as doubles.
+    #[serde(with = "text_u64")]
+    pub holder: u64,
+    /// Unix seconds after which the record is forgotten (the chain refuses the authorization by then).
+    pub expires_at: u64,
+    /// Unix seconds after which an `InFlight` claim whose holder vanished may be claimed again.
+    pub lease_until: u64,
+}
+
+/// The store failed; the request path answers 503 and never treats this as "not paid" or "paid".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payment store {backend}: {message}")]
+pub struct StoreError {
+    pub backend: &'static str,
+    pub message: String,
+}
+
+/// What an insert came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Insert {
+    /// The record is in.
+    Inserted,
+    /// A live record is there already.
+    Exists(Record),
+    /// The store holds as many live claims as it may (memory only): fail closed, evict nothing.
+    Full,
+}
+
+/// A place for claims. Each method is one atomic step on one key.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Inserts `record` unless the key holds a live record (an `InFlight` one past its lease at `now` does
+    /// not count).
+    async fn insert(&self, id: &AuthorizationId, record: Record, now: u64) -> Result<Insert, StoreError>;
+
+    /// The live record, if any.
+    async fn get(&self, id: &AuthorizationId, now: u64) -> Result<Option<Record>, StoreError>;
+
+    /// Replaces the record held by `holder` in state `state` with `next` (`None` deletes it). `Ok(false)`:
+    /// the record was not that one, nothing changed.
+    async fn swap(
+        &self,
+        id: &AuthorizationId,
+        holder: u64,
+        state: &ClaimState,
+        next: Option<Record>,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store a config names. `capacity` bounds the memory store; `clock` expires its records.
+pub fn open(url: &StoreUrl, capacity: u64, clock: Clock) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Memory => Arc::new(memory::MemoryStore::new(capacity, clock)),
+        StoreUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path)?),
+        StoreUrl::Redis(url) => Arc::new(redis::RedisStore::open(url)?),
+    })
+}
+
+impl Record {
+    /// Whether the record still counts at `now`: not expired, and not an `InFlight` claim past its lease.
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.expires_at && !(self.state == ClaimState::InFlight && now >= self.lease_until)
+    }
+}
+
+/// The key of an authorization, the same in every backend.
+fn key(id: &AuthorizationId) -> String {
+    format!(
+        "x402:claim:{}:{}:{}:{}",
+        id.network.chain_id, id.asset, id.payer, id.nonce
+    )
+}
+
+mod text_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&alloy::hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        alloy::hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,156 @@
+//! `store: "sqlite:PATH"`: claims in a SQLite file, for one node that must not forget a settlement across a
+//! crash. WAL mode and `synchronous = FULL`: a record is on disk before the response it guards goes out.
+//! One connection on a thread of its own is the only writer, so no call ever blocks a Pingora worker and
+//! every step is atomic without locks of our own.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{key, ClaimState, Insert, Record, Store, StoreError};
+use crate::protocol::exact::AuthorizationId;
+
+/// Expired rows are swept once every this many inserts.
+const SWEEP_EVERY: u64 = 1024;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The SQLite store: a handle to its writer thread.
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    inserts: AtomicU64,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        backend: "sqlite",
+        message: e.to_string(),
+    }
+}
+
+fn decode(json: &str) -> Result<Record, rusqlite::Error> {
+    serde_json::from_str(json).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn encode(r: &Record) -> Result<String, rusqlite::Error> {
+    serde_json::to_string(r).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+fn current(c: &Connection, k: &str) -> Result<Option<Record>, rusqlite::Error> {
+    c.query_row("SELECT record FROM claims WHERE key = ?1", params![k], |row| {
+        row.get::<_, String>(0)
+    })
+    .optional()?
+    .map(|j| decode(&j))
+    .transpose()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the file. One node per file: claims left in flight by a process that
+    /// died are released here, since no other process can be holding them.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL);
+             DELETE FROM claims WHERE json_extract(record, '$.state') = 'in_flight';",
+        )
+        .map_err(err)?;
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-store".into())
+            .spawn(move || {
+                for job in inbox {
+                    job(&mut conn);
+                }
+            })
+            .map_err(err)?;
+        Ok(SqliteStore {
+            jobs,
+            inserts: AtomicU64::new(0),
+        })
+    }
+
+    /// Runs `f` on the writer thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| err("the writer thread is gone"))?;
+        rx.await
+            .map_err(|_| err("the writer thread dropped the request"))?
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, id: &AuthorizationId, record: Record, now: u64) -> Result<Insert, StoreError> {
+        let k = key(id);
+        let sweep = self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(r) = current(&tx, &k)?.filter(|r| r.is_live(now)) {
+                return Ok(Insert::Exists(r));
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO claims (key, record, expires_at) VALUES (?1, ?2, ?3)",
+                params![k, encode(&record)?, record.expires_at],
+            )?;
+            if sweep {
+                tx.execute("DELETE FROM claims WHERE expires_at <= ?1", params![now])?;
+            }
+            tx.commit()?;
+            Ok(Insert::Inserted)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &AuthorizationId, now: u64) -> Result<Option<Record>, StoreError> {
+        let k = key(id);
+        self.run(move |c| Ok(current(c, &k)?.filter(|r| r.is_live(now)))).await
+    }
+
+    async fn swap(
+        &self,
+        id: &AuthorizationId,
+        holder: u64,
+        state: &ClaimState,
+        next: Option<Record>,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (k, state) = (key(id), state.clone());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let matches =
+                current(&tx, &k)?.is_some_and(|r| r.holder == holder && r.state == state && now < r.expires_at);
+            if !matches {
+                return Ok(false);
+            }
+            match &next {
+                Some(n) => tx.execute(
+                    "UPDATE claims SET record = ?2, expires_at = ?3 WHERE key = ?1",
+                    params![k, encode(n)?, n.expires_at],
+                )?,
+                None => tx.execute("DELETE FROM claims WHERE key = ?1", params![k])?,
+            };
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}

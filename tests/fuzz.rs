@@ -1,0 +1,305 @@
+//! Mutation fuzzing, in-process, on the stable toolchain: the payment header decoders and local verification
+//! (v1 and v2), and the path normaliser, fed with valid inputs mutated at the byte level and at the JSON
+//! level. Each target runs for a bounded time (`X402_FUZZ_SECS`, default 10 s each; set it higher to fuzz
+//! longer) and must never panic; it prints how many inputs ran and which distinct outcomes they reached
+//! (the reason codes and error kinds: a coverage measure in the protocol's own terms).
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use serde_json::{json, Value};
+use x402_gateway::gateway::decode;
+use x402_gateway::protocol::exact::Requirement;
+use x402_gateway::protocol::network::Network;
+use x402_gateway::rules::offer::Offer;
+use x402_gateway::rules::routes::{Matching, NormalPath, PathPattern};
+use x402_gateway::rules::verify;
+
+/// A small, fast, seeded generator (xorshift64*): runs are reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+fn budget() -> Duration {
+    let secs = std::env::var("X402_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    Duration::from_secs(secs)
+}
+
+fn seed() -> u64 {
+    std::env::var("X402_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            t.as_nanos() as u64 ^ 0x9E37_79B9_7F4A_7C15
+        })
+}
+
+/// Byte-level mutations: flip, insert, delete, duplicate a slice, or splice in an interesting token.
+fn mutate_bytes(rng: &mut Rng, input: &mut Vec<u8>) {
+    const TOKENS: &[&[u8]] = &[
+        b"%", b"%2", b"%25", b"%2F", b"%2f", b"%00", b"%C0%AF", b"..", b"/", b"//", b";", b"\\", b"=", b"==", b"\xff",
+        b"\"", b"{", b"}", b"[", b"]", b"null", b"0x", b"-1", b"1e999", b"\\u0000", b"A", b"+", b"-", b"_",
+    ];
+    for _ in 0..=rng.below(4) {
+        let len = input.len();
+        match rng.below(5) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                input[i] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let i = rng.below(len + 1);
+                input.insert(i, rng.next() as u8);
+            }
+            2 if len > 0 => {
+                input.remove(rng.below(len));
+            }
+            3 if len > 0 => {
+                let (a, b) = (rng.below(len), rng.below(len));
+                let (a, b) = (a.min(b), a.max(b));
+                let slice = input[a..b].to_vec();
+                let at = rng.below(input.len() + 1);
+                input.splice(at..at, slice);
+            }
+            _ => {
+                let t = rng.pick(TOKENS);
+                let at = rng.below(input.len() + 1);
+                input.splice(at..at, t.iter().copied());
+            }
+        }
+    }
+}
+
+/// JSON-level mutations: replace a value with another type, drop or add a key, or change a number.
+fn mutate_json(rng: &mut Rng, v: &mut Value) {
+    let odd = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1.5),
+        json!(u64::MAX),
+        json!("1e3"),
+        json!(""),
+        json!("0x"),
+        json!([]),
+        json!({}),
+        json!("9".repeat(100)),
+        json!(3),
+        json!(1),
+        json!(2),
+    ];
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            let k = rng.pick(&keys).clone();
+            match rng.below(4) {
+                0 => {
+                    m.remove(&k);
+                }
+                1 => {
+                    m.insert(k, rng.pick(&odd).clone());
+                }
+                2 => {
+                    m.insert(format!("{k}x"), json!("extra"));
+                }
+                _ => mutate_json(rng, m.get_mut(&k).unwrap()),
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            let i = rng.below(a.len());
+            mutate_json(rng, &mut a[i]);
+        }
+        Value::String(s) if rng.below(2) == 0 && !s.is_empty() => {
+            let mut b = s.clone().into_bytes();
+            mutate_bytes(rng, &mut b);
+            *s = String::from_utf8_lossy(&b).into_owned();
+        }
+        _ => *v = rng.pick(&odd).clone(),
+    }
+}
+
+/// Runs `one` on inputs until the budget is spent; panics (with the input) if any call panicked.
+fn fuzz(name: &str, mut one: impl FnMut(&mut Rng) -> (String, Vec<u8>)) {
+    let seed = seed();
+    let mut rng = Rng(seed | 1);
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    let deadline = Instant::now() + budget();
+    let mut runs = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..256 {
+            let mut sub = Rng(rng.next() | 1);
+            let state = sub.0;
+            match catch_unwind(AssertUnwindSafe(|| one(&mut sub))) {
+                Ok((outcome, _)) => *outcomes.entry(outcome).or_default() += 1,
+                Err(_) => {
+                    panic!("{name}: panicked (seed {seed}, input rng state {state}); rerun with X402_FUZZ_SEED={seed}")
+                }
+            }
+            runs += 1;
+        }
+    }
+    println!(
+        "fuzz {name}: {runs} inputs, seed {seed}, {} distinct outcomes:",
+        outcomes.len()
+    );
+    for (o, n) in &outcomes {
+        println!("  {n:>9}  {o}");
+    }
+    assert!(runs > 1000, "{name}: only {runs} inputs ran");
+}
+
+fn requirement() -> Requirement {
+    Requirement {
+        network: Network::new(8453),
+        asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".parse().unwrap(),
+        pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+        amount: U256::from(1000),
+        max_timeout_seconds: 120,
+        eip712_name: "USD Coin".into(),
+        eip712_version: "2".into(),
+    }
+}
+
+/// Valid v2 and v1 payment payloads (as JSON) for `requirement()`.
+fn seeds() -> Vec<Value> {
+    let signer: PrivateKeySigner = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+        .parse()
+        .unwrap();
+    let req = requirement();
+    let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, 0, 4_000_000_000);
+    auth.nonce = B256::repeat_byte(7);
+    let payload = x402_gateway::tools::pay::sign(&signer, &req, auth).unwrap().to_json();
+    vec![
+        json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload, "resource": {"url": "http://x/paid"}}),
+        json!({"x402Version": 1, "scheme": "exact", "network": "base", "payload": payload}),
+    ]
+}
+
+#[test]
+fn payment_headers_decode_match_and_verify_without_panicking() {
+    let seeds = seeds();
+    let offers = vec![Offer::new(requirement(), "USDC".into(), 6)];
+    let now = x402_gateway::core::time::unix_now();
+    let signer: PrivateKeySigner = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+        .parse()
+        .unwrap();
+    fuzz("payment header (v1, v2) → decode → match → verify", |rng| {
+        let mut v = rng.pick(&seeds).clone();
+        // A quarter of the inputs are signed afresh over altered terms, so they pass the signature check and
+        // reach the checks behind it (recipient, amount, time window).
+        if rng.below(4) == 0 {
+            let mut auth = x402_gateway::tools::pay::authorize(&signer, &requirement(), 0, 4_000_000_000);
+            match rng.below(5) {
+                0 => auth.to = alloy::primitives::Address::repeat_byte(rng.next() as u8),
+                1 => auth.value = U256::from(rng.next() % 3000),
+                2 => auth.valid_before = U256::from(now + rng.next() % 20),
+                3 => auth.valid_after = U256::from(now + 1 + rng.next() % 1000),
+                _ => auth.nonce = B256::repeat_byte(rng.next() as u8),
+            }
+            let p = x402_gateway::tools::pay::sign(&signer, &requirement(), auth).unwrap();
+            v["payload"] = p.to_json();
+        }
+        let version_header = if v["x402Version"] == 2 {
+            "payment-signature"
+        } else {
+            "x-payment"
+        };
+        // Half the inputs are mutated as JSON and re-encoded (deep), half as base64 bytes (shallow).
+        let mut bytes = if rng.below(2) == 0 {
+            for _ in 0..=rng.below(3) {
+                mutate_json(rng, &mut v);
+            }
+            x402_gateway::protocol::codec::encode(&v).into_bytes()
+        } else {
+            let mut b = x402_gateway::protocol::codec::encode(&v).into_bytes();
+            mutate_bytes(rng, &mut b);
+            b
+        };
+        if rng.below(8) == 0 {
+            mutate_bytes(rng, &mut bytes);
+        }
+        let mut headers = http::HeaderMap::new();
+        let Ok(value) = http::HeaderValue::from_bytes(&bytes) else {
+            return ("not a header value".into(), bytes);
+        };
+        headers.insert(version_header, value);
+        let outcome = match decode::read(&headers) {
+            None => "no header".to_owned(),
+            Some(Err(e)) => format!("decode: {}", e.reason().split(':').next().unwrap_or_default()),
+            Some(Ok(p)) => match decode::match_offer(p, &offers) {
+                Err(e) => format!("match: {}", e.reason().split(':').next().unwrap_or_default()),
+                Ok(m) => {
+                    let o = &offers[m.candidates[0]];
+                    match verify::check_terms(&o.requirement, &o.domain_separator, &m.exact)
+                        .and_then(|_| verify::check(&o.requirement, &m.exact, now))
+                    {
+                        Ok(_) => "valid".to_owned(),
+                        Err(r) => format!("verify: {}", r.reason),
+                    }
+                }
+            },
+        };
+        (outcome, bytes)
+    });
+}
+
+#[test]
+fn paths_normalise_and_match_without_panicking() {
+    let seeds: &[&[u8]] = &[
+        b"/paid/item",
+        b"/free/../paid/x",
+        b"/%50AID/item",
+        b"/a/b/c/d?x=1",
+        b"//paid/./x/",
+        b"/caf%C3%A9/x",
+        b"/",
+    ];
+    let patterns: Vec<PathPattern> = ["/paid/**", "/free/*", "/users/:id/files/**", "/", "/a/b/c/d"]
+        .iter()
+        .flat_map(|p| [Matching::Exact, Matching::Loose].map(|m| PathPattern::parse(p, m).unwrap()))
+        .collect();
+    fuzz("request path → normalise → match", |rng| {
+        let mut b = rng.pick(seeds).to_vec();
+        mutate_bytes(rng, &mut b);
+        let raw = String::from_utf8_lossy(&b).into_owned();
+        let outcome = match NormalPath::parse(&raw) {
+            Err(e) => format!("refused: {e:?}"),
+            Ok(p) => {
+                // The normal form is stable: normalising it again changes nothing and matches the same.
+                let again = NormalPath::parse(&p.to_path())
+                    .unwrap_or_else(|e| panic!("{raw:?} normalises to {:?}, which does not parse: {e:?}", p.to_path()));
+                assert_eq!(again.to_path(), p.to_path(), "{raw:?}");
+                let hits = patterns.iter().filter(|pat| pat.matches(&p)).count();
+                assert_eq!(
+                    hits,
+                    patterns.iter().filter(|pat| pat.matches(&again)).count(),
+                    "{raw:?}"
+                );
+                format!("normalised, {hits} patterns match")
+            }
+        };
+        (outcome, b)
+    });
+}

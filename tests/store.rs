@@ -1,0 +1,357 @@
+//! Payment state that outlives a process and is shared by replicas: the SQLite store across a SIGKILL at
+//! the worst moments, and the Redis store (a real `redis-server`) under two gateways at once and while it is
+//! down.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::U256;
+use serde_json::{json, Value};
+use support::{decode_header, encode_header, free_port, get, python_sign, wait_http, wait_until, Proc, Stack};
+
+const PRICE: u64 = 1000;
+
+/// A gateway on a fixed config file and port, which a test can kill with SIGKILL and start again.
+struct Restartable {
+    yaml: std::path::PathBuf,
+    url: String,
+    proc: Option<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl Restartable {
+    async fn start(yaml: &str, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Restartable {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(&path, yaml.replace("{listen}", &listen)).unwrap();
+        let mut g = Restartable {
+            yaml: path,
+            url: format!("http://{listen}"),
+            proc: None,
+            _dir: dir,
+        };
+        g.run(env).await;
+        g
+    }
+
+    async fn run(&mut self, env: &[(&str, &str)]) {
+        let name = format!("gateway-{}", self.url.rsplit(':').next().unwrap());
+        self.proc = Some(support::spawn(&name, &["run", "-c", self.yaml.to_str().unwrap()], env));
+        wait_http(&self.url).await;
+    }
+
+    /// SIGKILL: no destructor, no flush, nothing the process can do about it.
+    fn kill9(&mut self) {
+        let mut p = self.proc.take().unwrap();
+        Command::new("kill")
+            .args(["-9", &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        p.child.wait().unwrap();
+    }
+}
+
+/// The stack's price table with `store:` (and any other top-level keys) set.
+fn table(stack: &Stack, store: &str, facilitator: &str, extra: &str) -> String {
+    support::price_table(
+        &stack.devnet,
+        &stack.upstream.url,
+        facilitator,
+        stack.pay_to,
+        &format!("store: \"{store}\"\n{extra}"),
+    )
+}
+
+/// The durable stores, each crashed at every point.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Redis,
+}
+
+/// What is left after a crash and a restart.
+struct Crash {
+    stack: Stack,
+    /// The answer to the same payment presented again after the restart.
+    again: reqwest::Response,
+    payer_before: U256,
+    payer: alloy::primitives::Address,
+    /// Transactions the facilitator had sent when the gateway died.
+    sent_before: u64,
+    _redis: Option<Redis>,
+}
+
+/// Kills the gateway with SIGKILL at `point` of a paid request, restarts it on the same store, and presents
+/// the same payment again. A Redis claim left in flight is only freed by its lease (2 s here).
+async fn crash_at(point: &str, account: usize, backend: Backend) -> Crash {
+    let stack = Stack::start(31_337, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("paused");
+    let (store, redis) = match backend {
+        Backend::Sqlite => (format!("sqlite:{}", dir.path().join("claims.db").display()), None),
+        Backend::Redis => {
+            let r = Redis::start_on(free_port()).await;
+            (r.url(), Some(r))
+        }
+    };
+    let yaml = table(&stack, &store, &stack.facilitator.url, "claim_lease: 2s");
+    let fault = [
+        ("X402_TEST_PAUSE_AT", point),
+        ("X402_TEST_PAUSE_FILE", marker.to_str().unwrap()),
+    ];
+    let mut gw = Restartable::start(&yaml, dir, &fault).await;
+    let (payer, key) = stack.devnet.account(account);
+    let payer_before = stack.devnet.balance(payer).await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/crash").await, &key));
+    let url = format!("{}/paid/crash", gw.url);
+    let (u, h) = (url.clone(), header.clone());
+    let first = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(&u)
+            .header("payment-signature", &h)
+            .send()
+            .await
+    });
+    wait_until(
+        &format!("the gateway to pause {point}"),
+        Duration::from_secs(30),
+        || marker.exists(),
+    )
+    .await;
+    gw.kill9();
+    assert!(
+        first.await.unwrap().is_err(),
+        "the client got nothing from the killed process"
+    );
+    let sent_before = stack.facilitator_calls().await.2;
+    gw.run(&[]).await;
+    if matches!(backend, Backend::Redis) && point == "after_claim" {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let again = get(&url, &[("payment-signature", &header)]).await;
+    Crash {
+        stack,
+        again,
+        payer_before,
+        payer,
+        sent_before,
+        _redis: redis,
+    }
+}
+
+async fn after_settle(backend: Backend, account: usize) {
+    let c = crash_at("after_settle", account, backend).await;
+    assert_eq!(c.sent_before, 1, "the first request settled");
+    assert_eq!(c.again.status(), 409, "refused, not asked to pay again");
+    assert!(!c.again.headers().contains_key("payment-required"));
+    let receipt = decode_header(c.again.headers().get("payment-response").unwrap().to_str().unwrap());
+    let body: Value = c.again.json().await.unwrap();
+    assert_eq!(body["error"], "payment_already_used");
+    assert_eq!(body["transaction"], receipt["transaction"]);
+    let tx = body["transaction"].as_str().unwrap();
+    assert_eq!(c.stack.devnet.receipt(tx).await["status"], "0x1");
+    assert_eq!(c.stack.facilitator_calls().await.2, 1, "no second transaction");
+    assert_eq!(
+        c.stack.devnet.balance(c.payer).await,
+        c.payer_before - U256::from(PRICE)
+    );
+}
+
+async fn during_settle(backend: Backend, account: usize) {
+    let c = crash_at("during_settle", account, backend).await;
+    assert_eq!(c.sent_before, 1);
+    // The same payload was settled again (our facilitator answers nonce-used for a landed transaction), and
+    // the client is told its payment is in doubt, never to pay again.
+    assert_eq!(
+        c.stack.facilitator_calls().await.1,
+        2,
+        "presenting it again re-settled the same payload"
+    );
+    assert_eq!(c.again.status(), 504, "in doubt");
+    assert!(!c.again.headers().contains_key("payment-required"));
+    let body: Value = c.again.json().await.unwrap();
+    assert_eq!(body["error"], "settlement_pending", "{body}");
+    assert_eq!(c.stack.facilitator_calls().await.2, 1, "no second transaction");
+    assert_eq!(
+        c.stack.devnet.balance(c.payer).await,
+        c.payer_before - U256::from(PRICE)
+    );
+}
+
+async fn after_claim(backend: Backend, account: usize) {
+    let c = crash_at("after_claim", account, backend).await;
+    assert_eq!(c.sent_before, 0, "nothing was sent for settlement");
+    assert_eq!(
+        c.again.status(),
+        200,
+        "the claim was released (SQLite) or its lease ran out (Redis)"
+    );
+    assert!(c.again.headers().contains_key("payment-response"));
+    assert_eq!(c.stack.facilitator_calls().await.2, 1);
+    assert_eq!(
+        c.stack.devnet.balance(c.payer).await,
+        c.payer_before - U256::from(PRICE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sigkill_after_settle_never_settles_twice_and_names_the_transaction() {
+    after_settle(Backend::Sqlite, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sigkill_during_settle_leaves_the_payment_in_doubt_and_it_is_reconciled() {
+    during_settle(Backend::Sqlite, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_sigkill_after_the_claim_leaves_the_payment_usable() {
+    after_claim(Backend::Sqlite, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sigkill_after_settle_never_settles_twice_and_names_the_transaction() {
+    after_settle(Backend::Redis, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sigkill_during_settle_leaves_the_payment_in_doubt_and_it_is_reconciled() {
+    during_settle(Backend::Redis, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sigkill_after_the_claim_leaves_the_payment_usable_once_its_lease_runs_out() {
+    after_claim(Backend::Redis, 3).await;
+}
+
+/// A real `redis-server` on a free port, without persistence.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup installs it)");
+        wait_until("redis-server", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        Redis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fake facilitator that injects one fault: every `/verify` is valid and every `/settle` succeeds, used or
+/// not. Correctness must not rest on the facilitator or the chain refusing a second use.
+async fn yes_facilitator(network: &str) -> (String, Arc<AtomicU64>) {
+    use axum::routing::post;
+    let settles = Arc::new(AtomicU64::new(0));
+    let counter = settles.clone();
+    let network = network.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/verify", post(|| async { axum::Json(json!({"isValid": true})) }))
+        .route(
+            "/settle",
+            post(move || async move {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                axum::Json(json!({"success": true, "transaction": format!("0x{n:064x}"), "network": network}))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, settles)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_sharing_redis_serve_and_settle_one_payment_once() {
+    let stack = Stack::start(31_337, "").await;
+    let redis = Redis::start_on(free_port()).await;
+    let (facilitator, settles) = yes_facilitator(&stack.devnet.state.network).await;
+    let yaml = table(&stack, &redis.url(), &facilitator, "");
+    let a = support::Gateway::start(&yaml).await;
+    let b = support::Gateway::start(&yaml).await;
+    let (_, key) = stack.devnet.account(4);
+    // `verify: local`: nothing but the shared claim stands between a payment and a second use.
+    let header = encode_header(&python_sign(&stack.challenge("/local/once").await, &key));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = format!("{}/local/once", if i % 2 == 0 { &a.url } else { &b.url });
+        let h = header.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = get(&url, &[("payment-signature", &h), ("x-echo-delay-ms", "300")]).await;
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap().contains("served_by"))
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let served: Vec<_> = answers.iter().filter(|(s, body)| *s == 200 && *body).collect();
+    assert_eq!(served.len(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, body)| *s == 200 || !body), "{answers:?}");
+    assert_eq!(settles.load(Ordering::SeqCst), 1, "settled once");
+    // And in turn, on either replica: refused, naming the transaction, no settle.
+    for gw in [&a.url, &b.url] {
+        let r = get(&format!("{gw}/local/once"), &[("payment-signature", &header)]).await;
+        assert_eq!(r.status(), 409);
+        assert!(!r.text().await.unwrap().contains("served_by"));
+    }
+    assert_eq!(settles.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_fails_priced_routes_closed_keeps_free_ones_and_recovers() {
+    let stack = Stack::start(31_337, "").await;
+    let port = free_port();
+    let yaml = table(&stack, &format!("redis://127.0.0.1:{port}"), &stack.facilitator.url, "");
+    let gw = support::Gateway::start(&yaml).await;
+    let (payer, key) = stack.devnet.account(5);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/r").await, &key));
+    let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    assert_eq!(get(&format!("{}/free/x", gw.url), &[]).await.status(), 200);
+    assert_eq!(
+        stack.facilitator_calls().await,
+        (0, 0, 0),
+        "nothing reached the facilitator"
+    );
+
+    let _redis = Redis::start_on(port).await;
+    let before = stack.devnet.balance(payer).await;
+    let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 200, "recovered without a restart");
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+}
