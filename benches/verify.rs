@@ -66,7 +66,12 @@ fn main() {
             x402_gateway::rules::verify::check_terms(black_box(&req), &offers[0].domain_separator, &payload).unwrap(),
         );
     });
-    let challenge = x402_gateway::rules::challenge::Template::new(&offers, "", "application/json");
+    let challenge = x402_gateway::rules::challenge::Template::new(
+        &offers,
+        "",
+        "application/json",
+        x402_gateway::protocol::payment_id::PaymentIdMode::Off,
+    );
     time("402 challenge (v2 header + v1 body)", 100_000, || {
         black_box(challenge.render(black_box("http://127.0.0.1:8402/paid/x"), None, false));
     });

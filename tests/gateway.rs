@@ -76,14 +76,7 @@ async fn free_route_passes_untouched_and_unmatched_follows_default() {
     assert_eq!(unmatched.status(), 200);
     assert_eq!(unmatched.json::<Value>().await.unwrap()["path"], "/elsewhere");
     // `default: deny`.
-    let deny = support::Gateway::start(&support::price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &stack.facilitator.url,
-        stack.pay_to,
-        "default: deny",
-    ))
-    .await;
+    let deny = stack.gateway_with(&stack.facilitator.url, "default: deny").await;
     let r = get(&format!("{}/elsewhere", deny.url), &[]).await;
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["error"].as_str().is_some());
@@ -451,14 +444,7 @@ async fn facilitator_down_means_no_content_and_a_json_reason() {
     let stack = Stack::start(31_337, "").await;
     let (_, key) = stack.devnet.account(6);
     let dead = format!("http://127.0.0.1:{}", support::free_port());
-    let gw = support::Gateway::start(&support::price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &dead,
-        stack.pay_to,
-        "",
-    ))
-    .await;
+    let gw = stack.gateway_with(&dead, "").await;
     let header = encode_header(&python_sign(&stack.challenge("/paid/x").await, &key));
     let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
     assert_eq!(resp.status(), 503);
@@ -543,14 +529,133 @@ async fn case_and_spelling_variants_of_a_priced_path_are_priced() {
     assert_eq!(free["path"], "/free/x");
 
     // `case_sensitive: true` is the opt-out for upstreams known to be strict.
-    let strict = support::Gateway::start(&support::price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &stack.facilitator.url,
-        stack.pay_to,
-        "case_sensitive: true",
-    ))
-    .await;
+    let strict = stack.gateway_with(&stack.facilitator.url, "case_sensitive: true").await;
     assert_eq!(get(&format!("{}/PAID/item", strict.url), &[]).await.status(), 200);
     assert_eq!(get(&format!("{}/paid/item", strict.url), &[]).await.status(), 402);
+}
+
+/// The standard table plus routes that declare the `payment-identifier` extension.
+fn with_payment_id_routes(stack: &Stack, extra: &str) -> String {
+    format!(
+        "{}  - path: /ided/**\n    price: \"$0.001\"\n    payment_identifier: optional\n  - path: /idreq/**\n    price: \"$0.001\"\n    payment_identifier: required\n",
+        support::price_table(&stack.devnet, &stack.upstream.url, &stack.facilitator.url, stack.pay_to, extra)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_identifier_makes_a_retry_get_the_first_answer_and_never_a_second_charge() {
+    let stack = Stack::start(31_337, "").await;
+    let gw = support::Gateway::start(&with_payment_id_routes(&stack, "payment_identifier_max_body: 2000")).await;
+    let (payer, key) = stack.devnet.account(6);
+    let before = stack.devnet.balance(payer).await;
+    let challenge = |path: &'static str| {
+        let url = format!("{}{path}", gw.url);
+        async move {
+            let r = get(&url, &[]).await;
+            assert_eq!(r.status(), 402);
+            decode_header(r.headers().get("payment-required").unwrap().to_str().unwrap())
+        }
+    };
+    // The 402 declares the extension as the official SDKs expect it.
+    let offer = challenge("/ided/a").await;
+    assert_eq!(
+        offer["extensions"]["payment-identifier"]["info"],
+        json!({"required": false})
+    );
+    assert_eq!(
+        challenge("/idreq/a").await["extensions"]["payment-identifier"]["info"]["required"],
+        true
+    );
+    assert!(stack.challenge("/paid/a").await.get("extensions").is_none());
+
+    // The official Python client attaches an id; paying works as usual.
+    let id = "pay_0123456789abcdef_A";
+    let signed = support::python_sign_with(&offer, &key, &[("PAYMENT_ID", id)]);
+    assert_eq!(signed["extensions"]["payment-identifier"]["info"]["id"], id);
+    let header = encode_header(&signed);
+    let url = format!("{}/ided/a", gw.url);
+    let first = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(first.status(), 200);
+    let receipt = first
+        .headers()
+        .get("payment-response")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = first.text().await.unwrap();
+    let calls = stack.facilitator_calls().await;
+    // The same payment under the same id: the first answer again, byte for byte, with no facilitator call.
+    // (The outcome is kept as the first request finishes, just after its last byte: until then, 409 + retry.)
+    let again = support::replay_once_kept(&url, &header).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.headers().get("payment-response").unwrap().to_str().unwrap(),
+        receipt
+    );
+    assert_eq!(again.text().await.unwrap(), body);
+    assert_eq!(stack.facilitator_calls().await, calls);
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+
+    // The same id with a different payment: 409.
+    let other = encode_header(&support::python_sign_with(&offer, &key, &[("PAYMENT_ID", id)]));
+    let conflict = get(&url, &[("payment-signature", &other)]).await;
+    assert_eq!(conflict.status(), 409);
+    assert_eq!(
+        conflict.json::<Value>().await.unwrap()["error"],
+        "payment_identifier_conflict"
+    );
+    // A hand-built payload whose id breaks the extension's rules: 400.
+    let mut bad = signed.clone();
+    bad["extensions"]["payment-identifier"]["info"]["id"] = json!("short id!");
+    let resp = get(&url, &[("payment-signature", &encode_header(&bad))]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("16-128 characters"));
+    // A required id that is missing: 400, nothing charged.
+    let plain = encode_header(&python_sign(&challenge("/idreq/a").await, &key));
+    assert_eq!(
+        get(&format!("{}/idreq/a", gw.url), &[("payment-signature", &plain)])
+            .await
+            .status(),
+        400
+    );
+    // The same id while the first request is still in flight: 409 with Retry-After.
+    let slow_id = "pay_slow_0123456789abcdef";
+    let slow = encode_header(&support::python_sign_with(
+        &challenge("/ided/slow").await,
+        &key,
+        &[("PAYMENT_ID", slow_id)],
+    ));
+    let slow_url = format!("{}/ided/slow", gw.url);
+    let (u, h) = (slow_url.clone(), slow.clone());
+    let first = tokio::spawn(async move {
+        get(&u, &[("payment-signature", &h), ("x-echo-delay-ms", "1500")])
+            .await
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let busy = get(&slow_url, &[("payment-signature", &slow)]).await;
+    assert_eq!(busy.status(), 409);
+    assert_eq!(busy.headers().get("retry-after").unwrap(), "1");
+    assert_eq!(first.await.unwrap(), 200);
+    // A response larger than `payment_identifier_max_body` is not kept: its replay names the transaction.
+    let big_id = "pay_big_0123456789abcdef";
+    let big = encode_header(&support::python_sign_with(
+        &challenge("/ided/big").await,
+        &key,
+        &[("PAYMENT_ID", big_id)],
+    ));
+    let big_url = format!("{}/ided/big", gw.url);
+    let served = get(&big_url, &[("payment-signature", &big), ("x-echo-pad", "5000")]).await;
+    assert_eq!(served.status(), 200);
+    let tx = decode_header(served.headers().get("payment-response").unwrap().to_str().unwrap())["transaction"].clone();
+    assert!(served.text().await.unwrap().len() > 5000);
+    let replay = support::replay_once_kept(&big_url, &big).await;
+    assert_eq!(replay.status(), 409);
+    assert_eq!(replay.json::<Value>().await.unwrap()["transaction"], tx);
+    assert_eq!(
+        stack.devnet.balance(payer).await,
+        before - U256::from(3 * PRICE),
+        "three payments, three charges"
+    );
 }

@@ -144,14 +144,7 @@ async fn a_facilitator_answer_with_a_failing_status_is_never_a_success() {
     let ok_settle = json!({"success": true, "transaction": format!("0x{}", "ab".repeat(32)), "network": stack.devnet.state.network});
     // /verify: 503 with `isValid: true` refuses with 503, nothing proxied, and says nothing of the facilitator.
     let (url, _) = scripted_facilitator((503, json!({"isValid": true})), (200, ok_settle.clone())).await;
-    let gw = support::Gateway::start(&support::price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &url,
-        stack.pay_to,
-        "",
-    ))
-    .await;
+    let gw = stack.gateway_with(&url, "").await;
     let header = encode_header(&python_sign(&stack.challenge("/paid/x").await, &key));
     let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
     assert_eq!(resp.status(), 503);
@@ -172,14 +165,7 @@ async fn a_facilitator_answer_with_a_failing_status_is_never_a_success() {
     // /settle: 503 with `success: true` is an unknown outcome: not served, and the same payment presented
     // again is settled again (reconciled), never challenged to pay anew.
     let (url, settles) = scripted_facilitator((200, json!({"isValid": true})), (503, ok_settle)).await;
-    let gw = support::Gateway::start(&support::price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &url,
-        stack.pay_to,
-        "",
-    ))
-    .await;
+    let gw = stack.gateway_with(&url, "").await;
     let header = encode_header(&python_sign(&stack.challenge("/paid/y").await, &key));
     for attempt in 1..=2u64 {
         let resp = get(&format!("{}/paid/y", gw.url), &[("payment-signature", &header)]).await;
@@ -205,14 +191,7 @@ async fn a_facilitator_answer_with_a_failing_status_is_never_a_success() {
 async fn facilitator_answering_garbage_means_502_and_no_content() {
     let stack = Stack::start(31_337, "").await;
     let (_, key) = stack.devnet.account(2);
-    let gw = support::Gateway::start(&support::price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &garbage_facilitator().await,
-        stack.pay_to,
-        "",
-    ))
-    .await;
+    let gw = stack.gateway_with(&garbage_facilitator().await, "").await;
     let header = encode_header(&python_sign(&stack.challenge("/paid/x").await, &key));
     let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
     assert_eq!(resp.status(), 502);

@@ -333,9 +333,15 @@ async fn two_replicas_sharing_redis_serve_and_settle_one_payment_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_down_fails_priced_routes_closed_keeps_free_ones_and_recovers() {
     let stack = Stack::start(31_337, "").await;
-    let port = free_port();
-    let yaml = table(&stack, &format!("redis://127.0.0.1:{port}"), &stack.facilitator.url, "");
+    let (port, admin) = (free_port(), free_port());
+    let yaml = table(
+        &stack,
+        &format!("redis://127.0.0.1:{port}"),
+        &stack.facilitator.url,
+        &format!("admin_listen: \"127.0.0.1:{admin}\""),
+    );
     let gw = support::Gateway::start(&yaml).await;
+    let readyz = || async move { get(&format!("http://127.0.0.1:{admin}/readyz"), &[]).await };
     let (payer, key) = stack.devnet.account(5);
     let header = encode_header(&python_sign(&stack.challenge("/paid/r").await, &key));
     let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
@@ -348,10 +354,67 @@ async fn redis_down_fails_priced_routes_closed_keeps_free_ones_and_recovers() {
         (0, 0, 0),
         "nothing reached the facilitator"
     );
+    let not_ready = readyz().await;
+    assert_eq!(not_ready.status(), 503);
+    assert!(not_ready.text().await.unwrap().contains("store not ready"));
+    let metrics = get(&format!("http://127.0.0.1:{admin}/metrics"), &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("x402_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(errors >= 1, "store errors are counted: {metrics}");
 
     let _redis = Redis::start_on(port).await;
     let before = stack.devnet.balance(payer).await;
     let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
     assert_eq!(resp.status(), 200, "recovered without a restart");
+    assert_eq!(readyz().await.status(), 200);
     assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_identifier_outcome_survives_a_restart() {
+    let stack = Stack::start(31_337, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("claims.db").display());
+    let yaml = format!(
+        "{}  - path: /ided/**\n    price: \"$0.001\"\n    payment_identifier: optional\n",
+        table(&stack, &store, &stack.facilitator.url, "")
+    );
+    let mut gw = Restartable::start(&yaml, dir, &[]).await;
+    let (_, key) = stack.devnet.account(6);
+    let url = format!("{}/ided/r", gw.url);
+    let offer = decode_header(
+        get(&url, &[])
+            .await
+            .headers()
+            .get("payment-required")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+    );
+    let header = encode_header(&support::python_sign_with(
+        &offer,
+        &key,
+        &[("PAYMENT_ID", "pay_restart_0123456789")],
+    ));
+    let first = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(first.status(), 200);
+    let body = first.text().await.unwrap();
+    assert_eq!(
+        support::replay_once_kept(&url, &header).await.status(),
+        200,
+        "the outcome was kept"
+    );
+    gw.kill9();
+    gw.run(&[]).await;
+    let again = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(again.status(), 200, "the first answer, after a restart");
+    assert_eq!(again.text().await.unwrap(), body);
+    assert_eq!(stack.facilitator_calls().await.2, 1, "charged once");
 }

@@ -72,6 +72,9 @@ pub struct Config {
     /// How long an in-flight claim is held for its request; a replica that died mid-request blocks the
     /// payment this long at most.
     pub claim_lease: Duration,
+    /// Largest response body kept for a `payment-identifier` replay; a larger one is answered with a status
+    /// naming the transaction instead.
+    pub payment_identifier_max_body: usize,
     pub table: RouteTable,
 }
 

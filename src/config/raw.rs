@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 
+pub use crate::protocol::payment_id::PaymentIdMode;
 pub use crate::rules::table::{SettleMode, VerifyMode};
 
 /// A string scalar as written.
@@ -27,6 +28,8 @@ pub struct RawConfig {
     pub store: Option<Text>,
     /// How long a crashed holder's in-flight claim blocks its payment.
     pub claim_lease: Option<Text>,
+    /// Largest response body kept for a `payment-identifier` replay.
+    pub payment_identifier_max_body: Option<usize>,
     pub facilitator: RawFacilitator,
     pub pay_to: Option<Text>,
     #[serde(default)]
@@ -123,6 +126,7 @@ pub struct RawRoute {
     pub max_timeout_seconds: Option<u64>,
     pub upstream: Option<Text>,
     pub case_sensitive: Option<bool>,
+    pub payment_identifier: Option<PaymentIdMode>,
     pub settle: Option<SettleMode>,
     pub verify: Option<VerifyMode>,
 }

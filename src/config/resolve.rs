@@ -31,6 +31,8 @@ const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
 const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an in-flight claim is held when unset: longer than any request's verify and upstream wait.
 const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(300);
+/// Largest response body kept for a `payment-identifier` replay when unset.
+const DEFAULT_PAYMENT_ID_MAX_BODY: usize = 64 * 1024;
 /// The upstream that routes without `upstream:` and unmatched requests under `default: pass` use.
 pub(super) const DEFAULT_UPSTREAM: &str = "default";
 
@@ -221,6 +223,7 @@ impl Resolver<'_> {
             facilitator: facilitator?,
             store: store?,
             claim_lease: claim_lease?,
+            payment_identifier_max_body: raw.payment_identifier_max_body.unwrap_or(DEFAULT_PAYMENT_ID_MAX_BODY),
             table: RouteTable {
                 routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
                 unmatched: unmatched?,

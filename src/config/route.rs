@@ -144,8 +144,11 @@ impl Resolver<'_> {
             offers,
             description?,
             mime_type?,
-            r.settle.unwrap_or_default(),
-            r.verify.unwrap_or_default(),
+            (
+                r.settle.unwrap_or_default(),
+                r.verify.unwrap_or_default(),
+                r.payment_identifier.unwrap_or_default(),
+            ),
         ))
     }
 

@@ -11,11 +11,13 @@ use alloy::primitives::Address;
 
 use crate::core::time::Clock;
 use crate::gateway::claims::{ClaimRefusal, ClaimState, Claims};
-use crate::gateway::decode::{self, Presented};
+use crate::gateway::decode::{self, Matched, Presented};
 use crate::gateway::facilitator::Remote;
 use crate::gateway::fault::{self, Point};
+use crate::gateway::idempotency;
 use crate::gateway::refusal::Refusal;
 use crate::gateway::settle::{settle, Admitted};
+use crate::gateway::store::Store;
 use crate::gateway::verify;
 use crate::protocol::exact::{AuthorizationId, Requirement};
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
@@ -28,6 +30,7 @@ use crate::rules::window;
 pub struct Checkout<'a> {
     pub claims: &'a Claims,
     pub remote: &'a Remote,
+    pub store: &'a dyn Store,
     pub clock: &'a Clock,
 }
 
@@ -38,6 +41,32 @@ impl Checkout<'_> {
             reason: Some(e.reason()),
             receipt: None,
         })?;
+        // A payment identifier is looked up before anything is verified: a retry gets its first answer.
+        let tracked = idempotency::begin(
+            self.store,
+            pricing.payment_id,
+            matched.extensions.as_ref(),
+            &matched.json,
+            window::claim_expiry(&matched.exact.authorization),
+            self.clock.now(),
+        )
+        .await?;
+        match self.checked(matched, pricing, url).await {
+            Ok(mut a) => {
+                a.tracked = tracked;
+                Ok(a)
+            }
+            Err(r) => {
+                if let Some(t) = &tracked {
+                    idempotency::abandon(self.store, t).await;
+                }
+                Err(r)
+            }
+        }
+    }
+
+    /// Every check after the identifier, through the claim and the facilitator's `/verify`.
+    async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
         let (offer, payer) = verify::local(pricing, &matched).map_err(|e| verify::refuse(&e))?;
         let requirement = &offer.requirement;
         let auth = &matched.exact.authorization;
@@ -57,6 +86,7 @@ impl Checkout<'_> {
             payer,
             settled: None,
             reconciling,
+            tracked: None,
         };
 
         let now = self.clock.now();
@@ -125,6 +155,7 @@ impl Checkout<'_> {
             payer,
             settled: None,
             reconciling: Some(transaction.to_owned()),
+            tracked: None,
         })
     }
 

@@ -28,6 +28,8 @@ pub struct Matched {
     pub candidates: Vec<usize>,
     pub json: Value,
     pub exact: ExactPayload,
+    /// The v2 payload's `extensions` (v1 has none).
+    pub extensions: Option<Value>,
 }
 
 /// Why a payment was refused before any verification.
@@ -66,7 +68,7 @@ pub fn read(headers: &HeaderMap) -> Option<Result<Presented, PaymentError>> {
 pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentError> {
     let reject = |r: &'static str, m: String| PaymentError::Rejected(Rejection::new(r, m));
     let claimed = p.json.get("x402Version").and_then(Value::as_u64);
-    let (candidates, payload) = match p.version {
+    let (candidates, payload, extensions) = match p.version {
         Version::V2 => {
             if claimed != Some(2) {
                 return Err(reject(
@@ -86,7 +88,7 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
                     "`accepted` is none of the offers in this resource's 402".into(),
                 )
             })?;
-            (vec![i], pp.payload)
+            (vec![i], pp.payload, pp.extensions)
         }
         Version::V1 => {
             if claimed != Some(1) {
@@ -110,7 +112,7 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
                     format!("no offer for scheme {:?} on network {:?}", pp.scheme, pp.network),
                 ));
             }
-            (c, pp.payload)
+            (c, pp.payload, None)
         }
     };
     let exact = ExactPayload::parse(&payload).map_err(PaymentError::Rejected)?;
@@ -119,5 +121,6 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
         candidates,
         json: p.json,
         exact,
+        extensions,
     })
 }

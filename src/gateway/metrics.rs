@@ -23,6 +23,8 @@ pub enum Outcome {
     Refused,
     /// Paid, served, settled.
     Paid,
+    /// The earlier answer to the same payment, replayed under its `payment-identifier`.
+    Replayed,
     /// The upstream answered >= 400 (or the request was HEAD): passed through, nothing settled.
     UpstreamError,
     /// The settlement failed or is in doubt after the upstream answered: nothing served.
@@ -43,6 +45,7 @@ impl Outcome {
             Outcome::Challenged => "challenged",
             Outcome::Refused => "refused",
             Outcome::Paid => "paid",
+            Outcome::Replayed => "replayed",
             Outcome::UpstreamError => "upstream_error",
             Outcome::SettleFailed => "settle_failed",
             Outcome::UpstreamFailed => "upstream_failed",

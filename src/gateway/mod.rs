@@ -4,7 +4,9 @@
 //! (make it single-use) → [`verify`] (with the facilitator) → proxy → [`settle`] → [`receipt`].
 //! [`checkout`] runs the stages before proxying; [`proxy`] holds Pingora's phases, each calling a stage.
 //! Beside them: [`challenge`](crate::rules::challenge) answers are rendered by [`refusal`] (every answer
-//! of our own, in one place), [`cors`], the [`facilitator`] client, [`metrics`], [`admin`], and [`server`]
+//! of our own, in one place), [`cors`], the [`facilitator`] client, the [`store`] claims live in,
+//! [`idempotency`] (the `payment-identifier` extension), [`fault`]
+//! (test-only pause points for crash tests), [`metrics`], [`admin`], and [`server`]
 //! which starts it all. Imports `core`, `protocol`, `rules` and `config`; never the tools. Only
 //! [`server`] (how it starts) and [`decode`] (benchmarked on its own) are used from outside.
 
@@ -15,6 +17,7 @@ mod cors;
 pub mod decode;
 mod facilitator;
 mod fault;
+mod idempotency;
 mod intake;
 mod metrics;
 mod proxy;

@@ -17,10 +17,12 @@ use crate::core::time::Clock;
 use crate::gateway::checkout::Checkout;
 use crate::gateway::claims::Claims;
 use crate::gateway::facilitator::Remote;
+use crate::gateway::idempotency::{self, Tracked};
 use crate::gateway::intake::{self, Decision};
 use crate::gateway::metrics::{Metrics, Outcome};
 use crate::gateway::refusal::{self, Answer, Refusal};
 use crate::gateway::settle::{self, Admitted};
+use crate::gateway::store::Store;
 use crate::gateway::{cors, receipt};
 use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::challenge::is_browser;
@@ -44,6 +46,8 @@ pub struct Gateway {
     pub remote: Remote,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Where `payment-identifier` outcomes are kept (the claims' store).
+    pub store: Arc<dyn Store>,
 }
 
 /// Per-request state.
@@ -59,6 +63,11 @@ pub struct Ctx {
     /// A refusal decided in a phase that can only fail; `fail_to_proxy` renders it.
     refusal: Option<Refusal>,
     outcome: Outcome,
+    /// A paid body kept for a `payment-identifier` replay, while within the configured size.
+    kept: Vec<u8>,
+    /// Whether the paid body outgrew that size.
+    kept_overflow: bool,
+    kept_type: Option<String>,
 }
 
 impl Gateway {
@@ -104,6 +113,23 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Keeps a paid outcome under its `payment-identifier`, or frees the identifier when it was not paid.
+    async fn keep_outcome(&self, session: &Session, ctx: &Ctx, a: &Admitted, t: &Tracked) {
+        let (Outcome::Paid, Some(settled), Some(resp)) = (ctx.outcome, &a.settled, session.response_written()) else {
+            return idempotency::abandon(self.store.as_ref(), t).await;
+        };
+        let outcome = idempotency::Outcome {
+            status: resp.status.as_u16(),
+            receipt: receipt::header(a.version, settled),
+            transaction: &settled.transaction,
+            content_type: ctx.kept_type.clone(),
+            body: (!ctx.kept_overflow).then_some(ctx.kept.as_slice()),
+        };
+        idempotency::finish(self.store.as_ref(), t, outcome, self.clock.now()).await;
+    }
+}
+
 /// Whether a response status ends the header phase: anything but 1xx, and 101 (the protocol switched).
 fn is_final(status: http::StatusCode) -> bool {
     !status.is_informational() || status == http::StatusCode::SWITCHING_PROTOCOLS
@@ -141,6 +167,7 @@ impl ProxyHttp for Gateway {
                 let checkout = Checkout {
                     claims: &self.claims,
                     remote: &self.remote,
+                    store: self.store.as_ref(),
                     clock: &self.clock,
                 };
                 match checkout.admit(presented, pricing, &ctx.url).await {
@@ -148,7 +175,13 @@ impl ProxyHttp for Gateway {
                         ctx.admitted = Some(a);
                         Ok(false)
                     }
-                    Err(r) => self.refuse(session, ctx, r, Outcome::Refused).await,
+                    Err(r) => {
+                        let outcome = match r {
+                            Refusal::Replay(_) => Outcome::Replayed,
+                            _ => Outcome::Refused,
+                        };
+                        self.refuse(session, ctx, r, outcome).await
+                    }
                 }
             }
         }
@@ -197,6 +230,8 @@ impl ProxyHttp for Gateway {
         match settle::on_response(&self.claims, &self.remote, admitted, resp.status.as_u16(), head).await {
             Ok(Some(settled)) => {
                 receipt::attach(resp, admitted.version, &settled)?;
+                let content_type = resp.headers.get("content-type").and_then(|v| v.to_str().ok());
+                ctx.kept_type = content_type.map(str::to_owned);
                 ctx.outcome = Outcome::Paid;
                 Ok(())
             }
@@ -214,6 +249,26 @@ impl ProxyHttp for Gateway {
                 ))
             }
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        // Keep the paid body for a `payment-identifier` replay, up to the configured size; streamed as is.
+        let tracked = ctx.admitted.as_ref().is_some_and(|a| a.tracked.is_some());
+        if let (true, Outcome::Paid, false, Some(b)) = (tracked, ctx.outcome, ctx.kept_overflow, body.as_ref()) {
+            if ctx.kept.len() + b.len() > self.config.payment_identifier_max_body {
+                ctx.kept_overflow = true;
+                ctx.kept = Vec::new();
+            } else {
+                ctx.kept.extend_from_slice(b);
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -258,6 +313,9 @@ impl ProxyHttp for Gateway {
             // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.
             // Settled and in-doubt claims are untouched by a release.
             self.claims.release(&a.ticket).await;
+            if let Some(t) = &a.tracked {
+                self.keep_outcome(session, ctx, a, t).await;
+            }
         }
         let route = self.route(ctx).map_or("unmatched", |r| r.name.as_str());
         self.metrics.request(route, ctx.outcome);

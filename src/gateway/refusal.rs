@@ -33,6 +33,10 @@ pub enum Refusal {
     Busy(String),
     /// 503: the payment store cannot be reached; nothing was served or settled.
     Store,
+    /// 409: a `payment-identifier` is in use by another payment, or still in flight (`retry_after` set).
+    Conflict { message: String, retry_after: Option<u64> },
+    /// The earlier answer to the same payment under the same `payment-identifier`, replayed.
+    Replay(Answer),
     /// 409: this payment already paid for a response; the receipt names its transaction. Not a 402: the
     /// payer must not be asked to pay again.
     Used {
@@ -113,7 +117,8 @@ impl Refusal {
             Refusal::Facilitator(FacilitatorError::Unreachable { .. } | FacilitatorError::Failed { .. })
             | Refusal::Busy(_)
             | Refusal::Store => 503,
-            Refusal::Used { .. } => 409,
+            Refusal::Used { .. } | Refusal::Conflict { .. } => 409,
+            Refusal::Replay(a) => a.status,
             Refusal::Facilitator(FacilitatorError::Timeout { .. }) | Refusal::SettlementPending { .. } => 504,
             Refusal::Upstream { status, .. } => *status,
         }
@@ -152,9 +157,22 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
         Refusal::SettlementPending { transaction } => json!({
             "error": "settlement_pending",
             "transaction": transaction,
-            "message": format!("your payment was submitted in transaction {transaction} but is not confirmed yet; do not pay again, check the transaction"),
+            "message": if transaction.is_empty() {
+                "your payment was submitted for settlement and its outcome is not known yet; do not pay again: send the same payment again later to have it reconciled".to_owned()
+            } else {
+                format!("your payment was submitted in transaction {transaction} but is not confirmed yet; do not pay again, check the transaction")
+            },
         }),
         Refusal::Busy(m) => json!({ "error": "busy", "message": m }),
+        Refusal::Conflict { message, retry_after } => {
+            let mut a = json_answer(
+                status,
+                json!({ "error": "payment_identifier_conflict", "message": message }),
+            );
+            a.headers.extend(retry_after.map(|s| ("retry-after", s.to_string())));
+            return a;
+        }
+        Refusal::Replay(a) => return a.clone(),
         Refusal::Store => {
             json!({ "error": "store_unavailable", "message": "the payment store is unavailable; nothing was charged, retry shortly" })
         }

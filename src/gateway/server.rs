@@ -65,6 +65,7 @@ pub fn build(config: Config) -> Result<(Gateway, Probes), String> {
         clock,
         remote: Remote::new(client.clone(), metrics.clone()),
         metrics: metrics.clone(),
+        store: store.clone(),
     };
     let probes = Probes {
         metrics,

@@ -7,6 +7,7 @@ use alloy::primitives::Address;
 use crate::gateway::claims::{ClaimTicket, Claims};
 use crate::gateway::facilitator::{Remote, Settlement};
 use crate::gateway::fault::{self, Point};
+use crate::gateway::idempotency::Tracked;
 use crate::gateway::refusal::Refusal;
 use crate::protocol::facilitator::{EncodedRequest, SettleResponse};
 use crate::protocol::{reason, Version};
@@ -23,6 +24,8 @@ pub struct Admitted {
     pub settled: Option<SettleResponse>,
     /// The transaction an earlier request sent for this payment, when this request re-settles it.
     pub reconciling: Option<String>,
+    /// The `payment-identifier` this request holds, if any.
+    pub tracked: Option<Tracked>,
 }
 
 /// What the upstream's final answer (`status`) to an admitted request comes to: the settlement whose

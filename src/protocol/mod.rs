@@ -8,6 +8,7 @@ pub mod codec;
 pub mod exact;
 pub mod facilitator;
 pub mod network;
+pub mod payment_id;
 pub mod v1;
 pub mod v2;
 

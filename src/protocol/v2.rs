@@ -45,6 +45,9 @@ pub struct PaymentRequired {
     pub error: Option<String>,
     pub resource: ResourceInfo,
     pub accepts: Vec<PaymentRequirements>,
+    /// Extensions the server declares, keyed by name (e.g. `payment-identifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Map<String, Value>>,
 }
 
 /// A payment, base64-decoded from the `PAYMENT-SIGNATURE` header.

@@ -5,6 +5,7 @@
 //! serialised once into a [`Template`] with holes for those two; a request only fills them in.
 
 use crate::core::money::format_units;
+use crate::protocol::payment_id::{declaration, PaymentIdMode, PAYMENT_IDENTIFIER};
 use crate::protocol::{codec, v1, v2, Version};
 use crate::rules::offer::Offer;
 
@@ -108,13 +109,18 @@ pub fn resource(url: &str, description: &str, mime_type: &str) -> v2::ResourceIn
 
 impl Template {
     /// Serialises the challenge of a route offering `offers`.
-    pub fn new(offers: &[Offer], description: &str, mime_type: &str) -> Self {
+    pub fn new(offers: &[Offer], description: &str, mime_type: &str, payment_id: PaymentIdMode) -> Self {
         let meta = resource(URL_HOLE, description, mime_type);
+        let extensions = (payment_id != PaymentIdMode::Off).then(|| {
+            let required = payment_id == PaymentIdMode::Required;
+            serde_json::Map::from_iter([(PAYMENT_IDENTIFIER.to_owned(), declaration(required))])
+        });
         let v2 = v2::PaymentRequired {
             x402_version: Version::V2,
             error: Some(ERROR_HOLE.to_owned()),
             resource: meta.clone(),
             accepts: offers.iter().map(|o| o.requirement.to_v2()).collect(),
+            extensions,
         };
         let v1 = v1::PaymentRequired {
             x402_version: Version::V1,
@@ -231,7 +237,7 @@ mod tests {
     #[test]
     fn the_template_renders_exactly_what_serialising_per_request_would() {
         let offers = offers();
-        let t = Template::new(&offers, "a <b>\"thing\"", "application/json");
+        let t = Template::new(&offers, "a <b>\"thing\"", "application/json", PaymentIdMode::Off);
         let url = "https://api.example/paid/x?q=\"1\"&\u{2028}";
         for error in [None, Some("invalid_exact_evm_signature: \"quoted\"\n")] {
             let c = t.render(url, error, false);
@@ -241,6 +247,7 @@ mod tests {
                 error: Some(error.unwrap_or(V2_PAYMENT_REQUIRED).to_owned()),
                 resource: meta.clone(),
                 accepts: offers.iter().map(|o| o.requirement.to_v2()).collect(),
+                extensions: None,
             };
             let got_v2: v2::PaymentRequired = codec::decode(c.header.as_bytes()).unwrap();
             assert_eq!(got_v2, want_v2);

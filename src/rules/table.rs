@@ -4,6 +4,7 @@
 use http::Method;
 use serde::Deserialize;
 
+use crate::protocol::payment_id::PaymentIdMode;
 use crate::rules::challenge::Template;
 use crate::rules::offer::Offer;
 use crate::rules::routes::{HostPattern, NormalPath, PathPattern};
@@ -74,6 +75,7 @@ pub struct Pricing {
     pub mime_type: String,
     pub settle: SettleMode,
     pub verify: VerifyMode,
+    pub payment_id: PaymentIdMode,
     /// The 402's bytes, built once; only the resource URL and the reason vary per request.
     pub challenge: Template,
 }
@@ -84,16 +86,17 @@ impl Pricing {
         offers: Vec<Offer>,
         description: String,
         mime_type: String,
-        settle: SettleMode,
-        verify: VerifyMode,
+        modes: (SettleMode, VerifyMode, PaymentIdMode),
     ) -> Self {
-        let challenge = Template::new(&offers, &description, &mime_type);
+        let (settle, verify, payment_id) = modes;
+        let challenge = Template::new(&offers, &description, &mime_type, payment_id);
         Pricing {
             offers,
             description,
             mime_type,
             settle,
             verify,
+            payment_id,
             challenge,
         }
     }

@@ -4,7 +4,8 @@
 Run with tools/venv/bin/python (see scripts/setup).
 stdin: one JSON PaymentRequired, v2 ({"x402Version":2,"resource":{...},"accepts":[...]})
        or v1 ({"x402Version":1,"accepts":[...]}).
-env:   PRIVATE_KEY (0x hex).
+env:   PRIVATE_KEY (0x hex); PAYMENT_ID (optional): attach it with the SDK's payment-identifier
+       extension helper (append_payment_identifier_to_extensions), as an application would.
 stdout: ONE JSON line, the PaymentPayload exactly as the SDK serialises it before base64-ing it
         into PAYMENT-SIGNATURE (v2) / X-PAYMENT (v1): compact, camelCase, None fields omitted.
 Exit 0 on success, 1 on error (message on stderr and {"error": ...} on stdout).
@@ -28,6 +29,7 @@ import json
 from eth_account import Account
 from x402 import x402ClientSync
 from x402.http.utils import encode_payment_signature_header
+from x402.extensions.payment_identifier import append_payment_identifier_to_extensions
 from x402.mechanisms.evm.exact import register_exact_evm_client
 from x402.schemas import PaymentRequired, PaymentRequiredV1
 
@@ -42,7 +44,13 @@ def main() -> int:
         client = x402ClientSync()
         register_exact_evm_client(client, Account.from_key(os.environ["PRIVATE_KEY"]))
         client.set_spend_controls(False)
-        payload = client.create_payment_payload(payment_required)
+        payment_id = os.environ.get("PAYMENT_ID")
+        if payment_id:
+            extensions = dict(raw.get("extensions") or {})
+            append_payment_identifier_to_extensions(extensions, payment_id)
+            payload = client.create_payment_payload(payment_required, extensions=extensions)
+        else:
+            payload = client.create_payment_payload(payment_required)
         # Same serialisation as the SDK's header encoder (encode_payment_signature_header).
         text = payload.model_dump_json(by_alias=True, exclude_none=True)
         header = encode_payment_signature_header(payload)

@@ -261,12 +261,14 @@ pub fn run_client(program: &Path, script: &str, env: &[(&str, &str)], stdin: Opt
 
 /// Signs a payment for `payment_required` with the official Python SDK.
 pub fn python_sign(payment_required: &Value, private_key: &str) -> Value {
-    let v = run_client(
-        &python(),
-        "sign_python.py",
-        &[("PRIVATE_KEY", private_key)],
-        Some(&payment_required.to_string()),
-    );
+    python_sign_with(payment_required, private_key, &[])
+}
+
+/// Like `python_sign`, with extra environment for the wrapper (e.g. `PAYMENT_ID`).
+pub fn python_sign_with(payment_required: &Value, private_key: &str, env: &[(&str, &str)]) -> Value {
+    let mut vars = vec![("PRIVATE_KEY", private_key)];
+    vars.extend_from_slice(env);
+    let v = run_client(&python(), "sign_python.py", &vars, Some(&payment_required.to_string()));
     assert!(v.get("error").is_none(), "python signer failed: {v}");
     v
 }
@@ -400,6 +402,19 @@ impl Stack {
         )
     }
 
+    /// Another gateway on this stack's devnet and upstream, with its own facilitator URL and `extra`
+    /// top-level keys.
+    pub async fn gateway_with(&self, facilitator: &str, extra: &str) -> Gateway {
+        Gateway::start(&price_table(
+            &self.devnet,
+            &self.upstream.url,
+            facilitator,
+            self.pay_to,
+            extra,
+        ))
+        .await
+    }
+
     /// Fetches the 402 for `path` and returns its decoded `PAYMENT-REQUIRED`.
     pub async fn challenge(&self, path: &str) -> Value {
         let resp = reqwest::get(format!("{}{path}", self.gateway.url)).await.unwrap();
@@ -427,4 +442,18 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
         rb = rb.header(*k, *v);
     }
     rb.send().await.unwrap()
+}
+
+/// Presents a payment again under its `payment-identifier`, waiting while the first request is still being
+/// finished (409 with `Retry-After`): its outcome is kept just after its last byte.
+pub async fn replay_once_kept(url: &str, header: &str) -> reqwest::Response {
+    let mut r = get(url, &[("payment-signature", header)]).await;
+    for _ in 0..50 {
+        if r.status() != 409 || !r.headers().contains_key("retry-after") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r = get(url, &[("payment-signature", header)]).await;
+    }
+    r
 }

@@ -16,7 +16,24 @@ use crate::core::time::Clock;
 use crate::protocol::exact::AuthorizationId;
 
 /// Expires each record at its own `expires_at`, read on the injected clock.
+#[derive(Clone)]
 struct UntilExpiry(Clock);
+
+/// A plain entry and when it is forgotten.
+#[derive(Clone)]
+struct Entry {
+    value: String,
+    expires_at: u64,
+}
+
+impl Expiry<String, Entry> for UntilExpiry {
+    fn expire_after_create(&self, _: &String, e: &Entry, _: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(e.expires_at.saturating_sub(self.0.now())))
+    }
+    fn expire_after_update(&self, _: &String, e: &Entry, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(Duration::from_secs(e.expires_at.saturating_sub(self.0.now())))
+    }
+}
 
 impl Expiry<AuthorizationId, Record> for UntilExpiry {
     fn expire_after_create(&self, _: &AuthorizationId, r: &Record, _: Instant) -> Option<Duration> {
@@ -36,6 +53,7 @@ impl Expiry<AuthorizationId, Record> for UntilExpiry {
 /// The in-memory store.
 pub struct MemoryStore {
     cache: Cache<AuthorizationId, Record>,
+    entries: Cache<String, Entry>,
     capacity: u64,
     /// Live entries, counted exactly (moka's own count lags until its maintenance runs).
     live: Arc<AtomicU64>,
@@ -50,14 +68,24 @@ impl MemoryStore {
             // Headroom over the admission check, so the cache itself never evicts a live claim.
             .max_capacity(capacity.saturating_mul(2))
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilExpiry(clock))
+            .expire_after(UntilExpiry(clock.clone()))
             .eviction_listener(move |_, _, cause| {
                 if cause != RemovalCause::Replaced {
                     on_removal.fetch_sub(1, Ordering::Relaxed);
                 }
             })
             .build();
-        MemoryStore { cache, capacity, live }
+        let entries = Cache::builder()
+            .max_capacity(capacity)
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(UntilExpiry(clock))
+            .build();
+        MemoryStore {
+            cache,
+            entries,
+            capacity,
+            live,
+        }
     }
 }
 
@@ -124,6 +152,34 @@ impl Store for MemoryStore {
             })
             .await;
         Ok(matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_)))
+    }
+
+    async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError> {
+        let entry = Entry { value, expires_at };
+        let result = self
+            .entries
+            .entry(key.to_owned())
+            .and_compute_with(|current| async move {
+                match current.map(|e| e.into_value()) {
+                    Some(e) if now < e.expires_at => Op::Nop,
+                    _ => Op::Put(entry),
+                }
+            })
+            .await;
+        Ok(match result {
+            CompResult::Unchanged(e) => Some(e.into_value().value),
+            _ => None,
+        })
+    }
+
+    async fn put(&self, key: &str, value: String, expires_at: u64, _now: u64) -> Result<(), StoreError> {
+        self.entries.insert(key.to_owned(), Entry { value, expires_at }).await;
+        Ok(())
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.entries.invalidate(key).await;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -89,6 +89,16 @@ pub trait Store: Send + Sync {
         now: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Puts `value` at `key` until `expires_at` unless a live entry is there; `Ok(Some(existing))` when one
+    /// is. Plain entries (not claims), for the `payment-identifier` extension.
+    async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError>;
+
+    /// Puts `value` at `key` until `expires_at`, replacing what is there.
+    async fn put(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<(), StoreError>;
+
+    /// Removes `key`.
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
+
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -44,6 +44,14 @@ if ARGV[4] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1],
 return 1
 ";
 
+/// Puts ARGV[1] with a TTL of ARGV[2] ms unless the key holds a value; returns that value, or false.
+const PUT_NEW: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
 /// The Redis store.
 pub struct RedisStore {
     client: redis::Client,
@@ -51,6 +59,7 @@ pub struct RedisStore {
     runtime: tokio::runtime::Handle,
     insert: redis::Script,
     swap: redis::Script,
+    put_new: redis::Script,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -94,6 +103,7 @@ impl RedisStore {
             runtime: handle,
             insert: redis::Script::new(INSERT),
             swap: redis::Script::new(SWAP),
+            put_new: redis::Script::new(PUT_NEW),
         })
     }
 
@@ -187,6 +197,32 @@ impl Store for RedisStore {
             })
             .await?;
         Ok(done == 1)
+    }
+
+    async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError> {
+        let (k, script, ttl) = (key.to_owned(), self.put_new.clone(), ttl_ms(expires_at, now));
+        self.with(move |mut c| async move { script.key(k).arg(value).arg(ttl).invoke_async(&mut c).await })
+            .await
+    }
+
+    async fn put(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<(), StoreError> {
+        let (k, ttl) = (key.to_owned(), ttl_ms(expires_at, now));
+        self.with(move |mut c| async move {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let k = key.to_owned();
+        self.with(move |mut c| async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await })
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

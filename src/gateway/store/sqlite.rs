@@ -58,6 +58,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
              DELETE FROM claims WHERE json_extract(record, '$.state') = 'in_flight';",
         )
         .map_err(err)?;
@@ -148,6 +149,47 @@ impl Store for SqliteStore {
             Ok(true)
         })
         .await
+    }
+
+    async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError> {
+        let k = key.to_owned();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2",
+                    params![k, now],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if existing.is_none() {
+                tx.execute(
+                    "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)",
+                    params![k, value, expires_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(existing)
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, value: String, expires_at: u64, _now: u64) -> Result<(), StoreError> {
+        let k = key.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)",
+                params![k, value, expires_at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let k = key.to_owned();
+        self.run(move |c| c.execute("DELETE FROM entries WHERE key = ?1", params![k]).map(drop))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
