@@ -188,6 +188,54 @@ async fn a_facilitator_answer_with_a_failing_status_is_never_a_success() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_that_went_pending_is_never_called_failed_by_a_fresh_judgement_of_the_retry() {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(5);
+    let network = stack.devnet.state.network.clone();
+    // A fake facilitator that injects one fault: the first `/settle` is pending (a transaction was sent), and
+    // every later one judges the payload afresh and finds its nonce used (the transaction landed).
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tx = format!("0x{}", "cd".repeat(32));
+    let app = axum::Router::new()
+        .route("/verify", post(|| async { axum::Json(json!({"isValid": true})) }))
+        .route(
+            "/settle",
+            post(move || async move {
+                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                let reason = if first {
+                    "settlement_pending"
+                } else {
+                    "invalid_exact_evm_nonce_already_used"
+                };
+                let transaction = if first { tx } else { String::new() };
+                axum::Json(
+                    json!({"success": false, "errorReason": reason, "transaction": transaction, "network": network}),
+                )
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = stack.gateway_with(&url, "").await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/p").await, &key));
+    for attempt in 1..=2 {
+        let resp = get(&format!("{}/paid/p", gw.url), &[("payment-signature", &header)]).await;
+        assert_eq!(resp.status(), 504, "attempt {attempt}: in doubt, not failed");
+        assert!(
+            !resp.headers().contains_key("payment-required"),
+            "never asked to pay again"
+        );
+    }
+    assert!(
+        calls.load(Ordering::SeqCst) >= 3,
+        "the retry and the re-presentation both re-settled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn facilitator_answering_garbage_means_502_and_no_content() {
     let stack = Stack::start(31_337, "").await;
     let (_, key) = stack.devnet.account(2);

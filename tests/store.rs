@@ -86,7 +86,8 @@ struct Crash {
 }
 
 /// Kills the gateway with SIGKILL at `point` of a paid request, restarts it on the same store, and presents
-/// the same payment again. A Redis claim left in flight is only freed by its lease (2 s here).
+/// the same payment again. A Redis claim left by the dead process is only freed by its lease: 2 s in flight
+/// (`claim_lease`), 11 s settling (three 2 s facilitator timeouts and 5 s).
 async fn crash_at(point: &str, account: usize, backend: Backend) -> Crash {
     let stack = Stack::start(31_337, "").await;
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +99,7 @@ async fn crash_at(point: &str, account: usize, backend: Backend) -> Crash {
             (r.url(), Some(r))
         }
     };
-    let yaml = table(&stack, &store, &stack.facilitator.url, "claim_lease: 2s");
+    let yaml = table(&stack, &store, &stack.facilitator.url, "claim_lease: 2s").replace("timeout: 20s", "timeout: 2s");
     let fault = [
         ("X402_TEST_PAUSE_AT", point),
         ("X402_TEST_PAUSE_FILE", marker.to_str().unwrap()),
@@ -129,8 +130,10 @@ async fn crash_at(point: &str, account: usize, backend: Backend) -> Crash {
     );
     let sent_before = stack.facilitator_calls().await.2;
     gw.run(&[]).await;
-    if matches!(backend, Backend::Redis) && point == "after_claim" {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+    match (backend, point) {
+        (Backend::Redis, "after_claim") => tokio::time::sleep(Duration::from_millis(2500)).await,
+        (Backend::Redis, "during_settle") => tokio::time::sleep(Duration::from_millis(11_500)).await,
+        _ => {}
     }
     let again = get(&url, &[("payment-signature", &header)]).await;
     Crash {
@@ -271,8 +274,8 @@ impl Drop for Redis {
 }
 
 /// A fake facilitator that injects one fault: every `/verify` is valid and every `/settle` succeeds, used or
-/// not. Correctness must not rest on the facilitator or the chain refusing a second use.
-async fn yes_facilitator(network: &str) -> (String, Arc<AtomicU64>) {
+/// not, after `settle_delay`. Correctness must not rest on the facilitator or the chain refusing a second use.
+async fn yes_facilitator(network: &str, settle_delay: Duration) -> (String, Arc<AtomicU64>) {
     use axum::routing::post;
     let settles = Arc::new(AtomicU64::new(0));
     let counter = settles.clone();
@@ -285,6 +288,7 @@ async fn yes_facilitator(network: &str) -> (String, Arc<AtomicU64>) {
             "/settle",
             post(move || async move {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(settle_delay).await;
                 axum::Json(json!({"success": true, "transaction": format!("0x{n:064x}"), "network": network}))
             }),
         );
@@ -296,7 +300,7 @@ async fn yes_facilitator(network: &str) -> (String, Arc<AtomicU64>) {
 async fn two_replicas_sharing_redis_serve_and_settle_one_payment_once() {
     let stack = Stack::start(31_337, "").await;
     let redis = Redis::start_on(free_port()).await;
-    let (facilitator, settles) = yes_facilitator(&stack.devnet.state.network).await;
+    let (facilitator, settles) = yes_facilitator(&stack.devnet.state.network, Duration::ZERO).await;
     let yaml = table(&stack, &redis.url(), &facilitator, "");
     let a = support::Gateway::start(&yaml).await;
     let b = support::Gateway::start(&yaml).await;
@@ -417,4 +421,34 @@ async fn a_payment_identifier_outcome_survives_a_restart() {
     assert_eq!(again.status(), 200, "the first answer, after a restart");
     assert_eq!(again.text().await.unwrap(), body);
     assert_eq!(stack.facilitator_calls().await.2, 1, "charged once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_being_settled_is_not_settled_again_by_a_request_on_another_replica() {
+    let stack = Stack::start(31_337, "").await;
+    let redis = Redis::start_on(free_port()).await;
+    // `/settle` takes 2 s: the second request arrives while the first one's settlement is running.
+    let (facilitator, settles) = yes_facilitator(&stack.devnet.state.network, Duration::from_secs(2)).await;
+    let yaml = table(&stack, &redis.url(), &facilitator, "");
+    let (a, b) = (
+        support::Gateway::start(&yaml).await,
+        support::Gateway::start(&yaml).await,
+    );
+    let (_, key) = stack.devnet.account(7);
+    let header = encode_header(&python_sign(&stack.challenge("/local/slow").await, &key));
+    let (url_a, h) = (format!("{}/local/slow", a.url), header.clone());
+    let first = tokio::spawn(async move {
+        let r = get(&url_a, &[("payment-signature", &h)]).await;
+        (r.status().as_u16(), r.text().await.unwrap().contains("served_by"))
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let second = get(&format!("{}/local/slow", b.url), &[("payment-signature", &header)]).await;
+    assert_eq!(
+        second.status(),
+        504,
+        "in doubt while the other replica settles: not served, not settled again"
+    );
+    assert!(!second.text().await.unwrap().contains("served_by"));
+    assert_eq!(first.await.unwrap(), (200, true));
+    assert_eq!(settles.load(Ordering::SeqCst), 1, "settled once");
 }

@@ -47,8 +47,9 @@ impl Checkout<'_> {
             pricing.payment_id,
             matched.extensions.as_ref(),
             &matched.json,
-            window::claim_expiry(&matched.exact.authorization),
+            window::claim_expiry(&matched.exact.authorization, max_timeout(pricing), self.clock.now()),
             self.clock.now(),
+            self.claims.lease(),
         )
         .await?;
         match self.checked(matched, pricing, url).await {
@@ -93,7 +94,11 @@ impl Checkout<'_> {
         let claimed = match window::check_for_route(auth, requirement.max_timeout_seconds, now) {
             Ok(()) => {
                 self.claims
-                    .claim(key.clone(), window::claim_expiry(auth), request.digest)
+                    .claim(
+                        key.clone(),
+                        window::claim_expiry(auth, requirement.max_timeout_seconds, now),
+                        request.digest,
+                    )
                     .await
             }
             // Out of its window, a payment may still be one whose settlement outcome is unknown: that one
@@ -143,6 +148,11 @@ impl Checkout<'_> {
             Ok(_) => return Err(pending()),
             Err(_) => return Err(Refusal::Store),
         };
+        // A claim still being settled by its holder is not taken over before its lease runs out: two
+        // settlements of one payment must never run at once.
+        if current.state == ClaimState::Settling && self.clock.now() < current.lease_until {
+            return Err(pending());
+        }
         let ticket = match self.claims.take_over(key, &current.state, &current).await {
             Ok(Some(t)) => t,
             Ok(None) => return Err(pending()),
@@ -170,6 +180,16 @@ impl Checkout<'_> {
         }
         Ok(())
     }
+}
+
+/// The route's `maxTimeoutSeconds` (one value for all its offers).
+fn max_timeout(pricing: &Pricing) -> u64 {
+    pricing
+        .offers
+        .iter()
+        .map(|o| o.requirement.max_timeout_seconds)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Whether a claim's settlement outcome is unknown (handed to the facilitator, no answer recorded).

@@ -18,6 +18,9 @@ use crate::protocol::exact::AuthorizationId;
 
 pub use crate::gateway::store::ClaimState;
 
+/// How long a payment whose settlement outcome is unknown is remembered: well past its `validBefore`, so a
+/// facilitator outage cannot turn "in doubt, do not pay again" into a fresh 402.
+const UNKNOWN_OUTCOME_SECS: u64 = 7 * 24 * 3600;
 /// Settled authorizations remembered in process, for replays.
 const SETTLED_CACHE: u64 = 100_000;
 
@@ -69,14 +72,22 @@ pub struct Claims {
     /// How long an `InFlight` claim is held for a request before another may take it, should its holder
     /// have died. A holder that outlives it loses the claim and settles nothing.
     lease_secs: u64,
+    /// The same for a `Settling` claim: longer than any `/settle` call with its retry can take.
+    settle_lease_secs: u64,
     next_holder: AtomicU64,
     settled: moka::future::Cache<AuthorizationId, String>,
 }
 
 impl Claims {
-    /// Claims kept in `store`, timed on `clock`, in-flight ones leased for `lease`; store failures are
-    /// counted in `metrics`.
-    pub fn new(store: Arc<dyn Store>, clock: Clock, metrics: Arc<Metrics>, lease: Duration) -> Self {
+    /// Claims kept in `store`, timed on `clock`, in-flight ones leased for `lease` and settling ones for
+    /// `settle_lease`; store failures are counted in `metrics`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        lease: Duration,
+        settle_lease: Duration,
+    ) -> Self {
         // Holders must differ across processes sharing a store: start each process at a random point.
         let start = u64::from_be_bytes(alloy::primitives::B64::random().0);
         Claims {
@@ -84,6 +95,7 @@ impl Claims {
             clock,
             metrics,
             lease_secs: lease.as_secs().max(1),
+            settle_lease_secs: settle_lease.as_secs().max(lease.as_secs()).max(1),
             next_holder: AtomicU64::new(start),
             settled: moka::future::Cache::builder()
                 .max_capacity(SETTLED_CACHE)
@@ -93,13 +105,30 @@ impl Claims {
     }
 
     fn record(&self, t: &ClaimTicket, state: ClaimState, now: u64) -> Record {
+        let (lease, expires_at) = match state {
+            ClaimState::InFlight => (self.lease_secs, t.expires_at),
+            ClaimState::Settled { .. } => (self.lease_secs, t.expires_at),
+            ClaimState::Settling => (
+                self.settle_lease_secs,
+                t.expires_at.max(now.saturating_add(UNKNOWN_OUTCOME_SECS)),
+            ),
+            ClaimState::InDoubt { .. } => (
+                self.lease_secs,
+                t.expires_at.max(now.saturating_add(UNKNOWN_OUTCOME_SECS)),
+            ),
+        };
         Record {
             state,
             payment: t.payment,
             holder: t.holder,
-            expires_at: t.expires_at,
-            lease_until: now.saturating_add(self.lease_secs),
+            expires_at,
+            lease_until: now.saturating_add(lease),
         }
+    }
+
+    /// The lease of an in-flight claim.
+    pub fn lease(&self) -> u64 {
+        self.lease_secs
     }
 
     /// Claims `key` for one request, atomically, until `expires_at` (unix seconds).
@@ -152,12 +181,24 @@ impl Claims {
         self.advance(t, &ClaimState::InFlight, Some(ClaimState::Settling)).await
     }
 
-    /// Records the settlement: the authorization stays refused until it expires.
-    pub async fn settled(&self, t: &ClaimTicket, transaction: String) {
-        self.settled.insert(t.key.clone(), transaction.clone()).await;
-        let _ = self
-            .advance(t, &ClaimState::Settling, Some(ClaimState::Settled { transaction }))
+    /// Records the settlement: the authorization stays refused until it expires. `false`: it could not be
+    /// recorded (the store failed, or the claim is no longer this request's), so the response must not go
+    /// out as paid; the claim stays in its unknown state and is reconciled later.
+    pub async fn settled(&self, t: &ClaimTicket, transaction: String) -> bool {
+        let done = self
+            .advance(
+                t,
+                &ClaimState::Settling,
+                Some(ClaimState::Settled {
+                    transaction: transaction.clone(),
+                }),
+            )
             .await;
+        if matches!(done, Ok(true)) {
+            self.settled.insert(t.key.clone(), transaction).await;
+            return true;
+        }
+        false
     }
 
     /// Records an unknown outcome: never reusable, never treated as unpaid.
@@ -245,6 +286,7 @@ mod tests {
             clock,
             metrics(),
             LEASE,
+            LEASE,
         )
     }
 
@@ -276,7 +318,7 @@ mod tests {
         // Handed to the facilitator: a release (the request ending) no longer frees it.
         claims.release(&t2).await;
         assert_eq!(state(&claims, &key(1)).await, Some(ClaimState::Settling));
-        claims.settled(&t2, "0xabc".into()).await;
+        assert!(claims.settled(&t2, "0xabc".into()).await);
         assert_eq!(
             claims.claim(key(1), later(), [0; 32]).await,
             Err(ClaimRefusal::Settled {
@@ -316,7 +358,7 @@ mod tests {
             None,
             "only one request takes it over"
         );
-        claims.settled(&t2, "0xfeed".into()).await;
+        assert!(claims.settled(&t2, "0xfeed".into()).await);
         assert_eq!(
             state(&claims, &key(4)).await,
             Some(ClaimState::Settled {
@@ -364,6 +406,7 @@ mod tests {
             clock.clone(),
             metrics(),
             LEASE,
+            LEASE,
         );
         let _lost = claims.claim(key(9), NOW + 3600, [0; 32]).await.unwrap();
         clock.set(NOW + LEASE_SECS - 1);
@@ -376,5 +419,14 @@ mod tests {
         // Records are forgotten at their expiry.
         clock.set(NOW + 3600);
         assert_eq!(claims.get(&key(9)).await.unwrap(), None);
+        // ...except an unknown outcome, which outlives its authorization by days.
+        let t = claims.claim(key(10), NOW + 3700, [0; 32]).await.unwrap();
+        assert!(claims.settling(&t).await.unwrap());
+        claims.in_doubt(&t, "0x1".into()).await;
+        clock.set(NOW + 3 * 24 * 3600);
+        assert!(matches!(
+            state(&claims, &key(10)).await,
+            Some(ClaimState::InDoubt { .. })
+        ));
     }
 }

@@ -98,12 +98,13 @@ impl FacilitatorClient {
         Ok(v)
     }
 
-    /// `POST /settle`. A `success: true` under a non-2xx status is an error (outcome unknown), not a success.
+    /// `POST /settle`. Any non-2xx answer is an error with an unknown outcome, whatever its body says: a
+    /// `success: true` under it is not a success, and a `success: false` is not a definite failure either.
     pub async fn settle(&self, req: &EncodedRequest) -> Result<SettleResponse, FacilitatorError> {
         let (status, s) = self
             .call::<SettleResponse>(reqwest::Method::POST, "/settle", Some(req))
             .await?;
-        self.never_success_unless_2xx(status, s.success)?;
+        self.never_success_unless_2xx(status, true)?;
         Ok(s)
     }
 
@@ -239,21 +240,29 @@ impl Remote {
 
     /// `/settle`, with one retry of the identical payload if the first answer is `settlement_pending`.
     pub async fn settle(&self, req: &EncodedRequest) -> Settlement {
-        let mut retried = false;
+        // The transaction a first `settlement_pending` answer named, kept for the retry's answer.
+        let mut sent: Option<String> = None;
         loop {
             let r = self.client.settle(req).await;
             self.metrics.facilitator_call("settle", r.is_ok());
             match r {
                 Ok(s) if s.success => return Settlement::Settled(s),
-                Ok(s) if s.is_pending() && !retried => {
-                    retried = true;
+                Ok(s) if s.is_pending() && sent.is_none() => {
+                    sent = Some(s.transaction);
                     tokio::time::sleep(PENDING_RETRY_DELAY).await;
                 }
-                Ok(s) if s.is_pending() => return Settlement::Pending(s),
+                // Once a transaction was broadcast, a facilitator that judges the retry afresh (nonce used,
+                // expired) may be looking at that transaction's own success: still unknown, not a failure.
+                Ok(mut s) if s.is_pending() || sent.is_some() => {
+                    if s.transaction.is_empty() {
+                        s.transaction = sent.unwrap_or_default();
+                    }
+                    return Settlement::Pending(s);
+                }
                 Ok(s) => return Settlement::Failed(s),
                 Err(error) => {
                     tracing::warn!(error = %error, "facilitator /settle failed");
-                    let maybe_sent = !matches!(error, FacilitatorError::Unreachable { .. }) || retried;
+                    let maybe_sent = !matches!(error, FacilitatorError::Unreachable { .. }) || sent.is_some();
                     return Settlement::Error { error, maybe_sent };
                 }
             }

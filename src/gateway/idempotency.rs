@@ -20,8 +20,8 @@ const RETRY_AFTER_SECS: u64 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Entry {
-    /// A request with this id is being served.
-    InFlight { digest: String },
+    /// A request with this id is being served; a holder that died frees it when its lease runs out.
+    InFlight { digest: String, lease_until: u64 },
     /// It was served and paid; this is what it got.
     Done {
         digest: String,
@@ -66,6 +66,7 @@ pub async fn begin(
     payment: &serde_json::Value,
     expires_at: u64,
     now: u64,
+    lease_secs: u64,
 ) -> Result<Option<Tracked>, Refusal> {
     if mode == PaymentIdMode::Off {
         return Ok(None);
@@ -90,16 +91,28 @@ pub async fn begin(
         digest: digest.clone(),
         expires_at,
     };
-    let mine = serde_json::to_string(&Entry::InFlight { digest }).unwrap_or_default();
+    let mine = serde_json::to_string(&Entry::InFlight {
+        digest,
+        lease_until: now.saturating_add(lease_secs),
+    })
+    .unwrap_or_default();
     let existing = store
-        .put_new(&tracked.key, mine, expires_at, now)
+        .put_new(&tracked.key, mine.clone(), expires_at, now)
         .await
         .map_err(store_error)?;
     let Some(existing) = existing else {
         return Ok(Some(tracked));
     };
     Err(match serde_json::from_str::<Entry>(&existing) {
-        Ok(Entry::InFlight { digest }) if digest == tracked.digest => Refusal::Conflict {
+        // Its holder died mid-request (nothing was kept): the id is free again.
+        Ok(Entry::InFlight { lease_until, .. }) if now >= lease_until => {
+            store
+                .put(&tracked.key, mine, expires_at, now)
+                .await
+                .map_err(store_error)?;
+            return Ok(Some(tracked));
+        }
+        Ok(Entry::InFlight { digest, .. }) if digest == tracked.digest => Refusal::Conflict {
             message: "a request with this payment identifier is still being served; retry shortly".into(),
             retry_after: Some(RETRY_AFTER_SECS),
         },

@@ -115,7 +115,8 @@ impl Gateway {
 
 impl Gateway {
     /// Keeps a paid outcome under its `payment-identifier`, or frees the identifier when it was not paid.
-    async fn keep_outcome(&self, session: &Session, ctx: &Ctx, a: &Admitted, t: &Tracked) {
+    /// The body is kept only when it went out whole (`complete`) and as plain bytes (no content encoding).
+    async fn keep_outcome(&self, session: &Session, ctx: &Ctx, a: &Admitted, t: &Tracked, complete: bool) {
         let (Outcome::Paid, Some(settled), Some(resp)) = (ctx.outcome, &a.settled, session.response_written()) else {
             return idempotency::abandon(self.store.as_ref(), t).await;
         };
@@ -124,7 +125,8 @@ impl Gateway {
             receipt: receipt::header(a.version, settled),
             transaction: &settled.transaction,
             content_type: ctx.kept_type.clone(),
-            body: (!ctx.kept_overflow).then_some(ctx.kept.as_slice()),
+            body: (complete && !ctx.kept_overflow && !resp.headers.contains_key("content-encoding"))
+                .then_some(ctx.kept.as_slice()),
         };
         idempotency::finish(self.store.as_ref(), t, outcome, self.clock.now()).await;
     }
@@ -308,13 +310,13 @@ impl ProxyHttp for Gateway {
         ctx.outcome == Outcome::SettleFailed
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(a) = &ctx.admitted {
             // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.
             // Settled and in-doubt claims are untouched by a release.
             self.claims.release(&a.ticket).await;
             if let Some(t) = &a.tracked {
-                self.keep_outcome(session, ctx, a, t).await;
+                self.keep_outcome(session, ctx, a, t, e.is_none()).await;
             }
         }
         let route = self.route(ctx).map_or("unmatched", |r| r.name.as_str());

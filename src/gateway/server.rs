@@ -58,10 +58,12 @@ pub fn build(config: Config) -> Result<(Gateway, Probes), String> {
     let store = crate::gateway::store::open(&config.store, MAX_CLAIMS, clock.clone())
         .map_err(|e| format!("{e}: check `store:` in the config"))?;
     let lease = config.claim_lease;
+    // A settling claim is leased for longer than `/settle` can take: two calls and the pause between them.
+    let settle_lease = config.facilitator.timeout * 3 + std::time::Duration::from_secs(5);
     let gateway = Gateway {
         config: Arc::new(config),
         upstreams,
-        claims: Claims::new(store.clone(), clock.clone(), metrics.clone(), lease),
+        claims: Claims::new(store.clone(), clock.clone(), metrics.clone(), lease, settle_lease),
         clock,
         remote: Remote::new(client.clone(), metrics.clone()),
         metrics: metrics.clone(),

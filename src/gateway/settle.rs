@@ -81,8 +81,15 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
     fault::point(Point::DuringSettle).await;
     match outcome {
         Settlement::Settled(s) => {
-            claims.settled(&a.ticket, s.transaction.clone()).await;
-            Ok(s)
+            if claims.settled(&a.ticket, s.transaction.clone()).await {
+                Ok(s)
+            } else {
+                // Settled but not recorded: never served as paid unrecorded (a second request could then be
+                // served too); the claim stays unknown and the same payment is reconciled later.
+                Err(Refusal::SettlementPending {
+                    transaction: s.transaction,
+                })
+            }
         }
         // Re-settling a sent transaction, only its own revert is a definite "not paid": a facilitator that
         // lost track of it judges the payload afresh (expired, nonce used, balance spent) for a payment that

@@ -218,12 +218,6 @@ fn percent_decode(s: &str) -> Result<String, PathError> {
             if v == b'/' || v == b'\\' || v == b';' || v < 0x20 || v == 0x7f {
                 return Err(PathError::Ambiguous);
             }
-            // `%25` followed by an escape (`%2570`) decodes to another escape, which an upstream that
-            // decodes twice reads as a different path than the one that was matched.
-            let hex = |b: Option<&u8>| b.is_some_and(u8::is_ascii_hexdigit);
-            if v == b'%' && hex(b.get(i + 3)) && hex(b.get(i + 4)) {
-                return Err(PathError::Ambiguous);
-            }
             out.push(v);
             i += 3;
         } else {
@@ -236,6 +230,18 @@ fn percent_decode(s: &str) -> Result<String, PathError> {
             out.push(c);
             i += 1;
         }
+    }
+    // A decoded segment that still holds an escape (`%2570` → `%70`, or `%257%30` → `%70`) reads as another
+    // path to an upstream that decodes twice.
+    let hex = |b: Option<&u8>| b.is_some_and(u8::is_ascii_hexdigit);
+    if (0..out.len()).any(|i| out[i] == b'%' && hex(out.get(i + 1)) && hex(out.get(i + 2))) {
+        return Err(PathError::Ambiguous);
+    }
+    // Dots and spaces only, other than `.` and `..`: an upstream that trims trailing dots and spaces (IIS)
+    // reads `.. ` or `...` as a dot-segment the route table did not see.
+    let dotty = !out.is_empty() && out.iter().all(|&c| c == b'.' || c == b' ');
+    if dotty && out != b"." && out != b".." {
+        return Err(PathError::Ambiguous);
     }
     String::from_utf8(out).map_err(|_| PathError::BadEncoding)
 }
@@ -302,8 +308,12 @@ mod tests {
         }
         assert!(priced("/Straße/:id", "/STRAẞE/1"));
         assert!(priced("/v1/Search", "/V1/SEARCH/"));
-        // Double encoding is refused rather than guessed at.
+        // Double encoding is refused rather than guessed at, however it is spelled.
         assert_eq!(NormalPath::parse("/%2570aid/x"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/%257%30aid/x"), Err(PathError::Ambiguous));
+        // Segments an upstream may trim into a dot-segment.
+        assert_eq!(NormalPath::parse("/free/..%20/paid/x"), Err(PathError::Ambiguous));
+        assert_eq!(NormalPath::parse("/free/.../paid"), Err(PathError::Ambiguous));
         assert!(NormalPath::parse("/100%25/x").is_ok());
     }
 

@@ -54,10 +54,15 @@ pub fn check_for_route(auth: &Authorization, max_timeout_seconds: u64, now: u64)
     Ok(())
 }
 
-/// Unix time until which a claim on `auth` is kept.
-pub fn claim_expiry(auth: &Authorization) -> u64 {
+/// Unix time until which a claim on `auth` is kept: its `validBefore` plus a grace, but never past the
+/// route's horizon (a `validBefore` beyond it is refused anyway; this bounds what is stored before that check).
+pub fn claim_expiry(auth: &Authorization, max_timeout_seconds: u64, now: u64) -> u64 {
+    let horizon = now
+        .saturating_add(max_timeout_seconds)
+        .saturating_add(VALID_BEFORE_SLACK_SECS);
     u64::try_from(auth.valid_before)
         .unwrap_or(u64::MAX)
+        .min(horizon)
         .saturating_add(CLAIM_GRACE_SECS)
 }
 
@@ -94,7 +99,12 @@ mod tests {
         // 1000 <= 400 + 300 + 300, but not <= 300 + 300 + 300.
         assert!(check_for_route(&a, 300, 400).is_ok());
         assert_eq!(check_for_route(&a, 300, 300).unwrap_err().reason, reason::VALID_BEFORE);
-        assert_eq!(claim_expiry(&a), 1060);
+        assert_eq!(claim_expiry(&a, 300, 400), 1060);
+        assert_eq!(
+            claim_expiry(&auth(0, u64::MAX), 300, 400),
+            400 + 300 + 300 + 60,
+            "clamped to the horizon"
+        );
         assert_eq!(for_client(10_000, 120), (9_400, 10_120));
     }
 }

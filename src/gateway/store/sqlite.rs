@@ -49,8 +49,9 @@ fn current(c: &Connection, k: &str) -> Result<Option<Record>, rusqlite::Error> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the file. One node per file: claims left in flight by a process that
-    /// died are released here, since no other process can be holding them.
+    /// Opens (creating if needed) the file. One node per file, so whatever a process that died was holding
+    /// is settled here: claims it had in flight are released, settlements it had started are in doubt (to be
+    /// reconciled when the payment comes back), and payment identifiers it had in flight are freed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -59,7 +60,10 @@ impl SqliteStore {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER NOT NULL);
-             DELETE FROM claims WHERE json_extract(record, '$.state') = 'in_flight';",
+             DELETE FROM claims WHERE json_extract(record, '$.state') = 'in_flight';
+             UPDATE claims SET record = json_set(record, '$.state', 'in_doubt', '$.transaction', '')
+               WHERE json_extract(record, '$.state') = 'settling';
+             DELETE FROM entries WHERE json_extract(value, '$.state') = 'in_flight';",
         )
         .map_err(err)?;
         let (jobs, inbox) = mpsc::channel::<Job>();
