@@ -10,7 +10,10 @@ const PRICE: u64 = 1000;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_settlement_gets_402_with_the_failed_receipt_and_no_upstream_byte() {
-    let stack = Stack::start(31_337, "").await;
+    // On the SQLite store, so the failed attempt can be read back from the file.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("claims.db");
+    let stack = Stack::start(31_337, &format!("store: \"sqlite:{}\"", db.display())).await;
     let (payer, key) = stack.devnet.account(0);
     let (sink, _) = stack.devnet.account(7);
     let payee_before = stack.devnet.balance(stack.pay_to).await;
@@ -43,6 +46,17 @@ async fn failed_settlement_gets_402_with_the_failed_receipt_and_no_upstream_byte
     assert!(!body.contains("served_by"), "upstream bytes leaked: {body}");
     assert_eq!(stack.devnet.balance(stack.pay_to).await, payee_before);
     assert_eq!(stack.devnet.balance(payer).await, U256::ZERO);
+    // The attempt and its reason are stored (and the authorization is free again).
+    let stored = [
+        std::fs::read(&db).unwrap_or_default(),
+        std::fs::read(dir.path().join("claims.db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(
+        stored.contains("\"state\":\"failed\"") && stored.contains("insufficient_balance"),
+        "the failed attempt is recorded with its reason"
+    );
 }
 
 fn hex(b: &[u8]) -> String {

@@ -51,10 +51,11 @@ pub struct ClaimTicket {
 }
 
 impl From<ClaimState> for ClaimRefusal {
-    /// The refusal a claim in `state` gives a second request.
+    /// The refusal a claim in `state` gives a second request. (A failed attempt does not hold its
+    /// authorization, so no request is refused by one; it reads as in flight only if a store returned it.)
     fn from(state: ClaimState) -> Self {
         match state {
-            ClaimState::InFlight => ClaimRefusal::InFlight,
+            ClaimState::InFlight | ClaimState::Failed { .. } => ClaimRefusal::InFlight,
             ClaimState::Settled { transaction } => ClaimRefusal::Settled { transaction },
             ClaimState::Settling => ClaimRefusal::InDoubt {
                 transaction: String::new(),
@@ -107,7 +108,7 @@ impl Claims {
     fn record(&self, t: &ClaimTicket, state: ClaimState, now: u64) -> Record {
         let (lease, expires_at) = match state {
             ClaimState::InFlight => (self.lease_secs, t.expires_at),
-            ClaimState::Settled { .. } => (self.lease_secs, t.expires_at),
+            ClaimState::Settled { .. } | ClaimState::Failed { .. } => (self.lease_secs, t.expires_at),
             ClaimState::Settling => (
                 self.settle_lease_secs,
                 t.expires_at.max(now.saturating_add(UNKNOWN_OUTCOME_SECS)),
@@ -153,7 +154,7 @@ impl Claims {
             Ok(Insert::Inserted) => Ok(ticket),
             Ok(Insert::Exists(r)) => Err(r.state.into()),
             Ok(Insert::Full) => Err(ClaimRefusal::Full),
-            Err(e) => Err(ClaimRefusal::Store(self.failed(e))),
+            Err(e) => Err(ClaimRefusal::Store(self.store_failed(e))),
         }
     }
 
@@ -165,11 +166,11 @@ impl Claims {
         self.store
             .swap(&t.key, t.holder, from, next, now)
             .await
-            .map_err(|e| self.failed(e))
+            .map_err(|e| self.store_failed(e))
     }
 
     /// Logs and counts a store failure.
-    fn failed(&self, e: StoreError) -> StoreError {
+    fn store_failed(&self, e: StoreError) -> StoreError {
         tracing::warn!(error = %e, "payment store call failed");
         self.metrics.store_error();
         e
@@ -208,9 +209,12 @@ impl Claims {
             .await;
     }
 
-    /// Frees a claim whose settlement definitely did not happen, so the payer can use it again.
-    pub async fn unsettled(&self, t: &ClaimTicket) {
-        let _ = self.advance(t, &ClaimState::Settling, None).await;
+    /// Records that the settlement definitely did not happen, and why; the payer can use the authorization
+    /// again.
+    pub async fn failed(&self, t: &ClaimTicket, reason: String) {
+        let _ = self
+            .advance(t, &ClaimState::Settling, Some(ClaimState::Failed { reason }))
+            .await;
     }
 
     /// Frees an in-flight claim (nothing was sent for settlement). A claim already handed to the
@@ -240,13 +244,16 @@ impl Claims {
             .store
             .swap(key, current.holder, state, Some(next), now)
             .await
-            .map_err(|e| self.failed(e))?;
+            .map_err(|e| self.store_failed(e))?;
         Ok(won.then_some(ticket))
     }
 
     /// The live record of an authorization, if claimed.
     pub async fn get(&self, key: &AuthorizationId) -> Result<Option<Record>, StoreError> {
-        self.store.get(key, self.clock.now()).await.map_err(|e| self.failed(e))
+        self.store
+            .get(key, self.clock.now())
+            .await
+            .map_err(|e| self.store_failed(e))
     }
 
     /// Whether the store answers.
@@ -419,7 +426,17 @@ mod tests {
         // Records are forgotten at their expiry.
         clock.set(NOW + 3600);
         assert_eq!(claims.get(&key(9)).await.unwrap(), None);
-        // ...except an unknown outcome, which outlives its authorization by days.
+        // A failed attempt is kept, with its reason, but frees the authorization.
+        let t = claims.claim(key(11), NOW + 3700, [0; 32]).await.unwrap();
+        assert!(claims.settling(&t).await.unwrap());
+        claims.failed(&t, "invalid_exact_evm_insufficient_balance".into()).await;
+        assert_eq!(
+            claims.store.get(&key(11), NOW + 3600).await.unwrap(),
+            None,
+            "not live: it holds nothing"
+        );
+        assert!(claims.claim(key(11), NOW + 3700, [0; 32]).await.is_ok(), "usable again");
+        // ...and an unknown outcome outlives its authorization by days.
         let t = claims.claim(key(10), NOW + 3700, [0; 32]).await.unwrap();
         assert!(claims.settling(&t).await.unwrap());
         claims.in_doubt(&t, "0x1".into()).await;

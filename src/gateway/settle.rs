@@ -98,7 +98,8 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             Err(still_in_doubt(claims, a, None).await)
         }
         Settlement::Failed(s) => {
-            claims.unsettled(&a.ticket).await;
+            let reason = s.error_reason.clone().unwrap_or_else(|| "settlement failed".to_owned());
+            claims.failed(&a.ticket, reason).await;
             Err(Refusal::PaymentRequired {
                 reason: s.error_reason.clone(),
                 receipt: Some((a.version, s)),
@@ -109,7 +110,7 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             if maybe_sent || a.reconciling.is_some() {
                 let _ = still_in_doubt(claims, a, None).await;
             } else {
-                claims.unsettled(&a.ticket).await;
+                claims.failed(&a.ticket, error.code().to_owned()).await;
             }
             Err(Refusal::Facilitator(error))
         }

@@ -28,6 +28,9 @@ pub enum ClaimState {
     Settled { transaction: String },
     /// Sent for settlement, outcome unknown (pending, lost answer): never reusable, never "not paid".
     InDoubt { transaction: String },
+    /// Definitely not settled, for this reason. Kept as the record of the attempt, but it no longer holds the
+    /// authorization: the payer may use it again (after topping up, say).
+    Failed { reason: String },
 }
 
 /// A claim as stored.
@@ -113,9 +116,11 @@ pub fn open(url: &StoreUrl, capacity: u64, clock: Clock) -> Result<Arc<dyn Store
 }
 
 impl Record {
-    /// Whether the record still counts at `now`: not expired, and not an `InFlight` claim past its lease.
+    /// Whether the record still holds its authorization at `now`: not expired, not a failed attempt, and not
+    /// an `InFlight` claim past its lease.
     pub fn is_live(&self, now: u64) -> bool {
-        now < self.expires_at && !(self.state == ClaimState::InFlight && now >= self.lease_until)
+        let failed = matches!(self.state, ClaimState::Failed { .. });
+        now < self.expires_at && !failed && !(self.state == ClaimState::InFlight && now >= self.lease_until)
     }
 }
 

@@ -18,14 +18,15 @@ use crate::protocol::exact::AuthorizationId;
 /// How long one Redis call may take before the store counts as unreachable (503, never a hang).
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Inserts ARGV[1] (a record) with a TTL of ARGV[3] ms unless a live record is there at ARGV[2] (now);
-/// returns the live record, or false.
+/// Inserts ARGV[1] (a record) with a TTL of ARGV[3] ms unless a live record is there at ARGV[2] (now: a
+/// failed attempt, or an in-flight claim past its lease, is not live); returns the live record, or false.
 const INSERT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local r = cjson.decode(cur)
   local now = tonumber(ARGV[2])
-  if tonumber(r.expires_at) > now and not (r.state == 'in_flight' and tonumber(r.lease_until) <= now) then
+  if tonumber(r.expires_at) > now and r.state ~= 'failed'
+    and not (r.state == 'in_flight' and tonumber(r.lease_until) <= now) then
     return cur
   end
 end
@@ -81,6 +82,7 @@ fn tag(state: &ClaimState) -> (&'static str, &str) {
         ClaimState::Settling => ("settling", ""),
         ClaimState::Settled { transaction } => ("settled", transaction),
         ClaimState::InDoubt { transaction } => ("in_doubt", transaction),
+        ClaimState::Failed { .. } => ("failed", ""),
     }
 }
 
