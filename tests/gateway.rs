@@ -309,7 +309,10 @@ async fn eight_concurrent_requests_with_one_payment_get_one_response_and_one_set
         statuses.push(t.await.unwrap());
     }
     statuses.sort_unstable();
-    assert_eq!(statuses, [200, 402, 402, 402, 402, 402, 402, 402]);
+    // One is served. The others are refused without content and without a second settlement: 402 while the
+    // winner holds the payment in flight, or 504 (in doubt, do not pay again) while its settlement runs.
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|&s| matches!(s, 200 | 402 | 504)), "{statuses:?}");
     assert_eq!(
         stack.facilitator_calls().await.2,
         1,
