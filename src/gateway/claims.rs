@@ -107,8 +107,9 @@ impl Claims {
 
     fn record(&self, t: &ClaimTicket, state: ClaimState, now: u64) -> Record {
         let (lease, expires_at) = match state {
-            ClaimState::InFlight => (self.lease_secs, t.expires_at),
-            ClaimState::Settled { .. } | ClaimState::Failed { .. } => (self.lease_secs, t.expires_at),
+            ClaimState::InFlight | ClaimState::Settled { .. } | ClaimState::Failed { .. } => {
+                (self.lease_secs, t.expires_at)
+            }
             ClaimState::Settling => (
                 self.settle_lease_secs,
                 t.expires_at.max(now.saturating_add(UNKNOWN_OUTCOME_SECS)),

@@ -19,6 +19,13 @@ use crate::protocol::exact::AuthorizationId;
 #[derive(Clone)]
 struct UntilExpiry(Clock);
 
+impl UntilExpiry {
+    /// Time left until `expires_at` (unix seconds) on the clock.
+    fn until(&self, expires_at: u64) -> Option<Duration> {
+        Some(Duration::from_secs(expires_at.saturating_sub(self.0.now())))
+    }
+}
+
 /// A plain entry and when it is forgotten.
 #[derive(Clone)]
 struct Entry {
@@ -28,16 +35,16 @@ struct Entry {
 
 impl Expiry<String, Entry> for UntilExpiry {
     fn expire_after_create(&self, _: &String, e: &Entry, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(e.expires_at.saturating_sub(self.0.now())))
+        self.until(e.expires_at)
     }
     fn expire_after_update(&self, _: &String, e: &Entry, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(Duration::from_secs(e.expires_at.saturating_sub(self.0.now())))
+        self.until(e.expires_at)
     }
 }
 
 impl Expiry<AuthorizationId, Record> for UntilExpiry {
     fn expire_after_create(&self, _: &AuthorizationId, r: &Record, _: Instant) -> Option<Duration> {
-        Some(Duration::from_secs(r.expires_at.saturating_sub(self.0.now())))
+        self.until(r.expires_at)
     }
     fn expire_after_update(
         &self,
@@ -46,7 +53,7 @@ impl Expiry<AuthorizationId, Record> for UntilExpiry {
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(r.expires_at.saturating_sub(self.0.now())))
+        self.until(r.expires_at)
     }
 }
 
