@@ -2,12 +2,13 @@
 //! imported by nothing. Each tool defines its own flags next to its code.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::ProcessEnv;
+use crate::config::{LogFormat, ProcessEnv};
 use crate::tools::demo::DemoArgs;
 use crate::tools::devnet::DevnetArgs;
 use crate::tools::facilitator::server::FacilitatorArgs;
@@ -17,11 +18,28 @@ use crate::tools::pay::PayArgs;
 #[derive(Debug, Parser)]
 #[command(name = "x402-gateway", version, about)]
 pub struct Cli {
-    /// Log format: `text` for people, `json` for log pipelines.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    pub log_format: String,
+    /// Log format: `text` for people, `json` for log pipelines (default: the config's `log_format`, else
+    /// text).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(a: LogFormatArg) -> Self {
+        match a {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 /// The subcommands.
@@ -59,18 +77,32 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
-/// Sets up `tracing` (filter from `RUST_LOG`, default `info`).
-pub fn init_tracing(cli: &Cli) {
+/// Sets up `tracing` (filter from `RUST_LOG`, default `info`), writing to stderr through a non-blocking
+/// writer: a worker hands its line to a queue and goes on; when stderr is too slow the queue drops lines
+/// rather than stall requests. Flushed when the guard drops.
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
+    guard
+}
+
+/// `run`: the config decides the log format unless the flag does; the log writer is flushed on every
+/// way out, including the drain's early exit.
+fn run(path: &Path, flag: Option<LogFormatArg>) -> Result<(), String> {
+    let config = crate::config::load(path, &ProcessEnv).map_err(|e| e.to_string())?;
+    let format = flag.map(LogFormat::from).or(config.log_format).unwrap_or_default();
+    let guard = Arc::new(Mutex::new(Some(init_tracing(format))));
+    let flush = guard.clone();
+    let before_exit = Box::new(move || drop(flush.lock().ok().and_then(|mut g| g.take())));
+    let result = crate::gateway::server::run(path, config, before_exit);
+    drop(guard.lock().ok().and_then(|mut g| g.take()));
+    result
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -83,11 +115,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Runs the chosen subcommand; prints the error and exits 1 on failure.
 pub fn dispatch(cli: Cli) -> ExitCode {
     use crate::tools::{demo, devnet, facilitator, pay, upstream};
+    let _guard = match cli.command {
+        Command::Run(_) => None,
+        _ => Some(init_tracing(cli.log_format.map(LogFormat::from).unwrap_or_default())),
+    };
     let result = match cli.command {
         Command::Devnet(args) => runtime().and_then(|rt| rt.block_on(devnet::run(args))),
         Command::Facilitator(args) => runtime().and_then(|rt| rt.block_on(facilitator::server::run(args))),
         // Pingora owns its runtimes and threads: no tokio runtime around it.
-        Command::Run(args) => crate::gateway::server::run(&args.config),
+        Command::Run(args) => run(&args.config, cli.log_format),
         Command::Pay(args) => runtime().and_then(|rt| rt.block_on(pay::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Upstream(args) => runtime().and_then(|rt| rt.block_on(upstream::run(args.listen))),

@@ -3,7 +3,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = x402_gateway::cli::Cli::parse();
-    x402_gateway::cli::init_tracing(&cli);
-    x402_gateway::cli::dispatch(cli)
+    x402_gateway::cli::dispatch(x402_gateway::cli::Cli::parse())
 }

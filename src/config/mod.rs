@@ -21,6 +21,7 @@ use http::{HeaderName, HeaderValue, Method};
 use crate::core::secret::Secret;
 use crate::rules::table::{RouteTable, Unmatched};
 pub use env::{Env, ProcessEnv};
+pub use raw::LogFormat;
 
 /// Environment variable that overrides `facilitator.url`.
 pub const FACILITATOR_URL_ENV: &str = "X402_FACILITATOR_URL";
@@ -75,7 +76,36 @@ pub struct Config {
     /// Largest response body kept for a `payment-identifier` replay; a larger one is answered with a status
     /// naming the transaction instead.
     pub payment_identifier_max_body: usize,
+    /// `log_format:`, when the file sets it (`--log-format` wins).
+    pub log_format: Option<LogFormat>,
+    pub shutdown: Shutdown,
+    pub reload: Reload,
+    pub health: Health,
     pub table: RouteTable,
+}
+
+/// `shutdown:`: what SIGTERM does. Readiness goes false at once; after `drain_delay` the listener stops
+/// accepting; in-flight requests (and their settlements) finish; the process exits within `grace_period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    pub drain_delay: Duration,
+    pub grace_period: Duration,
+}
+
+/// `reload:`: besides SIGHUP, whether the file is watched (polled; sees Kubernetes' ConfigMap symlink
+/// swap), and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    pub watch: bool,
+    pub interval: Duration,
+}
+
+/// `health:`: how often the facilitator's `/supported` and the store are checked in the background, and
+/// how long after its last good answer the facilitator still counts as ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub interval: Duration,
+    pub stale_after: Duration,
 }
 
 /// `store:`: where claims and settlement outcomes are kept.
@@ -234,8 +264,8 @@ impl Config {
                 Some(p) => {
                     let _ = writeln!(
                         out,
-                        "route {:?}: {methods} {}{host} -> {upstream}  settle {:?}, verify {:?}",
-                        r.name, r.path, p.settle, p.verify
+                        "route {:?}: {methods} {}{host} -> {upstream}  settle {:?}, verify {:?}, mode {:?}, on facilitator error {:?}",
+                        r.name, r.path, p.settle, p.verify, p.mode, p.on_facilitator_error
                     );
                     for o in &p.offers {
                         let q = &o.requirement;

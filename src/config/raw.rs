@@ -8,7 +8,7 @@ use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 
 pub use crate::protocol::payment_id::PaymentIdMode;
-pub use crate::rules::table::{SettleMode, VerifyMode};
+pub use crate::rules::table::{Mode, OnFacilitatorError, SettleMode, VerifyMode};
 
 /// A string scalar as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -43,6 +43,51 @@ pub struct RawConfig {
     pub default: DefaultAction,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `text` or `json`; `--log-format` wins.
+    pub log_format: Option<LogFormat>,
+    /// The default `mode` of priced routes.
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+    #[serde(default)]
+    pub reload: RawReload,
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// `shutdown:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub drain_delay: Option<Text>,
+    pub grace_period: Option<Text>,
+}
+
+/// `reload:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
+    pub interval: Option<Text>,
+}
+
+/// `health:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub interval: Option<Text>,
+    pub stale_after: Option<Text>,
 }
 
 /// `facilitator:`.
@@ -129,4 +174,6 @@ pub struct RawRoute {
     pub payment_identifier: Option<PaymentIdMode>,
     pub settle: Option<SettleMode>,
     pub verify: Option<VerifyMode>,
+    pub mode: Option<Mode>,
+    pub on_facilitator_error: Option<OnFacilitatorError>,
 }

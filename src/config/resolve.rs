@@ -11,13 +11,16 @@ use http::{HeaderName, HeaderValue};
 use super::env::{self, Env};
 use super::locate::{self, PathPart};
 use super::raw::{DefaultAction, RawConfig, Text};
-use super::{Config, ConfigError, ConfigErrors, FacilitatorSettings, StoreUrl, Upstream, FACILITATOR_URL_ENV};
+use super::{
+    Config, ConfigError, ConfigErrors, FacilitatorSettings, Health, Reload, Shutdown, StoreUrl, Upstream,
+    FACILITATOR_URL_ENV,
+};
 use crate::core::secret::Secret;
 use crate::core::time::parse_duration;
 use crate::protocol::assets::Asset;
 use crate::protocol::exact::parse_address;
 use crate::protocol::network::Network;
-use crate::rules::table::{Route, RouteTable, Unmatched};
+use crate::rules::table::{Mode, Route, RouteTable, Unmatched};
 
 use PathPart::{Index, Key};
 
@@ -33,6 +36,18 @@ const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(300);
 /// Largest response body kept for a `payment-identifier` replay when unset.
 const DEFAULT_PAYMENT_ID_MAX_BODY: usize = 64 * 1024;
+/// How long readiness is false before the listener stops accepting, when unset: long enough for the
+/// endpoint's removal to reach every load balancer.
+const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// The whole shutdown's bound when unset: below Kubernetes' default 30 s termination grace period.
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(25);
+/// How often the config file is checked for changes when unset.
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the facilitator and the store are checked in the background when unset.
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long after its last good answer the facilitator still counts as ready, when unset: a blip does
+/// not take every replica out of its Service.
+const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60);
 /// The upstream that routes without `upstream:` and unmatched requests under `default: pass` use.
 pub(super) const DEFAULT_UPSTREAM: &str = "default";
 
@@ -45,6 +60,8 @@ pub(super) struct Defaults {
     pub(super) max_timeout: u64,
     /// Whether priced paths match byte for byte (`case_sensitive: true`).
     pub(super) case_sensitive: bool,
+    /// `mode:` of routes that set none.
+    pub(super) mode: Mode,
 }
 
 pub(super) struct Resolver<'a> {
@@ -173,6 +190,7 @@ impl Resolver<'_> {
             None => Some(StoreUrl::Memory),
         };
         let assets = self.assets(raw);
+        let (shutdown, reload, health) = (self.shutdown(raw), self.reload(raw), self.health(raw));
         let pay_to = match &raw.pay_to {
             Some(t) => self.address(t, &[Key("pay_to")]).map(Some),
             None => Some(None),
@@ -190,6 +208,7 @@ impl Resolver<'_> {
             pay_to: pay_to.flatten(),
             max_timeout: raw.max_timeout_seconds.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
             case_sensitive: raw.case_sensitive.unwrap_or(false),
+            mode: raw.mode.unwrap_or_default(),
         };
         let routes: Vec<Option<Route>> = raw
             .routes
@@ -224,11 +243,104 @@ impl Resolver<'_> {
             store: store?,
             claim_lease: claim_lease?,
             payment_identifier_max_body: raw.payment_identifier_max_body.unwrap_or(DEFAULT_PAYMENT_ID_MAX_BODY),
+            log_format: raw.log_format,
+            shutdown: shutdown?,
+            reload: reload?,
+            health: health?,
             table: RouteTable {
                 routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
                 unmatched: unmatched?,
             },
         })
+    }
+
+    /// A duration at `at`, `default` when unset, refused outside `min..=max`.
+    fn duration(
+        &mut self,
+        t: &Option<Text>,
+        at: &[PathPart],
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Option<Duration> {
+        let Some(t) = t else { return Some(default) };
+        let (min, max) = range;
+        self.parse(t, at, |s| {
+            parse_duration(s).and_then(|d| {
+                if d < min || d > max {
+                    Err(format!("must be between {min:?} and {max:?}"))
+                } else {
+                    Ok(d)
+                }
+            })
+        })
+    }
+
+    fn shutdown(&mut self, raw: &RawConfig) -> Option<Shutdown> {
+        let s = &raw.shutdown;
+        let at = |k: &'static str| [Key("shutdown"), Key(k)];
+        let hour = Duration::from_secs(3600);
+        let drain_delay = self.duration(
+            &s.drain_delay,
+            &at("drain_delay"),
+            DEFAULT_DRAIN_DELAY,
+            (Duration::ZERO, hour),
+        );
+        let grace_period = self.duration(
+            &s.grace_period,
+            &at("grace_period"),
+            DEFAULT_GRACE_PERIOD,
+            (Duration::from_secs(1), hour),
+        );
+        let (drain_delay, grace_period) = (drain_delay?, grace_period?);
+        if drain_delay >= grace_period {
+            let message = format!("drain_delay ({drain_delay:?}) must be shorter than grace_period ({grace_period:?}): in-flight requests finish in the time between them; keep grace_period below Kubernetes' terminationGracePeriodSeconds");
+            return self.fail(&at("drain_delay"), message);
+        }
+        Some(Shutdown {
+            drain_delay,
+            grace_period,
+        })
+    }
+
+    fn reload(&mut self, raw: &RawConfig) -> Option<Reload> {
+        let r = &raw.reload;
+        let range = (Duration::from_millis(100), Duration::from_secs(3600));
+        let interval = self.duration(
+            &r.interval,
+            &[Key("reload"), Key("interval")],
+            DEFAULT_RELOAD_INTERVAL,
+            range,
+        )?;
+        Some(Reload {
+            watch: r.watch.unwrap_or(true),
+            interval,
+        })
+    }
+
+    fn health(&mut self, raw: &RawConfig) -> Option<Health> {
+        let h = &raw.health;
+        let at = |k: &'static str| [Key("health"), Key(k)];
+        let day = Duration::from_secs(86_400);
+        let interval = self.duration(
+            &h.interval,
+            &at("interval"),
+            DEFAULT_HEALTH_INTERVAL,
+            (Duration::from_millis(100), day),
+        );
+        let stale_after = self.duration(
+            &h.stale_after,
+            &at("stale_after"),
+            DEFAULT_STALE_AFTER,
+            (Duration::from_secs(1), day),
+        );
+        let (interval, stale_after) = (interval?, stale_after?);
+        if stale_after < interval {
+            return self.fail(
+                &at("stale_after"),
+                format!("stale_after ({stale_after:?}) must be at least the check interval ({interval:?}), or every check would already be stale"),
+            );
+        }
+        Some(Health { interval, stale_after })
     }
 
     fn facilitator(&mut self, raw: &RawConfig) -> Option<FacilitatorSettings> {

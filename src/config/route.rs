@@ -13,7 +13,7 @@ use crate::protocol::exact::{parse_address, parse_decimal, Requirement};
 use crate::protocol::network::Network;
 use crate::rules::offer::Offer;
 use crate::rules::routes::{HostPattern, Matching, PathPattern};
-use crate::rules::table::{Pricing, Route};
+use crate::rules::table::{Policy, Pricing, Route};
 
 /// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
 const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
@@ -144,11 +144,13 @@ impl Resolver<'_> {
             offers,
             description?,
             mime_type?,
-            (
-                r.settle.unwrap_or_default(),
-                r.verify.unwrap_or_default(),
-                r.payment_identifier.unwrap_or_default(),
-            ),
+            Policy {
+                settle: r.settle.unwrap_or_default(),
+                verify: r.verify.unwrap_or_default(),
+                payment_id: r.payment_identifier.unwrap_or_default(),
+                mode: r.mode.unwrap_or(d.mode),
+                on_facilitator_error: r.on_facilitator_error.unwrap_or_default(),
+            },
         ))
     }
 

@@ -1,71 +1,91 @@
-//! The admin listener: `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (the price table
-//! is loaded, the payment store answers and the facilitator answers `/supported`). Runs on its own thread so it never competes
-//! with the data plane's runtime.
+//! The control plane, on a thread and runtime of its own so it never competes with the data plane: the
+//! background health checks, the reloader, and (when `admin_listen` is set) the admin listener with
+//! `/metrics` (Prometheus), `/healthz` (the process is up) and `/readyz` (what the health checks last
+//! found; a probe never makes a network call).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
-use crate::gateway::facilitator::FacilitatorClient;
+use crate::gateway::facilitator::{FacilitatorClient, Remote};
+use crate::gateway::health::Health;
+use crate::gateway::live::LiveConfig;
 use crate::gateway::metrics::Metrics;
+use crate::gateway::reload::Reloader;
 use crate::gateway::store::Store;
 
-/// What the admin listener reports on.
-pub struct Probes {
+/// What the control plane runs and reports on.
+pub struct ControlPlane {
+    pub admin_listen: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     pub facilitator: FacilitatorClient,
+    pub remote: Arc<Remote>,
     pub store: Arc<dyn Store>,
+    pub live: Arc<LiveConfig>,
+    pub reloader: Reloader,
 }
 
-/// Starts the admin server on a thread of its own.
-pub fn spawn(listen: SocketAddr, probes: Probes) -> std::io::Result<()> {
-    let Probes {
-        metrics,
-        facilitator,
-        store,
-    } = probes;
+/// Starts the control plane on a thread of its own. The admin port is bound before this returns, so a
+/// port in use is a start-up error.
+pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let listener = std::net::TcpListener::bind(listen)?;
-    listener.set_nonblocking(true)?;
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
+    let listener = match plane.admin_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
+    // SIGHUP's handler must be in place before this returns: its default action ends the process.
+    let hup = {
+        let _in = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?
+    };
+    std::thread::Builder::new().name("control".into()).spawn(move || {
         rt.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            tokio::spawn(
+                plane
+                    .health
+                    .clone()
+                    .run(plane.facilitator, plane.store.clone(), plane.live),
+            );
+            let reloads = tokio::spawn(plane.reloader.run(hup));
+            let Some(listener) = listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) else {
+                let _ = reloads.await;
                 return;
             };
+            let (metrics, remote, store, health) = (plane.metrics, plane.remote, plane.store, plane.health);
+            let gauges = health.clone();
             let app = Router::new()
                 .route(
                     "/metrics",
                     get(move || {
-                        let m = metrics.clone();
-                        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
+                        let _ = gauges.readiness();
+                        metrics.cache_entries("verify", remote.cached());
+                        if let Some(n) = store.entries() {
+                            metrics.cache_entries("claims", n);
+                        }
+                        let body = metrics.render();
+                        async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
                     }),
                 )
                 .route("/healthz", get(|| async { "ok" }))
                 .route(
                     "/readyz",
                     get(move || {
-                        let (f, store) = (facilitator.clone(), store.clone());
-                        async move {
-                            if let Err(e) = store.ping().await {
-                                return (
-                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                    format!("store not ready: {e}"),
-                                )
-                                    .into_response();
-                            }
-                            match f.supported().await {
-                                Ok(_) => (axum::http::StatusCode::OK, "ready".to_owned()).into_response(),
-                                Err(e) => (
-                                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                                    format!("facilitator not ready: {e}"),
-                                )
-                                    .into_response(),
-                            }
-                        }
+                        let answer = match health.readiness() {
+                            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                            Err(why) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("not ready: {}\n", why.join("; ")),
+                            ),
+                        };
+                        async move { answer }
                     }),
                 );
             if let Err(e) = axum::serve(listener, app).await {

@@ -10,11 +10,12 @@
 use alloy::primitives::Address;
 
 use crate::core::time::Clock;
-use crate::gateway::claims::{ClaimRefusal, ClaimState, Claims};
+use crate::gateway::claims::{ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::gateway::decode::{self, Matched, Presented};
 use crate::gateway::facilitator::Remote;
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency;
+use crate::gateway::metrics::{Verdict, Where};
 use crate::gateway::refusal::Refusal;
 use crate::gateway::settle::{settle, Admitted};
 use crate::gateway::store::Store;
@@ -47,7 +48,7 @@ impl Checkout<'_> {
             pricing.payment_id,
             matched.extensions.as_ref(),
             &matched.json,
-            window::claim_expiry(&matched.exact.authorization, max_timeout(pricing), self.clock.now()),
+            window::claim_expiry(&matched.exact.authorization, pricing.max_timeout(), self.clock.now()),
             self.clock.now(),
             self.claims.lease(),
         )
@@ -68,8 +69,15 @@ impl Checkout<'_> {
 
     /// Every check after the identifier, through the claim and the facilitator's `/verify`.
     async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
-        let (offer, payer) = verify::local(pricing, &matched).map_err(|e| verify::refuse(&e))?;
+        let metrics = self.remote.metrics();
+        let (offer, payer) = verify::local(pricing, &matched).map_err(|e| {
+            let network = matched.candidates.first().and_then(|&i| pricing.offers.get(i));
+            let network = network.map_or_else(|| "unknown".to_owned(), |o| o.requirement.network.to_string());
+            metrics.verification(&network, Where::Local, Verdict::Invalid);
+            verify::refuse(&e)
+        })?;
         let requirement = &offer.requirement;
+        metrics.verification(&requirement.network.to_string(), Where::Local, Verdict::Valid);
         let auth = &matched.exact.authorization;
         let key = AuthorizationId::of(requirement.network, requirement.asset, auth);
         let meta = resource(url, &pricing.description, &pricing.mime_type);
@@ -85,6 +93,9 @@ impl Checkout<'_> {
             request,
             ticket,
             payer,
+            network: requirement.network,
+            asset: requirement.asset,
+            amount: requirement.amount,
             settled: None,
             reconciling,
             tracked: None,
@@ -114,7 +125,8 @@ impl Checkout<'_> {
             // Sent for settlement, outcome unknown: ask the facilitator again (it reconciles against the
             // sent transaction) instead of challenging, which would invite paying twice.
             Err(ClaimRefusal::InDoubt { transaction }) => {
-                let mut admitted = self.reconcile(&key, request, &transaction, version, payer).await?;
+                let ticket = self.reconcile(&key, &request, &transaction).await?;
+                let mut admitted = admit(ticket, request, Some(transaction));
                 admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
                 return Ok(admitted);
             }
@@ -135,11 +147,9 @@ impl Checkout<'_> {
     async fn reconcile(
         &self,
         key: &AuthorizationId,
-        request: EncodedRequest,
+        request: &EncodedRequest,
         transaction: &str,
-        version: Version,
-        payer: Address,
-    ) -> Result<Admitted, Refusal> {
+    ) -> Result<ClaimTicket, Refusal> {
         let pending = || Refusal::SettlementPending {
             transaction: transaction.to_owned(),
         };
@@ -153,43 +163,24 @@ impl Checkout<'_> {
         if current.state == ClaimState::Settling && self.clock.now() < current.lease_until {
             return Err(pending());
         }
-        let ticket = match self.claims.take_over(key, &current.state, &current).await {
-            Ok(Some(t)) => t,
-            Ok(None) => return Err(pending()),
-            Err(_) => return Err(Refusal::Store),
-        };
-        Ok(Admitted {
-            version,
-            request,
-            ticket,
-            payer,
-            settled: None,
-            reconciling: Some(transaction.to_owned()),
-            tracked: None,
-        })
+        match self.claims.take_over(key, &current.state, &current).await {
+            Ok(Some(t)) => Ok(t),
+            Ok(None) => Err(pending()),
+            Err(_) => Err(Refusal::Store),
+        }
     }
 
     /// What follows the claim before proxying: the facilitator's `/verify`, and on `settle: before`
     /// routes the settlement.
     async fn after_claim(&self, a: &mut Admitted, pricing: &Pricing) -> Result<(), Refusal> {
         if pricing.verify == VerifyMode::Remote {
-            verify::remote(self.remote, &a.request).await?;
+            verify::remote(self.remote, &a.request, &a.network.to_string()).await?;
         }
         if pricing.settle == SettleMode::Before {
             a.settled = Some(settle(self.claims, self.remote, a).await?);
         }
         Ok(())
     }
-}
-
-/// The route's `maxTimeoutSeconds` (one value for all its offers).
-fn max_timeout(pricing: &Pricing) -> u64 {
-    pricing
-        .offers
-        .iter()
-        .map(|o| o.requirement.max_timeout_seconds)
-        .max()
-        .unwrap_or(0)
 }
 
 /// Whether a claim's settlement outcome is unknown (handed to the facilitator, no answer recorded).

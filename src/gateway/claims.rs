@@ -256,11 +256,6 @@ impl Claims {
             .await
             .map_err(|e| self.store_failed(e))
     }
-
-    /// Whether the store answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
-    }
 }
 
 #[cfg(test)]

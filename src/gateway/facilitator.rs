@@ -62,7 +62,7 @@ impl FacilitatorError {
 }
 
 /// A facilitator at a base URL.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FacilitatorClient {
     base: String,
     /// `base` as logs and errors show it.
@@ -70,11 +70,13 @@ pub struct FacilitatorClient {
     /// Carries the extra headers and the timeout on every call.
     http: reqwest::Client,
     timeout: Duration,
+    /// Every call is timed here, by endpoint and result.
+    metrics: Arc<Metrics>,
 }
 
 impl FacilitatorClient {
     /// A client for `base` (a trailing `/` is dropped). `headers` go on every call (e.g. auth).
-    pub fn new(base: &str, headers: HeaderMap, timeout: Duration) -> Result<Self, String> {
+    pub fn new(base: &str, headers: HeaderMap, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(timeout)
@@ -86,6 +88,7 @@ impl FacilitatorClient {
             shown,
             http,
             timeout,
+            metrics,
         })
     }
 
@@ -125,8 +128,22 @@ impl FacilitatorClient {
         Ok(())
     }
 
-    /// The status and the parsed body of a call.
+    /// The status and the parsed body of a call, timed.
     async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&EncodedRequest>,
+    ) -> Result<(u16, T), FacilitatorError> {
+        let started = std::time::Instant::now();
+        let r = self.exchange(method, path, body).await;
+        let ok = r.as_ref().is_ok_and(|(status, _)| (200..300).contains(status));
+        self.metrics
+            .facilitator_call(path.trim_start_matches('/'), ok, started.elapsed());
+        r
+    }
+
+    async fn exchange<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -205,7 +222,8 @@ pub struct Remote {
 
 impl Remote {
     /// Wraps a client.
-    pub fn new(client: FacilitatorClient, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: FacilitatorClient) -> Self {
+        let metrics = client.metrics.clone();
         let verified = moka::future::Cache::builder()
             .max_capacity(100_000)
             .time_to_live(VERIFY_CACHE_TTL)
@@ -217,6 +235,16 @@ impl Remote {
         }
     }
 
+    /// Where verifications and settlements are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Answers kept in the verify cache.
+    pub fn cached(&self) -> u64 {
+        self.verified.entry_count()
+    }
+
     /// `/verify`, once per distinct request however many ask at the same time.
     pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, Arc<FacilitatorError>> {
         let key = req.digest;
@@ -224,7 +252,6 @@ impl Remote {
             .verified
             .try_get_with(key, async {
                 let r = self.client.verify(req).await;
-                self.metrics.facilitator_call("verify", r.is_ok());
                 if let Err(e) = &r {
                     tracing::warn!(error = %e, "facilitator /verify failed");
                 }
@@ -243,9 +270,7 @@ impl Remote {
         // The transaction a first `settlement_pending` answer named, kept for the retry's answer.
         let mut sent: Option<String> = None;
         loop {
-            let r = self.client.settle(req).await;
-            self.metrics.facilitator_call("settle", r.is_ok());
-            match r {
+            match self.client.settle(req).await {
                 Ok(s) if s.success => return Settlement::Settled(s),
                 Ok(s) if s.is_pending() && sent.is_none() => {
                     sent = Some(s.transaction);

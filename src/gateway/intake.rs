@@ -6,11 +6,11 @@ use http::Method;
 use pingora::http::RequestHeader;
 
 use crate::gateway::cors;
-use crate::gateway::decode::{self, Presented};
+use crate::gateway::decode::{self, PaymentError, Presented};
 use crate::gateway::metrics::Outcome;
 use crate::gateway::refusal::Refusal;
 use crate::rules::routes::NormalPath;
-use crate::rules::table::{Pricing, RouteTable, Unmatched};
+use crate::rules::table::{Mode, Pricing, RouteTable, Unmatched};
 
 /// What the gateway does with a request.
 pub enum Decision<'t> {
@@ -22,6 +22,8 @@ pub enum Decision<'t> {
     Preflight,
     /// A payment was presented for a priced route: check it out.
     Pay(&'t Pricing, Presented),
+    /// A priced route in `mode: shadow`: judge the payment (if any), then proxy whatever the verdict.
+    Shadow(&'t Pricing, Option<Result<Presented, PaymentError>>),
 }
 
 /// The request's route, upstream and path as the upstream must see them, and the decision.
@@ -113,6 +115,8 @@ pub fn classify<'t>(req: &RequestHeader, table: &'t RouteTable) -> Intake<'t> {
     };
     let decision = match &route.pricing {
         None => Decision::Proxy(Outcome::Free),
+        // Shadow routes behave as if the gateway were not there, preflights included.
+        Some(pricing) if pricing.mode == Mode::Shadow => Decision::Shadow(pricing, decode::read(&req.headers)),
         Some(_) if cors::is_preflight(req) => Decision::Preflight,
         Some(pricing) => priced(req, pricing),
     };
@@ -141,7 +145,7 @@ fn priced<'t>(req: &RequestHeader, pricing: &'t Pricing) -> Decision<'t> {
                 reason: Some(e.reason()),
                 receipt: None,
             },
-            Outcome::Refused,
+            Outcome::RefusedPayment,
         ),
         Some(Ok(p)) => Decision::Pay(pricing, p),
     }

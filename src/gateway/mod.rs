@@ -6,24 +6,33 @@
 //! Beside them: [`challenge`](crate::rules::challenge) answers are rendered by [`refusal`] (every answer
 //! of our own, in one place), [`cors`], the [`facilitator`] client, the [`store`] claims live in,
 //! [`idempotency`] (the `payment-identifier` extension), [`fault`]
-//! (test-only pause points for crash tests), [`metrics`], [`admin`], and [`server`]
+//! (test-only pause points for crash tests), [`shadow`] (routes that only say what they would do),
+//! [`access`] (the access log), [`metrics`]. Operations: [`live`] (the config a request runs under,
+//! swapped whole by [`reload`]), [`health`] (readiness, checked in the background), [`drain`]
+//! (graceful shutdown), [`admin`] (the control plane's thread and the admin listener), and [`server`]
 //! which starts it all. Imports `core`, `protocol`, `rules` and `config`; never the tools. Only
 //! [`server`] (how it starts) and [`decode`] (benchmarked on its own) are used from outside.
 
+mod access;
 mod admin;
 mod checkout;
 mod claims;
 mod cors;
 pub mod decode;
+mod drain;
 mod facilitator;
 mod fault;
+mod health;
 mod idempotency;
 mod intake;
+mod live;
 mod metrics;
 mod proxy;
 mod receipt;
 mod refusal;
+mod reload;
 pub mod server;
 mod settle;
+mod shadow;
 mod store;
 mod verify;

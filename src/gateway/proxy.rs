@@ -1,8 +1,8 @@
 //! The Pingora `ProxyHttp` implementation: one method per phase, each a few lines that call a stage and
 //! keep its result in the request context (ARCHITECTURE.md traces one paid request through them).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,47 +12,51 @@ use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorType, Result};
 
-use crate::config::Config;
 use crate::core::time::Clock;
 use crate::gateway::checkout::Checkout;
 use crate::gateway::claims::Claims;
+use crate::gateway::decode::Presented;
+use crate::gateway::drain::{InFlight, Requests};
 use crate::gateway::facilitator::Remote;
+use crate::gateway::health::Health;
 use crate::gateway::idempotency::{self, Tracked};
 use crate::gateway::intake::{self, Decision};
-use crate::gateway::metrics::{Metrics, Outcome};
+use crate::gateway::live::{Generations, LiveConfig};
+use crate::gateway::metrics::{Metrics, Outcome, WouldDo, UNMATCHED};
 use crate::gateway::refusal::{self, Answer, Refusal};
 use crate::gateway::settle::{self, Admitted};
 use crate::gateway::store::Store;
-use crate::gateway::{cors, receipt};
+use crate::gateway::{access, cors, receipt, shadow};
 use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::challenge::is_browser;
-use crate::rules::table::{Pricing, Route};
+use crate::rules::table::{OnFacilitatorError, Pricing, Route};
 
-/// An upstream with its address resolved at start-up (Pingora's `HttpPeer::new` would resolve names
-/// blocking, and panic on failure).
-#[derive(Debug, Clone)]
-pub struct ResolvedUpstream {
-    pub addr: SocketAddr,
-    pub tls: bool,
-    pub sni: String,
-}
-
-/// The proxy: configuration plus the shared stages.
+/// The proxy: the live configuration plus the shared stages.
 pub struct Gateway {
-    pub config: Arc<Config>,
-    /// By the config's upstream index.
-    pub upstreams: Vec<ResolvedUpstream>,
+    pub live: Arc<LiveConfig>,
     pub claims: Claims,
-    pub remote: Remote,
+    pub remote: Arc<Remote>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Where `payment-identifier` outcomes are kept (the claims' store).
     pub store: Arc<dyn Store>,
+    pub health: Arc<Health>,
+    pub requests: Arc<Requests>,
 }
 
 /// Per-request state.
-#[derive(Default)]
 pub struct Ctx {
+    /// The configuration this request runs under from start to end, whatever is reloaded meanwhile.
+    gen: Arc<Generations>,
+    _in_flight: InFlight,
+    started: Instant,
+    upstream_sent: Option<Instant>,
+    /// From sending the request upstream to its response header.
+    upstream_took: Option<Duration>,
+    /// When the response header was ready to go out (after any settlement).
+    header_ready: Option<Instant>,
+    /// A shadow route's payment passed the local checks: it would have been settled.
+    shadow_accepted: bool,
     route: Option<usize>,
     upstream: Option<usize>,
     rewrite_path: Option<String>,
@@ -70,15 +74,21 @@ pub struct Ctx {
     kept_type: Option<String>,
 }
 
+impl Ctx {
+    fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.gen.current.config.table.routes.get(i))
+    }
+
+    fn route_name(&self) -> &str {
+        self.route().map_or(UNMATCHED, |r| r.name.as_str())
+    }
+
+    fn pricing(&self) -> Option<&Pricing> {
+        self.route().and_then(|r| r.pricing.as_ref())
+    }
+}
+
 impl Gateway {
-    fn route(&self, ctx: &Ctx) -> Option<&Route> {
-        ctx.route.and_then(|i| self.config.table.routes.get(i))
-    }
-
-    fn pricing(&self, ctx: &Ctx) -> Option<&Pricing> {
-        self.route(ctx).and_then(|r| r.pricing.as_ref())
-    }
-
     /// Writes an answer of our own. Always with Content-Length, so keep-alive clients do not hang.
     async fn write(
         &self,
@@ -93,7 +103,7 @@ impl Gateway {
             resp.insert_header(*k, v.as_str())?;
         }
         resp.insert_header("content-length", answer.body.len().to_string())?;
-        cors::expose(session.req_header(), &mut resp, self.pricing(ctx).is_some())?;
+        cors::expose(session.req_header(), &mut resp, ctx.pricing().is_some())?;
         let empty = head || answer.body.is_empty();
         session.write_response_header(Box::new(resp), empty).await?;
         if !empty {
@@ -106,7 +116,7 @@ impl Gateway {
 
     /// Answers with a refusal; the request ends here.
     async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, refusal: Refusal, outcome: Outcome) -> Result<bool> {
-        let answer = refusal::render(&refusal, self.pricing(ctx), &ctx.url, ctx.browser);
+        let answer = refusal::render(&refusal, ctx.pricing(), &ctx.url, ctx.browser);
         ctx.outcome = outcome;
         self.write(session, ctx, answer, &[]).await?;
         Ok(true)
@@ -132,6 +142,77 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Checks out a presented payment: admitted, refused, or (facilitator down on a route that allows it)
+    /// proxied unpaid. A payment made out for other terms is tried against the retired price tables whose
+    /// quotes are still payable, newest first.
+    async fn pay(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        gen: &Generations,
+        pricing: &Pricing,
+        presented: Presented,
+    ) -> Result<bool> {
+        let checkout = Checkout {
+            claims: &self.claims,
+            remote: &self.remote,
+            store: self.store.as_ref(),
+            clock: &self.clock,
+        };
+        let mut result = checkout.admit(presented, pricing, &ctx.url).await;
+        if result.as_ref().is_err_and(Refusal::is_other_terms) {
+            for old in gen.honoured(self.clock.now()) {
+                let Decision::Pay(old_pricing, again) =
+                    intake::classify(session.req_header(), &old.config.table).decision
+                else {
+                    continue;
+                };
+                let retried = checkout.admit(again, old_pricing, &ctx.url).await;
+                let other_terms = retried.as_ref().is_err_and(Refusal::is_other_terms);
+                if !other_terms {
+                    tracing::info!(
+                        route = ctx.route_name(),
+                        "payment made out to a retired price table's quote"
+                    );
+                    result = retried;
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(a) => {
+                self.metrics.claims_in_flight.inc();
+                ctx.admitted = Some(a);
+                Ok(false)
+            }
+            Err(Refusal::Facilitator(e)) if pricing.on_facilitator_error == OnFacilitatorError::Allow => {
+                tracing::warn!(route = ctx.route_name(), error = %e, "facilitator failed; serving unpaid (on_facilitator_error: allow)");
+                ctx.outcome = Outcome::FailOpen;
+                Ok(false)
+            }
+            Err(r) => {
+                let outcome = r.outcome();
+                self.refuse(session, ctx, r, outcome).await
+            }
+        }
+    }
+
+    /// Judges a shadow route's request and lets it through.
+    fn shadow(
+        &self,
+        ctx: &mut Ctx,
+        pricing: &Pricing,
+        payment: Option<Result<Presented, crate::gateway::decode::PaymentError>>,
+    ) {
+        let (would, reason) = shadow::judge(pricing, payment, self.clock.now());
+        self.metrics.shadow(ctx.route_name(), would);
+        tracing::info!(route = ctx.route_name(), decision = ?would, reason, "shadow");
+        ctx.shadow_accepted = would == WouldDo::Accept;
+        ctx.outcome = Outcome::Shadow;
+    }
+}
+
 /// Whether a response status ends the header phase: anything but 1xx, and 101 (the protocol switched).
 fn is_final(status: http::StatusCode) -> bool {
     !status.is_informational() || status == http::StatusCode::SWITCHING_PROTOCOLS
@@ -142,14 +223,38 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx {
+            gen: self.live.load(),
+            _in_flight: self.requests.start(),
+            started: Instant::now(),
+            upstream_sent: None,
+            upstream_took: None,
+            header_ready: None,
+            shadow_accepted: false,
+            route: None,
+            upstream: None,
+            rewrite_path: None,
+            url: String::new(),
+            browser: false,
+            admitted: None,
+            refusal: None,
+            outcome: Outcome::default(),
+            kept: Vec::new(),
+            kept_overflow: false,
+            kept_type: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Draining: clients are told to reconnect (elsewhere) after this answer.
+        if self.health.is_draining() {
+            session.set_keepalive(None);
+        }
+        let gen = ctx.gen.clone();
         let req = session.req_header();
-        let intake = intake::classify(req, &self.config.table);
+        let intake = intake::classify(req, &gen.current.config.table);
         (ctx.route, ctx.upstream, ctx.rewrite_path) = (intake.route, intake.upstream, intake.rewrite_path);
-        if self.pricing(ctx).is_some() {
+        if ctx.pricing().is_some() {
             ctx.url = intake::request_url(req);
             ctx.browser = is_browser(&req.headers);
         }
@@ -165,26 +270,10 @@ impl ProxyHttp for Gateway {
                 self.write(session, ctx, answer, &[]).await?;
                 Ok(true)
             }
-            Decision::Pay(pricing, presented) => {
-                let checkout = Checkout {
-                    claims: &self.claims,
-                    remote: &self.remote,
-                    store: self.store.as_ref(),
-                    clock: &self.clock,
-                };
-                match checkout.admit(presented, pricing, &ctx.url).await {
-                    Ok(a) => {
-                        ctx.admitted = Some(a);
-                        Ok(false)
-                    }
-                    Err(r) => {
-                        let outcome = match r {
-                            Refusal::Replay(_) => Outcome::Replayed,
-                            _ => Outcome::Refused,
-                        };
-                        self.refuse(session, ctx, r, outcome).await
-                    }
-                }
+            Decision::Pay(pricing, presented) => self.pay(session, ctx, &gen, pricing, presented).await,
+            Decision::Shadow(pricing, payment) => {
+                self.shadow(ctx, pricing, payment);
+                Ok(false)
             }
         }
     }
@@ -192,7 +281,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let u = ctx
             .upstream
-            .and_then(|i| self.upstreams.get(i))
+            .and_then(|i| ctx.gen.current.upstreams.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))?;
         Ok(Box::new(HttpPeer::new(u.addr, u.tls, u.sni.clone())))
     }
@@ -203,6 +292,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.upstream_sent = Some(Instant::now());
         // Invariant 4: payment headers never reach the upstream.
         upstream.remove_header(HEADER_PAYMENT_SIGNATURE);
         upstream.remove_header(HEADER_X_PAYMENT);
@@ -224,12 +314,19 @@ impl ProxyHttp for Gateway {
         if !is_final(resp.status) {
             return Ok(());
         }
-        cors::expose(session.req_header(), resp, self.pricing(ctx).is_some())?;
+        ctx.upstream_took = ctx.upstream_sent.map(|t| t.elapsed());
+        ctx.header_ready = Some(Instant::now());
+        cors::expose(session.req_header(), resp, ctx.pricing().is_some())?;
         let head = session.req_header().method == Method::HEAD;
+        if ctx.shadow_accepted && resp.status.as_u16() < 400 && !head {
+            self.metrics.shadow(ctx.route_name(), WouldDo::Settle);
+        }
         let Some(admitted) = ctx.admitted.as_mut() else {
             return Ok(());
         };
-        match settle::on_response(&self.claims, &self.remote, admitted, resp.status.as_u16(), head).await {
+        let settled = settle::on_response(&self.claims, &self.remote, admitted, resp.status.as_u16(), head).await;
+        ctx.header_ready = Some(Instant::now());
+        match settled {
             Ok(Some(settled)) => {
                 receipt::attach(resp, admitted.version, &settled)?;
                 let content_type = resp.headers.get("content-type").and_then(|v| v.to_str().ok());
@@ -240,6 +337,15 @@ impl ProxyHttp for Gateway {
             // Upstream failed: passed through unsettled; the claim is released in `logging`.
             Ok(None) => {
                 ctx.outcome = Outcome::UpstreamError;
+                Ok(())
+            }
+            Err(Refusal::Facilitator(e))
+                if ctx
+                    .pricing()
+                    .is_some_and(|p| p.on_facilitator_error == OnFacilitatorError::Allow) =>
+            {
+                tracing::warn!(route = ctx.route_name(), error = %e, "facilitator failed at settlement; serving unpaid (on_facilitator_error: allow)");
+                ctx.outcome = Outcome::FailOpen;
                 Ok(())
             }
             Err(r) => {
@@ -263,7 +369,7 @@ impl ProxyHttp for Gateway {
         // Keep the paid body for a `payment-identifier` replay, up to the configured size; streamed as is.
         let tracked = ctx.admitted.as_ref().is_some_and(|a| a.tracked.is_some());
         if let (true, Outcome::Paid, false, Some(b)) = (tracked, ctx.outcome, ctx.kept_overflow, body.as_ref()) {
-            if ctx.kept.len() + b.len() > self.config.payment_identifier_max_body {
+            if ctx.kept.len() + b.len() > ctx.gen.current.config.payment_identifier_max_body {
                 ctx.kept_overflow = true;
                 ctx.kept = Vec::new();
             } else {
@@ -292,7 +398,7 @@ impl ProxyHttp for Gateway {
                 None => return gone,
             },
         };
-        let answer = refusal::render(&refusal, self.pricing(ctx), &ctx.url, ctx.browser);
+        let answer = refusal::render(&refusal, ctx.pricing(), &ctx.url, ctx.browser);
         // A route that settled before proxying keeps the payer's receipt whatever went wrong after.
         let kept: Vec<_> = ctx.admitted.iter().filter_map(settle::kept_receipt).collect();
         let code = answer.status;
@@ -312,23 +418,34 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(a) = &ctx.admitted {
+            self.metrics.claims_in_flight.dec();
             // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.
             // Settled and in-doubt claims are untouched by a release.
             self.claims.release(&a.ticket).await;
             if let Some(t) = &a.tracked {
                 self.keep_outcome(session, ctx, a, t, e.is_none()).await;
             }
+            if a.settled.is_some() {
+                let (network, asset) = (a.network.to_string(), a.asset.to_string());
+                self.metrics.revenue(ctx.route_name(), &network, &asset, a.amount);
+            }
         }
-        let route = self.route(ctx).map_or("unmatched", |r| r.name.as_str());
-        self.metrics.request(route, ctx.outcome);
-        tracing::info!(
-            method = %session.req_header().method,
-            path = %session.req_header().uri.path(),
-            route,
-            status = session.response_written().map_or(0, |r| r.status.as_u16()),
-            outcome = ctx.outcome.as_str(),
-            payer = ctx.admitted.as_ref().map(|a| a.payer.to_string()),
-            "request"
-        );
+        let total = ctx.started.elapsed();
+        let to_header = ctx.header_ready.map_or(total, |t| t.duration_since(ctx.started));
+        let added = to_header.saturating_sub(ctx.upstream_took.unwrap_or_default());
+        if let Some(m) = ctx.gen.current.route_metrics(ctx.route) {
+            m.finished(ctx.outcome, ctx.upstream_took, added);
+        }
+        let req = session.req_header();
+        access::log(&access::Entry {
+            route: ctx.route_name(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            outcome: ctx.outcome,
+            admitted: ctx.admitted.as_ref(),
+            upstream: ctx.upstream_took,
+            total,
+        });
     }
 }

@@ -8,7 +8,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::gateway::facilitator::FacilitatorError;
 use crate::gateway::metrics::Outcome;
 use crate::protocol::facilitator::SettleResponse;
-use crate::protocol::{codec, Version, HEADER_PAYMENT_REQUIRED};
+use crate::protocol::{codec, reason, Version, HEADER_PAYMENT_REQUIRED};
 use crate::rules::table::Pricing;
 
 /// A refusal, produced by a stage and rendered once.
@@ -107,6 +107,42 @@ fn json_answer(status: u16, body: serde_json::Value) -> Answer {
 }
 
 impl Refusal {
+    /// The outcome a request refused with this counts as.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::PaymentRequired { reason: Some(r), .. } if r.starts_with(reason::NONCE_ALREADY_USED) => {
+                Outcome::RefusedReplay
+            }
+            Refusal::PaymentRequired { reason: None, .. } => Outcome::Challenged,
+            Refusal::PaymentRequired { .. } => Outcome::RefusedPayment,
+            Refusal::BadRequest(_) => Outcome::BadRequest,
+            Refusal::NotFound => Outcome::Denied,
+            Refusal::Facilitator(_) => Outcome::FacilitatorError,
+            Refusal::SettlementPending { .. } => Outcome::RefusedPending,
+            Refusal::Busy(_) | Refusal::Store => Outcome::RefusedUnavailable,
+            Refusal::Conflict { .. } => Outcome::RefusedConflict,
+            Refusal::Replay(_) => Outcome::Replayed,
+            Refusal::Used { .. } => Outcome::RefusedReplay,
+            Refusal::Upstream { .. } => Outcome::UpstreamFailed,
+        }
+    }
+
+    /// Whether the payment was made out for other terms than this route's (another price, recipient or
+    /// time limit): the one refusal a quote from a retired price table may still answer.
+    pub fn is_other_terms(&self) -> bool {
+        let Refusal::PaymentRequired { reason: Some(r), .. } = self else {
+            return false;
+        };
+        [
+            reason::NO_MATCHING_REQUIREMENTS,
+            reason::VALUE_MISMATCH,
+            reason::RECIPIENT_MISMATCH,
+            reason::VALID_BEFORE,
+        ]
+        .iter()
+        .any(|p| r.starts_with(p))
+    }
+
     /// The HTTP status this refusal is answered with.
     pub fn status(&self) -> u16 {
         match self {

@@ -1,96 +1,92 @@
-//! `x402-gateway run`: load the price table, resolve upstreams, and start Pingora (HTTP/1.1 and h2c) with
-//! the admin listener beside it.
+//! `x402-gateway run`: load the price table, build the stages, start the control plane (health checks,
+//! reloader, admin listener) and Pingora (HTTP/1.1 and h2c), and drain on SIGTERM.
 
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 
-use crate::config::{Config, ProcessEnv};
+use crate::config::Config;
 use crate::core::time::Clock;
-use crate::gateway::admin::Probes;
+use crate::gateway::admin::ControlPlane;
 use crate::gateway::claims::Claims;
+use crate::gateway::drain::{self, Drain, Requests};
 use crate::gateway::facilitator::{FacilitatorClient, Remote};
+use crate::gateway::health::Health;
+use crate::gateway::live::{Live, LiveConfig};
 use crate::gateway::metrics::Metrics;
-use crate::gateway::proxy::{Gateway, ResolvedUpstream};
+use crate::gateway::proxy::Gateway;
+use crate::gateway::reload::Reloader;
 
 /// Live authorizations tracked at once; past this the gateway refuses new payments (fail closed).
 const MAX_CLAIMS: u64 = 1_000_000;
-/// Seconds Pingora waits on SIGTERM before draining: keep it well under a pod's termination grace period.
-const GRACE_PERIOD_SECS: u64 = 5;
-const GRACEFUL_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
-/// Resolves each upstream once, at start-up, keeping the config's order (routes refer to them by index).
-fn resolve(config: &Config) -> Result<Vec<ResolvedUpstream>, String> {
-    let mut out = Vec::with_capacity(config.upstreams.len());
-    for u in &config.upstreams {
-        let name = &u.name;
-        let addrs: Vec<_> = (u.host.as_str(), u.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("upstream {name}: cannot resolve {}:{}: {e}", u.host, u.port))?
-            .collect();
-        // Prefer IPv4: `localhost` often resolves to ::1 first while services listen on 127.0.0.1.
-        let addr = addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied()
-            .ok_or_else(|| format!("upstream {name}: {}:{} has no address", u.host, u.port))?;
-        out.push(ResolvedUpstream {
-            addr,
-            tls: u.tls,
-            sni: u.host.clone(),
-        });
-    }
-    Ok(out)
-}
-
-/// Builds the proxy for a resolved configuration.
-pub fn build(config: Config) -> Result<(Gateway, Probes), String> {
-    let upstreams = resolve(&config)?;
+/// Builds the proxy and its control plane for a resolved configuration loaded from `path`.
+fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let f = &config.facilitator;
-    let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout)?;
+    let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout, metrics.clone())?;
     let clock = Clock::system();
     let store = crate::gateway::store::open(&config.store, MAX_CLAIMS, clock.clone())
         .map_err(|e| format!("{e}: check `store:` in the config"))?;
     let lease = config.claim_lease;
     // A settling claim is leased for longer than `/settle` can take: two calls and the pause between them.
     let settle_lease = config.facilitator.timeout * 3 + std::time::Duration::from_secs(5);
+    let (admin_listen, health_settings, reload) = (config.admin_listen, config.health, config.reload);
+    let live = Arc::new(LiveConfig::new(Live::new(config, &metrics)?));
+    let remote = Arc::new(Remote::new(client.clone()));
+    let health = Arc::new(Health::new(health_settings, clock.clone(), metrics.clone()));
     let gateway = Gateway {
-        config: Arc::new(config),
-        upstreams,
+        live: live.clone(),
         claims: Claims::new(store.clone(), clock.clone(), metrics.clone(), lease, settle_lease),
-        clock,
-        remote: Remote::new(client.clone(), metrics.clone()),
+        clock: clock.clone(),
+        remote: remote.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
+        health: health.clone(),
+        requests: Arc::new(Requests::default()),
     };
-    let probes = Probes {
+    let plane = ControlPlane {
+        admin_listen,
+        reloader: Reloader {
+            path: path.to_owned(),
+            settings: reload,
+            live: live.clone(),
+            metrics: metrics.clone(),
+            clock,
+        },
         metrics,
+        health,
         facilitator: client,
+        remote,
         store,
+        live,
     };
-    Ok((gateway, probes))
+    Ok((gateway, plane))
 }
 
-/// Loads `path` and serves until SIGTERM/SIGINT. Never returns on success (Pingora exits the process).
-pub fn run(path: &Path) -> Result<(), String> {
-    let config = crate::config::load(path, &ProcessEnv).map_err(|e| e.to_string())?;
+/// Loads `path` and serves until SIGTERM (drained) or SIGINT. `before_exit` runs before an early exit
+/// once drained (it flushes the log writer).
+pub fn run(path: &Path, config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), String> {
     let listen = config.listen;
-    let admin = config.admin_listen;
     tracing::info!(listen = %listen, routes = config.table.routes.len(), store = %config.store, facilitator = %config.facilitator.url, "starting gateway");
     // Trusted CAs for https upstreams; Pingora's rustls connector uses the system roots when unset.
     let ca_file = config.upstream_ca_file.as_ref().map(|p| p.display().to_string());
-    let (gateway, probes) = build(config)?;
+    let shutdown = config.shutdown;
+    let (gateway, plane) = build(config, path)?;
+    let drain = Drain {
+        settings: shutdown,
+        health: plane.health.clone(),
+        requests: gateway.requests.clone(),
+        before_exit: std::sync::Mutex::new(Some(before_exit)),
+    };
 
     let conf = ServerConf {
         ca_file,
-        grace_period_seconds: Some(GRACE_PERIOD_SECS),
-        graceful_shutdown_timeout_seconds: Some(GRACEFUL_SHUTDOWN_TIMEOUT_SECS),
+        grace_period_seconds: Some(drain::pingora_wait(&shutdown)),
+        graceful_shutdown_timeout_seconds: Some(1),
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         ..ServerConf::default()
     };
@@ -104,8 +100,9 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     service.add_tcp(&listen.to_string());
     server.add_service(service);
-    if let Some(addr) = admin {
-        crate::gateway::admin::spawn(addr, probes).map_err(|e| format!("admin listener {addr}: {e}"))?;
-    }
-    server.run_forever()
+    crate::gateway::admin::spawn(plane).map_err(|e| format!("control plane (admin_listen): {e}"))?;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(drain),
+    });
+    Ok(())
 }

@@ -2,14 +2,16 @@
 //! An outcome that is not known (pending, lost answer) is never treated as "not paid" (ARCHITECTURE.md,
 //! invariant 6): the claim is held in doubt and the refusal names the transaction.
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 
 use crate::gateway::claims::{ClaimTicket, Claims};
 use crate::gateway::facilitator::{Remote, Settlement};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency::Tracked;
+use crate::gateway::metrics::Settled;
 use crate::gateway::refusal::Refusal;
 use crate::protocol::facilitator::{EncodedRequest, SettleResponse};
+use crate::protocol::network::Network;
 use crate::protocol::{reason, Version};
 
 /// A request whose payment is verified and claimed.
@@ -20,6 +22,10 @@ pub struct Admitted {
     pub request: EncodedRequest,
     pub ticket: ClaimTicket,
     pub payer: Address,
+    /// What is paid: on which network, in which asset, how many atomic units.
+    pub network: Network,
+    pub asset: Address,
+    pub amount: U256,
     /// Set when the route settles before proxying, or a payment in doubt was reconciled.
     pub settled: Option<SettleResponse>,
     /// The transaction an earlier request sent for this payment, when this request re-settles it.
@@ -79,6 +85,14 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
     }
     let outcome = remote.settle(&a.request).await;
     fault::point(Point::DuringSettle).await;
+    let counted = match &outcome {
+        Settlement::Settled(_) => Settled::Success,
+        Settlement::Failed(_) => Settled::Failed,
+        Settlement::Pending(_) => Settled::Pending,
+        Settlement::Error { maybe_sent: true, .. } => Settled::InDoubt,
+        Settlement::Error { .. } => Settled::Error,
+    };
+    remote.metrics().settlement(&a.network.to_string(), counted);
     match outcome {
         Settlement::Settled(s) => {
             if claims.settled(&a.ticket, s.transaction.clone()).await {

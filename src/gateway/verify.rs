@@ -6,6 +6,7 @@ use alloy::primitives::Address;
 
 use crate::gateway::decode::Matched;
 use crate::gateway::facilitator::Remote;
+use crate::gateway::metrics::{Verdict, Where};
 use crate::gateway::refusal::Refusal;
 use crate::protocol::exact::Rejection;
 use crate::protocol::facilitator::EncodedRequest;
@@ -39,15 +40,18 @@ pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, 
     Err(first_err.unwrap_or_else(|| Rejection::new(reason::NO_MATCHING_REQUIREMENTS, "no offer matched")))
 }
 
-/// The facilitator's `/verify`: `Ok` when it says valid.
-pub async fn remote(remote: &Remote, request: &EncodedRequest) -> Result<(), Refusal> {
-    let v = remote
-        .verify(request)
-        .await
-        .map_err(|e| Refusal::Facilitator((*e).clone()))?;
+/// The facilitator's `/verify`: `Ok` when it says valid. Counted under `network`.
+pub async fn remote(remote: &Remote, request: &EncodedRequest, network: &str) -> Result<(), Refusal> {
+    let count = |v| remote.metrics().verification(network, Where::Remote, v);
+    let v = remote.verify(request).await.map_err(|e| {
+        count(Verdict::Error);
+        Refusal::Facilitator((*e).clone())
+    })?;
     if v.is_valid {
+        count(Verdict::Valid);
         return Ok(());
     }
+    count(Verdict::Invalid);
     Err(Refusal::PaymentRequired {
         reason: Some(
             v.invalid_reason

@@ -31,6 +31,39 @@ pub enum VerifyMode {
     Local,
 }
 
+/// Whether a priced route charges, or only says what it would have done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Challenge, verify, settle.
+    #[default]
+    Enforce,
+    /// Decide, log and count (would challenge, would accept, would settle), but always proxy and never
+    /// settle: for trying prices on live traffic.
+    Shadow,
+}
+
+/// What a priced route does when the facilitator cannot be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFacilitatorError {
+    /// Refuse (502/503/504); nothing is served unpaid.
+    #[default]
+    Deny,
+    /// Serve the request unpaid, and count and log it (fail open).
+    Allow,
+}
+
+/// How a priced route is enforced: every per-route switch, with its default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub settle: SettleMode,
+    pub verify: VerifyMode,
+    pub payment_id: PaymentIdMode,
+    pub mode: Mode,
+    pub on_facilitator_error: OnFacilitatorError,
+}
+
 /// What a request that matches no route gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unmatched {
@@ -76,29 +109,36 @@ pub struct Pricing {
     pub settle: SettleMode,
     pub verify: VerifyMode,
     pub payment_id: PaymentIdMode,
+    pub mode: Mode,
+    pub on_facilitator_error: OnFacilitatorError,
     /// The 402's bytes, built once; only the resource URL and the reason vary per request.
     pub challenge: Template,
 }
 
 impl Pricing {
     /// A route's pricing, with its challenge built.
-    pub fn new(
-        offers: Vec<Offer>,
-        description: String,
-        mime_type: String,
-        modes: (SettleMode, VerifyMode, PaymentIdMode),
-    ) -> Self {
-        let (settle, verify, payment_id) = modes;
-        let challenge = Template::new(&offers, &description, &mime_type, payment_id);
+    pub fn new(offers: Vec<Offer>, description: String, mime_type: String, policy: Policy) -> Self {
+        let challenge = Template::new(&offers, &description, &mime_type, policy.payment_id);
         Pricing {
             offers,
             description,
             mime_type,
-            settle,
-            verify,
-            payment_id,
+            settle: policy.settle,
+            verify: policy.verify,
+            payment_id: policy.payment_id,
+            mode: policy.mode,
+            on_facilitator_error: policy.on_facilitator_error,
             challenge,
         }
+    }
+
+    /// The longest `maxTimeoutSeconds` of its offers: how long a quote from this route stays payable.
+    pub fn max_timeout(&self) -> u64 {
+        self.offers
+            .iter()
+            .map(|o| o.requirement.max_timeout_seconds)
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -98,6 +98,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn entries(&self) -> Option<u64> {
+        Some(self.live.load(Ordering::Relaxed))
+    }
+
     async fn insert(&self, id: &AuthorizationId, record: Record, now: u64) -> Result<Insert, StoreError> {
         if self.live.load(Ordering::Relaxed) >= self.capacity {
             // Expired entries are only counted out when moka's maintenance runs.

@@ -104,6 +104,11 @@ pub trait Store: Send + Sync {
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Claims held in this process, for `x402_cache_entries`; `None` for stores outside the process.
+    fn entries(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Opens the store a config names. `capacity` bounds the memory store; `clock` expires its records.

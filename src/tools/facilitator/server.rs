@@ -94,6 +94,7 @@ async fn settle(State(s): State<Arc<FacilitatorService>>, body: Bytes) -> Respon
 }
 
 async fn supported(State(s): State<Arc<FacilitatorService>>) -> Response {
+    s.counters.supported_requests.fetch_add(1, Ordering::Relaxed);
     Json(s.supported()).into_response()
 }
 
@@ -115,6 +116,11 @@ async fn metrics(State(s): State<Arc<FacilitatorService>>) -> Response {
             "facilitator_transactions_sent_total",
             "settlement transactions broadcast",
             &c.transactions_sent,
+        ),
+        (
+            "facilitator_supported_requests_total",
+            "GET /supported requests",
+            &c.supported_requests,
         ),
     ] {
         let _ = writeln!(

@@ -53,6 +53,7 @@ pub struct Counters {
     pub verify_requests: AtomicU64,
     pub settle_requests: AtomicU64,
     pub transactions_sent: AtomicU64,
+    pub supported_requests: AtomicU64,
 }
 
 /// The self-hosted facilitator.

@@ -1,0 +1,150 @@
+//! Readiness, kept up to date by a background task so that no probe makes a network call: the
+//! facilitator's `/supported` (answered recently, covering every network the price table accepts), the
+//! payment store (answers a ping), and whether shutdown began. A facilitator outage fails readiness only
+//! once its last good answer is older than `health.stale_after`; it never fails liveness.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::Health as Settings;
+use crate::core::time::Clock;
+use crate::gateway::facilitator::FacilitatorClient;
+use crate::gateway::live::LiveConfig;
+use crate::gateway::metrics::Metrics;
+use crate::gateway::store::Store;
+use crate::protocol::facilitator::SupportedResponse;
+use crate::protocol::network::Network;
+use crate::protocol::SCHEME_EXACT;
+
+/// What readiness depends on.
+pub struct Health {
+    settings: Settings,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+    /// Unix seconds of the facilitator's last good answer (0: none yet).
+    facilitator_ok_at: AtomicU64,
+    /// Why the last facilitator check failed, if it did.
+    facilitator_problem: Mutex<Option<String>>,
+    /// Why the last store ping failed, if it did; `Some` until the first ping.
+    store_problem: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// Nothing checked yet: not ready until the first checks pass.
+    pub fn new(settings: Settings, clock: Clock, metrics: Arc<Metrics>) -> Self {
+        Health {
+            settings,
+            clock,
+            metrics,
+            draining: AtomicBool::new(false),
+            facilitator_ok_at: AtomicU64::new(0),
+            facilitator_problem: Mutex::new(Some("not checked yet".into())),
+            store_problem: Mutex::new(Some("not checked yet".into())),
+        }
+    }
+
+    /// `Ok` when ready; otherwise every reason it is not. Also brings the readiness gauges up to date.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut why = Vec::new();
+        if self.is_draining() {
+            why.push("shutting down".to_owned());
+        }
+        let fresh = self.facilitator_fresh();
+        self.metrics.facilitator_up.set(i64::from(fresh));
+        if !fresh {
+            let problem = lock(&self.facilitator_problem).clone().unwrap_or_default();
+            why.push(format!(
+                "facilitator has not answered /supported for every configured network within {:?}: {problem}",
+                self.settings.stale_after
+            ));
+        }
+        if let Some(p) = lock(&self.store_problem).clone() {
+            why.push(format!("store: {p}"));
+        }
+        self.metrics.ready.set(i64::from(why.is_empty()));
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why)
+        }
+    }
+
+    fn facilitator_fresh(&self) -> bool {
+        let at = self.facilitator_ok_at.load(Ordering::Relaxed);
+        at != 0 && self.clock.now().saturating_sub(at) <= self.settings.stale_after.as_secs()
+    }
+
+    /// Readiness goes false for good: shutdown began.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.metrics.draining.set(1);
+        self.metrics.ready.set(0);
+    }
+
+    /// Whether shutdown began.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Checks the facilitator and the store every `health.interval`, forever.
+    pub async fn run(self: Arc<Self>, facilitator: FacilitatorClient, store: Arc<dyn Store>, live: Arc<LiveConfig>) {
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let wanted = networks(&live);
+            let (supported, pinged) = tokio::join!(facilitator.supported(), store.ping());
+            let checked = supported.map_err(|e| e.to_string()).and_then(|s| covers(&s, &wanted));
+            match checked {
+                Ok(()) => {
+                    self.facilitator_ok_at.store(self.clock.now(), Ordering::Relaxed);
+                    *lock(&self.facilitator_problem) = None;
+                }
+                Err(problem) => {
+                    if lock(&self.facilitator_problem).as_deref() != Some(problem.as_str()) {
+                        tracing::warn!(problem = %problem, "facilitator check failed");
+                    }
+                    *lock(&self.facilitator_problem) = Some(problem);
+                }
+            }
+            *lock(&self.store_problem) = pinged.err().map(|e| e.to_string());
+            let _ = self.readiness();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Every network the current price table accepts.
+fn networks(live: &LiveConfig) -> BTreeSet<Network> {
+    let g = live.load();
+    g.current
+        .config
+        .table
+        .routes
+        .iter()
+        .filter_map(|r| r.pricing.as_ref())
+        .flat_map(|p| &p.offers)
+        .map(|o| o.requirement.network)
+        .collect()
+}
+
+/// `Ok` when `/supported` lists the `exact` scheme on every wanted network (by either of its names).
+fn covers(s: &SupportedResponse, wanted: &BTreeSet<Network>) -> Result<(), String> {
+    let served: BTreeSet<Network> = s
+        .kinds
+        .iter()
+        .filter(|k| k.scheme == SCHEME_EXACT)
+        .filter_map(|k| Network::parse(&k.network))
+        .collect();
+    let missing: Vec<String> = wanted.difference(&served).map(ToString::to_string).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("it does not support `exact` on {}", missing.join(", ")))
+    }
+}

@@ -1,0 +1,114 @@
+//! Hot reload: on SIGHUP, and when the config file's content changes (polled, so the symlink swap
+//! Kubernetes does for a mounted ConfigMap is seen like any edit), the file is parsed and validated and
+//! the result swapped in whole. A file that does not load leaves the running config in place, is logged
+//! with every error and counted as a failed reload. Requests in flight finish under the config they
+//! started with; quotes from the replaced table stay payable until they expire ([`live`]).
+//!
+//! The price table, routes, upstreams and modes reload. Settings the running process was built from
+//! (listen addresses, store, facilitator, shutdown, health, reload, log format) need a restart: a change
+//! to one is logged and otherwise ignored.
+//!
+//! [`live`]: crate::gateway::live
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::signal::unix::Signal;
+
+use crate::config::{Config, ProcessEnv, Reload};
+use crate::core::time::Clock;
+use crate::gateway::live::{Live, LiveConfig};
+use crate::gateway::metrics::Metrics;
+
+/// Watches for SIGHUP and file changes, forever.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub settings: Reload,
+    pub live: Arc<LiveConfig>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+/// What a file's bytes hash to, or `None` when it cannot be read.
+fn digest(path: &PathBuf) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+impl Reloader {
+    /// Runs until the process ends, reloading on each `hup` (SIGHUP, registered by the caller before
+    /// anything could send it: its default action ends the process).
+    pub async fn run(self, mut hup: Signal) {
+        let mut seen = digest(&self.path);
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let why = tokio::select! {
+                _ = hup.recv() => "SIGHUP",
+                _ = tick.tick(), if self.settings.watch => {
+                    let now = digest(&self.path);
+                    // A file caught missing mid-swap is not a change: the next look sees the new one.
+                    if now.is_none() || now == seen {
+                        continue;
+                    }
+                    seen = now;
+                    "file changed"
+                }
+            };
+            self.reload(why).await;
+        }
+    }
+
+    /// Loads the file and swaps it in, or keeps the running config.
+    async fn reload(&self, why: &'static str) {
+        let path = self.path.clone();
+        let metrics = self.metrics.clone();
+        // Reading, resolving upstream names and building every route's 402 is blocking work.
+        let built = tokio::task::spawn_blocking(move || {
+            let config = crate::config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
+            Live::new(config, &metrics)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        match built {
+            Ok(live) => {
+                let running = self.live.load();
+                for field in restart_only(&running.current.config, &live.config) {
+                    tracing::warn!(
+                        field,
+                        "changed in the file, but takes effect only on restart; the running value is kept"
+                    );
+                }
+                let routes = live.config.table.routes.len();
+                self.live.swap(live, self.clock.now());
+                self.metrics.reload(true);
+                tracing::info!(trigger = why, routes, "config reloaded");
+            }
+            Err(errors) => {
+                self.metrics.reload(false);
+                tracing::error!(trigger = why, errors = %errors, "config reload failed; the running config is kept");
+            }
+        }
+    }
+}
+
+/// The fields that differ between `old` and `new` but only take effect on restart.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let checks = [
+        ("listen", old.listen == new.listen),
+        ("admin_listen", old.admin_listen == new.admin_listen),
+        ("store", old.store == new.store),
+        ("claim_lease", old.claim_lease == new.claim_lease),
+        ("upstream_ca_file", old.upstream_ca_file == new.upstream_ca_file),
+        ("facilitator.url", old.facilitator.url == new.facilitator.url),
+        (
+            "facilitator.timeout",
+            old.facilitator.timeout == new.facilitator.timeout,
+        ),
+        ("shutdown", old.shutdown == new.shutdown),
+        ("health", old.health == new.health),
+        ("reload", old.reload == new.reload),
+        ("log_format", old.log_format == new.log_format),
+    ];
+    checks.iter().filter(|(_, same)| !same).map(|(f, _)| *f).collect()
+}
