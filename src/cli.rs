@@ -21,25 +21,9 @@ pub struct Cli {
     /// Log format: `text` for people, `json` for log pipelines (default: the config's `log_format`, else
     /// text).
     #[arg(long, global = true, value_enum)]
-    pub log_format: Option<LogFormatArg>,
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Json,
-}
-
-impl From<LogFormatArg> for LogFormat {
-    fn from(a: LogFormatArg) -> Self {
-        match a {
-            LogFormatArg::Text => LogFormat::Text,
-            LogFormatArg::Json => LogFormat::Json,
-        }
-    }
 }
 
 /// The subcommands.
@@ -94,9 +78,9 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 
 /// `run`: the config decides the log format unless the flag does; the log writer is flushed on every
 /// way out, including the drain's early exit.
-fn run(path: &Path, flag: Option<LogFormatArg>) -> Result<(), String> {
+fn run(path: &Path, flag: Option<LogFormat>) -> Result<(), String> {
     let config = crate::config::load(path, &ProcessEnv).map_err(|e| e.to_string())?;
-    let format = flag.map(LogFormat::from).or(config.log_format).unwrap_or_default();
+    let format = flag.or(config.log_format).unwrap_or_default();
     let guard = Arc::new(Mutex::new(Some(init_tracing(format))));
     let flush = guard.clone();
     let before_exit = Box::new(move || drop(flush.lock().ok().and_then(|mut g| g.take())));
@@ -117,7 +101,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     use crate::tools::{demo, devnet, facilitator, pay, upstream};
     let _guard = match cli.command {
         Command::Run(_) => None,
-        _ => Some(init_tracing(cli.log_format.map(LogFormat::from).unwrap_or_default())),
+        _ => Some(init_tracing(cli.log_format.unwrap_or_default())),
     };
     let result = match cli.command {
         Command::Devnet(args) => runtime().and_then(|rt| rt.block_on(devnet::run(args))),

@@ -10,14 +10,19 @@ use alloy::primitives::U256;
 use serde_json::Value;
 use support::{decode_header, encode_header, free_port, get, price_table, python_sign, wait_http, Stack};
 
-/// Stops the named container however the test ends.
-struct Container(String);
+/// The `scripts/image run` process and its container's name: stopped however the test ends.
+struct Container {
+    name: String,
+    podman: std::process::Child,
+}
 
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = Command::new(support::repo().join("scripts/image"))
-            .args(["stop", &self.0])
+            .args(["stop", &self.name])
             .status();
+        let _ = self.podman.kill();
+        let _ = self.podman.wait();
     }
 }
 
@@ -75,15 +80,17 @@ async fn the_image_runs_read_only_as_non_root_and_takes_a_payment() {
         .unwrap();
 
     let name = format!("x402-test-{admin}");
-    let _container = Container(name.clone());
     let logs = std::fs::File::create(support::repo().join(format!("target/test-logs/{name}.log"))).unwrap();
-    let _podman = Command::new(support::repo().join("scripts/image"))
-        .args(["run", path.to_str().unwrap(), "--name", &name, "--replace"])
-        .env("X402_IMAGE", "localhost/x402-gateway:test")
-        .stdout(logs.try_clone().unwrap())
-        .stderr(logs)
-        .spawn()
-        .unwrap();
+    let _container = Container {
+        name: name.clone(),
+        podman: Command::new(support::repo().join("scripts/image"))
+            .args(["run", path.to_str().unwrap(), "--name", &name, "--replace"])
+            .env("X402_IMAGE", "localhost/x402-gateway:test")
+            .stdout(logs.try_clone().unwrap())
+            .stderr(logs)
+            .spawn()
+            .unwrap(),
+    };
     let url = format!("http://{listen}");
     wait_http(&url).await;
     let running = image(&["podman", "inspect", &name]);

@@ -55,8 +55,8 @@ pub struct RawConfig {
     pub health: RawHealth,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// How logs are written (also the `--log-format` flag's values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// For people.

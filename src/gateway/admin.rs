@@ -55,9 +55,17 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                     .run(plane.facilitator, plane.store.clone(), plane.live),
             );
             let reloads = tokio::spawn(plane.reloader.run(hup));
-            let Some(listener) = listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok()) else {
-                let _ = reloads.await;
-                return;
+            let listener = match listener.map(tokio::net::TcpListener::from_std) {
+                Some(Ok(l)) => l,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "admin listener cannot start; /metrics, /healthz and /readyz are unavailable");
+                    let _ = reloads.await;
+                    return;
+                }
+                None => {
+                    let _ = reloads.await;
+                    return;
+                }
             };
             let (metrics, remote, store, health) = (plane.metrics, plane.remote, plane.store, plane.health);
             let gauges = health.clone();

@@ -124,3 +124,17 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
         extensions,
     })
 }
+
+/// Whether a payment was made out for the terms of one of `offers` (v2: its `accepted` is one of them; v1:
+/// an offer on its network asks its amount for its recipient). No signature work: this only chooses
+/// between price tables, and the chosen one's checks all run afterwards.
+pub fn quotes(p: &Presented, offers: &[Offer]) -> bool {
+    let Ok(m) = match_offer(p.clone(), offers) else {
+        return false;
+    };
+    let auth = &m.exact.authorization;
+    m.candidates
+        .iter()
+        .filter_map(|&i| offers.get(i))
+        .any(|o| o.requirement.amount == auth.value && o.requirement.pay_to == auth.to)
+}

@@ -97,7 +97,14 @@ impl ShutdownSignalWatch for Drain {
                 let deadline = Instant::now() + self.settings.grace_period;
                 self.health.start_draining();
                 tracing::info!(drain_delay = ?self.settings.drain_delay, grace_period = ?self.settings.grace_period, "SIGTERM: not ready; draining");
-                tokio::time::sleep(self.settings.drain_delay).await;
+                // SIGINT still stops at once while draining.
+                tokio::select! {
+                    () = tokio::time::sleep(self.settings.drain_delay) => {}
+                    _ = int.recv() => {
+                        tracing::info!("SIGINT while draining: stopping now");
+                        return ShutdownSignal::FastShutdown;
+                    }
+                }
                 tracing::info!(in_flight = self.requests.count(), "no longer accepting; finishing requests in flight");
                 let requests = self.requests.clone();
                 let before_exit = self.before_exit.lock().ok().and_then(|mut f| f.take());

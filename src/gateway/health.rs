@@ -17,6 +17,9 @@ use crate::protocol::facilitator::SupportedResponse;
 use crate::protocol::network::Network;
 use crate::protocol::SCHEME_EXACT;
 
+/// The least time a background check is given, however short the interval.
+const MIN_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What readiness depends on.
 pub struct Health {
     settings: Settings,
@@ -95,8 +98,17 @@ impl Health {
         loop {
             tick.tick().await;
             let wanted = networks(&live);
-            let (supported, pinged) = tokio::join!(facilitator.supported(), store.ping());
-            let checked = supported.map_err(|e| e.to_string()).and_then(|s| covers(&s, &wanted));
+            // A check that hangs is a failed check, not a stale success.
+            let bound = self.settings.interval.max(MIN_CHECK_TIMEOUT);
+            let (supported, pinged) = tokio::join!(
+                tokio::time::timeout(bound, facilitator.supported()),
+                tokio::time::timeout(bound, store.ping())
+            );
+            let late = |what| format!("{what} did not answer within {bound:?}");
+            let checked = match supported {
+                Ok(answer) => answer.map_err(|e| e.to_string()).and_then(|s| covers(&s, &wanted)),
+                Err(_) => Err(late("/supported")),
+            };
             match checked {
                 Ok(()) => {
                     self.facilitator_ok_at.store(self.clock.now(), Ordering::Relaxed);
@@ -109,7 +121,11 @@ impl Health {
                     *lock(&self.facilitator_problem) = Some(problem);
                 }
             }
-            *lock(&self.store_problem) = pinged.err().map(|e| e.to_string());
+            *lock(&self.store_problem) = match pinged {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(late("the store")),
+            };
             let _ = self.readiness();
         }
     }

@@ -89,19 +89,28 @@ fn resolve(config: &Config) -> Result<Vec<ResolvedUpstream>, String> {
     Ok(out)
 }
 
-/// The current configuration and the retired ones whose quotes are still payable, newest first.
+/// A replaced configuration: when it was retired, and until when any of its quotes can be payable.
+#[derive(Clone)]
+struct Retired {
+    live: Arc<Live>,
+    at: u64,
+    until: u64,
+}
+
+/// The current configuration and the retired ones whose quotes may still be payable, newest first.
 pub struct Generations {
     pub current: Arc<Live>,
-    retired: Vec<(Arc<Live>, u64)>,
+    retired: Vec<Retired>,
 }
 
 impl Generations {
-    /// The retired configurations whose quotes are still payable at `now`, newest first.
-    pub fn honoured(&self, now: u64) -> impl Iterator<Item = &Live> {
+    /// The retired configurations some of whose quotes may still be payable at `now`, newest first, each
+    /// with when it was retired (a route's quotes stay payable its own `maxTimeoutSeconds` after that).
+    pub fn honoured(&self, now: u64) -> impl Iterator<Item = (&Live, u64)> {
         self.retired
             .iter()
-            .filter(move |(_, until)| now <= *until)
-            .map(|(l, _)| l.as_ref())
+            .filter(move |r| now <= r.until)
+            .map(|r| (r.live.as_ref(), r.at))
     }
 }
 
@@ -126,8 +135,12 @@ impl LiveConfig {
     /// Only the reloader calls this, so there is no race between two swaps.
     pub fn swap(&self, live: Live, now: u64) {
         let old = self.0.load_full();
-        let mut retired: Vec<(Arc<Live>, u64)> = vec![(old.current.clone(), old.current.quotes_until(now))];
-        retired.extend(old.retired.iter().filter(|(_, until)| now <= *until).cloned());
+        let mut retired = vec![Retired {
+            live: old.current.clone(),
+            at: now,
+            until: old.current.quotes_until(now),
+        }];
+        retired.extend(old.retired.iter().filter(|r| now <= r.until).cloned());
         self.0.store(Arc::new(Generations {
             current: Arc::new(live),
             retired,

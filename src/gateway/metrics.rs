@@ -1,7 +1,8 @@
 //! The gateway's Prometheus metrics, registered once, and the closed set of request outcomes they count.
 //! Label values come from the config (route names, networks, assets) and closed sets ([`Outcome`], the
-//! `result` and `where` values below), never from the client. Per-route handles are looked up once per
-//! config ([`RouteMetrics`]), so the request path touches no label map.
+//! `result` and `where` values below), never from the client. What every request counts (its outcome and
+//! timings) goes through per-route handles looked up once per config ([`RouteMetrics`]); the rest
+//! (verifications, settlements, revenue) is counted only for payments, by label.
 
 use std::time::Duration;
 

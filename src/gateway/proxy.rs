@@ -15,7 +15,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::core::time::Clock;
 use crate::gateway::checkout::Checkout;
 use crate::gateway::claims::Claims;
-use crate::gateway::decode::Presented;
+use crate::gateway::decode::{self, Presented};
 use crate::gateway::drain::{InFlight, Requests};
 use crate::gateway::facilitator::Remote;
 use crate::gateway::health::Health;
@@ -143,9 +143,46 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Checks out a presented payment: admitted, refused, or (facilitator down on a route that allows it)
-    /// proxied unpaid. A payment made out for other terms is tried against the retired price tables whose
-    /// quotes are still payable, newest first.
+    /// The pricing a payment is judged by: the route's, unless the payment was made out for other terms
+    /// that a retired price table quoted for this request within that route's `maxTimeoutSeconds` before
+    /// it was replaced, to the same recipient (a changed `pay_to` is never honoured). Chosen before any
+    /// side effect, so a payment is checked out once, under one set of terms.
+    fn quoted<'g>(
+        &self,
+        req: &RequestHeader,
+        gen: &'g Generations,
+        pricing: &'g Pricing,
+        p: &Presented,
+    ) -> &'g Pricing {
+        let now = self.clock.now();
+        if gen.honoured(now).next().is_none() || decode::quotes(p, &pricing.offers) {
+            return pricing;
+        }
+        let same_recipient = |old: &Pricing| {
+            old.offers.iter().all(|o| {
+                pricing
+                    .offers
+                    .iter()
+                    .any(|c| c.requirement.pay_to == o.requirement.pay_to)
+            })
+        };
+        for (old, retired_at) in gen.honoured(now) {
+            let Decision::Pay(old_pricing, _) = intake::classify(req, &old.config.table).decision else {
+                continue;
+            };
+            if now <= retired_at.saturating_add(old_pricing.max_timeout())
+                && same_recipient(old_pricing)
+                && decode::quotes(p, &old_pricing.offers)
+            {
+                tracing::info!("payment made out to a retired price table's quote; honoured");
+                return old_pricing;
+            }
+        }
+        pricing
+    }
+
+    /// Checks out a presented payment: admitted, refused, or (the facilitator could not verify, on a route
+    /// that allows it) proxied unpaid.
     async fn pay(
         &self,
         session: &mut Session,
@@ -160,34 +197,20 @@ impl Gateway {
             store: self.store.as_ref(),
             clock: &self.clock,
         };
-        let mut result = checkout.admit(presented, pricing, &ctx.url).await;
-        if result.as_ref().is_err_and(Refusal::is_other_terms) {
-            for old in gen.honoured(self.clock.now()) {
-                let Decision::Pay(old_pricing, again) =
-                    intake::classify(session.req_header(), &old.config.table).decision
-                else {
-                    continue;
-                };
-                let retried = checkout.admit(again, old_pricing, &ctx.url).await;
-                let other_terms = retried.as_ref().is_err_and(Refusal::is_other_terms);
-                if !other_terms {
-                    tracing::info!(
-                        route = ctx.route_name(),
-                        "payment made out to a retired price table's quote"
-                    );
-                    result = retried;
-                    break;
-                }
-            }
-        }
+        let pricing = self.quoted(session.req_header(), gen, pricing, &presented);
+        let result = checkout.admit(presented, pricing, &ctx.url).await;
         match result {
             Ok(a) => {
                 self.metrics.claims_in_flight.inc();
                 ctx.admitted = Some(a);
                 Ok(false)
             }
-            Err(Refusal::Facilitator(e)) if pricing.on_facilitator_error == OnFacilitatorError::Allow => {
-                tracing::warn!(route = ctx.route_name(), error = %e, "facilitator failed; serving unpaid (on_facilitator_error: allow)");
+            // Only a failed /verify: once /settle was asked, the payment may have been sent, and serving it
+            // unpaid now would serve it twice once it is reconciled.
+            Err(Refusal::Facilitator { error, settling: false })
+                if pricing.on_facilitator_error == OnFacilitatorError::Allow =>
+            {
+                tracing::warn!(route = ctx.route_name(), error = %error, "facilitator could not verify; serving unpaid (on_facilitator_error: allow)");
                 ctx.outcome = Outcome::FailOpen;
                 Ok(false)
             }
@@ -337,15 +360,6 @@ impl ProxyHttp for Gateway {
             // Upstream failed: passed through unsettled; the claim is released in `logging`.
             Ok(None) => {
                 ctx.outcome = Outcome::UpstreamError;
-                Ok(())
-            }
-            Err(Refusal::Facilitator(e))
-                if ctx
-                    .pricing()
-                    .is_some_and(|p| p.on_facilitator_error == OnFacilitatorError::Allow) =>
-            {
-                tracing::warn!(route = ctx.route_name(), error = %e, "facilitator failed at settlement; serving unpaid (on_facilitator_error: allow)");
-                ctx.outcome = Outcome::FailOpen;
                 Ok(())
             }
             Err(r) => {

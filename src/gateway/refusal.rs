@@ -24,8 +24,9 @@ pub enum Refusal {
     BadRequest(String),
     /// 404: unmatched under `default: deny`.
     NotFound,
-    /// 502/503/504: the facilitator failed; nothing was served.
-    Facilitator(FacilitatorError),
+    /// 502/503/504: the facilitator failed; nothing was served. `settling`: it failed at `/settle`, so the
+    /// payment may have been sent (never served unpaid, whatever the route allows).
+    Facilitator { error: FacilitatorError, settling: bool },
     /// 504: settlement was sent and is still pending; the body names the transaction so the client does
     /// not pay twice.
     SettlementPending { transaction: String },
@@ -117,7 +118,7 @@ impl Refusal {
             Refusal::PaymentRequired { .. } => Outcome::RefusedPayment,
             Refusal::BadRequest(_) => Outcome::BadRequest,
             Refusal::NotFound => Outcome::Denied,
-            Refusal::Facilitator(_) => Outcome::FacilitatorError,
+            Refusal::Facilitator { .. } => Outcome::FacilitatorError,
             Refusal::SettlementPending { .. } => Outcome::RefusedPending,
             Refusal::Busy(_) | Refusal::Store => Outcome::RefusedUnavailable,
             Refusal::Conflict { .. } => Outcome::RefusedConflict,
@@ -127,35 +128,29 @@ impl Refusal {
         }
     }
 
-    /// Whether the payment was made out for other terms than this route's (another price, recipient or
-    /// time limit): the one refusal a quote from a retired price table may still answer.
-    pub fn is_other_terms(&self) -> bool {
-        let Refusal::PaymentRequired { reason: Some(r), .. } = self else {
-            return false;
-        };
-        [
-            reason::NO_MATCHING_REQUIREMENTS,
-            reason::VALUE_MISMATCH,
-            reason::RECIPIENT_MISMATCH,
-            reason::VALID_BEFORE,
-        ]
-        .iter()
-        .any(|p| r.starts_with(p))
-    }
-
     /// The HTTP status this refusal is answered with.
     pub fn status(&self) -> u16 {
         match self {
             Refusal::PaymentRequired { .. } => 402,
             Refusal::BadRequest(_) => 400,
             Refusal::NotFound => 404,
-            Refusal::Facilitator(FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. }) => 502,
-            Refusal::Facilitator(FacilitatorError::Unreachable { .. } | FacilitatorError::Failed { .. })
+            Refusal::Facilitator {
+                error: FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. },
+                ..
+            } => 502,
+            Refusal::Facilitator {
+                error: FacilitatorError::Unreachable { .. } | FacilitatorError::Failed { .. },
+                ..
+            }
             | Refusal::Busy(_)
             | Refusal::Store => 503,
             Refusal::Used { .. } | Refusal::Conflict { .. } => 409,
             Refusal::Replay(a) => a.status,
-            Refusal::Facilitator(FacilitatorError::Timeout { .. }) | Refusal::SettlementPending { .. } => 504,
+            Refusal::Facilitator {
+                error: FacilitatorError::Timeout { .. },
+                ..
+            }
+            | Refusal::SettlementPending { .. } => 504,
             Refusal::Upstream { status, .. } => *status,
         }
     }
@@ -187,7 +182,7 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
         Refusal::BadRequest(m) => json!({ "error": m }),
         Refusal::NotFound => json!({ "error": "no route matches this request" }),
         // The detail (with the facilitator's redacted URL) is in the log; the client gets a stable code.
-        Refusal::Facilitator(e) => {
+        Refusal::Facilitator { error: e, .. } => {
             json!({ "error": "facilitator_unavailable", "reason": e.code(), "message": e.public_message() })
         }
         Refusal::SettlementPending { transaction } => json!({

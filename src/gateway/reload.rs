@@ -39,28 +39,32 @@ impl Reloader {
     /// Runs until the process ends, reloading on each `hup` (SIGHUP, registered by the caller before
     /// anything could send it: its default action ends the process).
     pub async fn run(self, mut hup: Signal) {
+        // Restart-only settings are compared with what the process started with, not the last reload.
+        let started = self.live.load().current.config.clone();
         let mut seen = digest(&self.path);
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let why = tokio::select! {
                 _ = hup.recv() => "SIGHUP",
-                _ = tick.tick(), if self.settings.watch => {
-                    let now = digest(&self.path);
-                    // A file caught missing mid-swap is not a change: the next look sees the new one.
-                    if now.is_none() || now == seen {
-                        continue;
-                    }
-                    seen = now;
-                    "file changed"
-                }
+                _ = tick.tick(), if self.settings.watch => "file changed",
             };
-            self.reload(why).await;
+            let now = digest(&self.path);
+            // A file caught missing mid-swap is not a change (the next look sees the new one); the same
+            // content again (a SIGHUP with nothing edited) would only retire an identical table.
+            if now.is_none() || now == seen {
+                if why == "SIGHUP" {
+                    tracing::info!("SIGHUP: the config file is unchanged (or unreadable); nothing to reload");
+                }
+                continue;
+            }
+            seen = now;
+            self.reload(why, &started).await;
         }
     }
 
     /// Loads the file and swaps it in, or keeps the running config.
-    async fn reload(&self, why: &'static str) {
+    async fn reload(&self, why: &'static str, started: &Config) {
         let path = self.path.clone();
         let metrics = self.metrics.clone();
         // Reading, resolving upstream names and building every route's 402 is blocking work.
@@ -72,8 +76,7 @@ impl Reloader {
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
         match built {
             Ok(live) => {
-                let running = self.live.load();
-                for field in restart_only(&running.current.config, &live.config) {
+                for field in restart_only(started, &live.config) {
                     tracing::warn!(
                         field,
                         "changed in the file, but takes effect only on restart; the running value is kept"
@@ -105,10 +108,20 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
             "facilitator.timeout",
             old.facilitator.timeout == new.facilitator.timeout,
         ),
+        ("facilitator.headers", same_headers(old, new)),
         ("shutdown", old.shutdown == new.shutdown),
         ("health", old.health == new.health),
         ("reload", old.reload == new.reload),
         ("log_format", old.log_format == new.log_format),
     ];
     checks.iter().filter(|(_, same)| !same).map(|(f, _)| *f).collect()
+}
+
+/// Whether the facilitator headers are the same (values compared, never shown).
+fn same_headers(old: &Config, new: &Config) -> bool {
+    let (a, b) = (&old.facilitator.headers, &new.facilitator.headers);
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((n1, v1), (n2, v2))| n1 == n2 && v1.expose() == v2.expose())
 }

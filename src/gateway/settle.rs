@@ -126,7 +126,7 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             } else {
                 claims.failed(&a.ticket, error.code().to_owned()).await;
             }
-            Err(Refusal::Facilitator(error))
+            Err(Refusal::Facilitator { error, settling: true })
         }
     }
 }

@@ -45,7 +45,10 @@ pub async fn remote(remote: &Remote, request: &EncodedRequest, network: &str) ->
     let count = |v| remote.metrics().verification(network, Where::Remote, v);
     let v = remote.verify(request).await.map_err(|e| {
         count(Verdict::Error);
-        Refusal::Facilitator((*e).clone())
+        Refusal::Facilitator {
+            error: (*e).clone(),
+            settling: false,
+        }
     })?;
     if v.is_valid {
         count(Verdict::Valid);
