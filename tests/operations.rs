@@ -638,7 +638,7 @@ async fn shadow_routes_proxy_everything_and_never_settle() {
     let shadow = "  - path: /shadow/**\n    price: \"$0.001\"\n    mode: shadow\n";
     let top = format!("admin_listen: \"127.0.0.1:{admin}\"");
     let listen = write_config(&path, &table(&stack, &stack.facilitator.url, &top, shadow));
-    let mut gw = Gw::start(&path, &listen, admin).await;
+    let gw = Gw::start(&path, &listen, admin).await;
     let (payer, key) = stack.devnet.account(2);
     let before = stack.devnet.balance(payer).await;
     let calls = stack.facilitator_calls().await;
