@@ -36,9 +36,25 @@ struct Gw {
     url: String,
     admin: String,
     log: PathBuf,
+    /// The config file.
+    config: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Gw {
+    /// A gateway on `stack` with a config file of its own: the standard table with an admin port, `top`
+    /// keys added and `routes` appended.
+    async fn for_stack(stack: &Stack, facilitator: &str, top: &str, routes: &str) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = free_port();
+        let path = dir.path().join("gateway.yaml");
+        let top = format!("admin_listen: \"127.0.0.1:{admin}\"\n{top}");
+        let listen = write_config(&path, &table(stack, facilitator, &top, routes));
+        let mut gw = Gw::start(&path, &listen, admin).await;
+        gw._dir = Some(dir);
+        gw
+    }
+
     async fn start(config: &Path, listen: &str, admin: u16) -> Gw {
         let name = format!("gateway-{listen}");
         let proc = spawn(&name, &["run", "-c", config.to_str().unwrap()], &[]);
@@ -49,6 +65,8 @@ impl Gw {
             url,
             admin: format!("http://127.0.0.1:{admin}"),
             log: support::repo().join(format!("target/test-logs/{name}.log")),
+            config: config.to_owned(),
+            _dir: None,
         }
     }
 
@@ -153,13 +171,9 @@ fn receipt(resp: &reqwest::Response) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_after_traffic_match_the_dashboard_and_revenue_equals_the_price() {
     let stack = Stack::start(31_337, "").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let path = dir.path().join("gateway.yaml");
-    let top = format!("admin_listen: \"127.0.0.1:{admin}\"\nlog_format: json\nhealth: {{interval: 200ms}}");
     let shadow = "  - path: /shadow/**\n    price: \"$0.001\"\n    mode: shadow\n";
-    let listen = write_config(&path, &table(&stack, &stack.facilitator.url, &top, shadow));
-    let gw = Gw::start(&path, &listen, admin).await;
+    let top = "log_format: json\nhealth: {interval: 200ms}";
+    let gw = Gw::for_stack(&stack, &stack.facilitator.url, top, shadow).await;
     gw.wait_ready().await;
 
     let (payer, key) = stack.devnet.account(3);
@@ -312,15 +326,11 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_is_checked_in_the_background_and_an_outage_never_fails_liveness() {
     let stack = Stack::start(31_337, "").await;
-    let dir = tempfile::tempdir().unwrap();
 
     // A facilitator of its own, so its /supported count is this gateway's alone.
     let own = Facilitator::start(&stack.devnet, &[]).await;
-    let admin = free_port();
-    let path = dir.path().join("a.yaml");
-    let top = format!("admin_listen: \"127.0.0.1:{admin}\"\nhealth: {{interval: 3600s, stale_after: 7200s}}");
-    let listen = write_config(&path, &table(&stack, &own.url, &top, ""));
-    let gw = Gw::start(&path, &listen, admin).await;
+    let top = "health: {interval: 3600s, stale_after: 7200s}";
+    let gw = Gw::for_stack(&stack, &own.url, top, "").await;
     gw.wait_ready().await;
     let supported = own.counter("facilitator_supported_requests_total").await;
     assert_eq!(supported, 1, "one background check so far");
@@ -336,11 +346,8 @@ async fn readiness_is_checked_in_the_background_and_an_outage_never_fails_livene
     // An outage: readiness holds until the last good answer is `stale_after` old; liveness never fails;
     // payments are refused with 503, free routes keep working.
     let doomed = Facilitator::start(&stack.devnet, &[]).await;
-    let admin = free_port();
-    let path = dir.path().join("b.yaml");
-    let top = format!("admin_listen: \"127.0.0.1:{admin}\"\nhealth: {{interval: 200ms, stale_after: 2s}}");
-    let listen = write_config(&path, &table(&stack, &doomed.url, &top, ""));
-    let gw = Gw::start(&path, &listen, admin).await;
+    let top = "health: {interval: 200ms, stale_after: 2s}";
+    let gw = Gw::for_stack(&stack, &doomed.url, top, "").await;
     gw.wait_ready().await;
     let (_, key) = stack.devnet.account(4);
     let header = encode_header(&python_sign(&challenge(&format!("{}/paid/o", gw.url)).await, &key));
@@ -522,16 +529,11 @@ async fn reload_under_load_changes_prices_keeps_old_quotes_and_survives_a_broken
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_when_the_file_is_not_watched() {
     let stack = Stack::start(31_337, "").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let path = dir.path().join("gateway.yaml");
-    let top = format!("admin_listen: \"127.0.0.1:{admin}\"\nreload: {{watch: false}}");
-    let listen = write_config(&path, &table(&stack, &stack.facilitator.url, &top, ""));
-    let mut gw = Gw::start(&path, &listen, admin).await;
+    let mut gw = Gw::for_stack(&stack, &stack.facilitator.url, "reload: {watch: false}", "").await;
     let paid_url = format!("{}/paid/h", gw.url);
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(&gw.config).unwrap();
     std::fs::write(
-        &path,
+        &gw.config,
         text.replace(
             "price: \"$0.001\"\n    description",
             "price: \"$0.003\"\n    description",
@@ -564,14 +566,8 @@ async fn sighup_reloads_when_the_file_is_not_watched() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_a_paid_request_finishes_it_with_its_receipt_then_exits_0() {
     let stack = Stack::start(31_337, "").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let path = dir.path().join("gateway.yaml");
-    let top = format!(
-        "admin_listen: \"127.0.0.1:{admin}\"\nhealth: {{interval: 200ms}}\nshutdown: {{drain_delay: 3s, grace_period: 20s}}"
-    );
-    let listen = write_config(&path, &table(&stack, &stack.facilitator.url, &top, ""));
-    let mut gw = Gw::start(&path, &listen, admin).await;
+    let top = "health: {interval: 200ms}\nshutdown: {drain_delay: 3s, grace_period: 20s}";
+    let mut gw = Gw::for_stack(&stack, &stack.facilitator.url, top, "").await;
     gw.wait_ready().await;
     let (payer, key) = stack.devnet.account(7);
     let before = stack.devnet.balance(payer).await;
@@ -632,13 +628,8 @@ async fn sigterm_during_a_paid_request_finishes_it_with_its_receipt_then_exits_0
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_routes_proxy_everything_and_never_settle() {
     let stack = Stack::start(31_337, "").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let path = dir.path().join("gateway.yaml");
     let shadow = "  - path: /shadow/**\n    price: \"$0.001\"\n    mode: shadow\n";
-    let top = format!("admin_listen: \"127.0.0.1:{admin}\"");
-    let listen = write_config(&path, &table(&stack, &stack.facilitator.url, &top, shadow));
-    let gw = Gw::start(&path, &listen, admin).await;
+    let gw = Gw::for_stack(&stack, &stack.facilitator.url, "", shadow).await;
     let (payer, key) = stack.devnet.account(2);
     let before = stack.devnet.balance(payer).await;
     let calls = stack.facilitator_calls().await;
@@ -682,14 +673,9 @@ async fn shadow_routes_proxy_everything_and_never_settle() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_open_serves_unpaid_and_counts_it_only_where_allowed() {
     let stack = Stack::start(31_337, "").await;
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let path = dir.path().join("gateway.yaml");
     let dead = format!("http://127.0.0.1:{}", free_port());
     let open = "  - path: /open/**\n    price: \"$0.001\"\n    on_facilitator_error: allow\n  - path: /open-local/**\n    price: \"$0.001\"\n    verify: local\n    on_facilitator_error: allow\n";
-    let top = format!("admin_listen: \"127.0.0.1:{admin}\"");
-    let listen = write_config(&path, &table(&stack, &dead, &top, open));
-    let gw = Gw::start(&path, &listen, admin).await;
+    let gw = Gw::for_stack(&stack, &dead, "", open).await;
     let (payer, key) = stack.devnet.account(1);
     let before = stack.devnet.balance(payer).await;
 
