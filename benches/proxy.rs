@@ -1,5 +1,6 @@
 //! Gateway overhead under load: requests/s and latency percentiles for the same upstream reached directly,
-//! through a free route, as a 402 challenge, and as a paid request (fresh payment each time).
+//! through a free route, as a 402 challenge, as a paid request (fresh payment each time), and as a replayed
+//! payment (one already settled, refused with 409).
 //!
 //! The paid scenario uses an *isolating fake facilitator* (answers every /verify valid and every /settle
 //! successful at once) so the figure is the gateway's own cost, not the chain's; correctness against a
@@ -163,11 +164,18 @@ async fn main() {
             .collect(),
     );
 
-    let (c1, c2, c3, c4) = (client.clone(), client.clone(), client.clone(), client.clone());
+    let (c1, c2, c3, c4, c5) = (
+        client.clone(),
+        client.clone(),
+        client.clone(),
+        client.clone(),
+        client.clone(),
+    );
+    let replayed = headers[0].clone();
     let direct = format!("http://{upstream_addr}/free/x");
     let free = format!("{gw}/free/x");
     let paid = format!("{gw}/paid/x");
-    let paid2 = paid.clone();
+    let (paid2, paid3) = (paid.clone(), paid.clone());
     let mut runs = vec![
         load("upstream directly", &client, 200, Arc::new(move |_| c1.get(&direct))).await,
         load("gateway, free route", &client, 200, Arc::new(move |_| c2.get(&free))).await,
@@ -177,6 +185,13 @@ async fn main() {
             &client,
             200,
             Arc::new(move |i| c4.get(&paid2).header("payment-signature", headers[i].clone())),
+        )
+        .await,
+        load(
+            "gateway, replayed payment",
+            &client,
+            409,
+            Arc::new(move |_| c5.get(&paid3).header("payment-signature", replayed.clone())),
         )
         .await,
     ];

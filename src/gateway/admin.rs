@@ -10,7 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
-use crate::gateway::facilitator::{FacilitatorClient, Remote};
+use crate::gateway::claims::Claims;
+use crate::gateway::facilitator::FacilitatorClient;
 use crate::gateway::health::Health;
 use crate::gateway::live::LiveConfig;
 use crate::gateway::metrics::Metrics;
@@ -23,7 +24,7 @@ pub struct ControlPlane {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub facilitator: FacilitatorClient,
-    pub remote: Arc<Remote>,
+    pub claims: Arc<Claims>,
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveConfig>,
     pub reloader: Reloader,
@@ -67,14 +68,14 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                     return;
                 }
             };
-            let (metrics, remote, store, health) = (plane.metrics, plane.remote, plane.store, plane.health);
+            let (metrics, claims, store, health) = (plane.metrics, plane.claims, plane.store, plane.health);
             let gauges = health.clone();
             let app = Router::new()
                 .route(
                     "/metrics",
                     get(move || {
                         let _ = gauges.readiness();
-                        metrics.cache_entries("verify", remote.cached());
+                        metrics.cache_entries("settled", claims.settled_entries());
                         if let Some(n) = store.entries() {
                             metrics.cache_entries("claims", n);
                         }

@@ -69,6 +69,20 @@ impl Checkout<'_> {
 
     /// Every check after the identifier, through the claim and the facilitator's `/verify`.
     async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
+        // A payment this process already settled is refused before any signature work: a replay costs a
+        // cache lookup. (`from` is unverified here, but it is part of the settled payment's identity.)
+        let auth = &matched.exact.authorization;
+        for o in matched.candidates.iter().filter_map(|&i| pricing.offers.get(i)) {
+            let q = &o.requirement;
+            if let Some(transaction) = self
+                .claims
+                .settled_here(&AuthorizationId::of(q.network, q.asset, auth))
+                .await
+            {
+                let settled = ClaimRefusal::Settled { transaction };
+                return Err(claim_refusal(settled, matched.version, q, auth.from));
+            }
+        }
         let metrics = self.remote.metrics();
         let (offer, payer) = verify::local(pricing, &matched).map_err(|e| {
             let network = matched.candidates.first().and_then(|&i| pricing.offers.get(i));
@@ -78,7 +92,6 @@ impl Checkout<'_> {
         })?;
         let requirement = &offer.requirement;
         metrics.verification(&requirement.network.to_string(), Where::Local, Verdict::Valid);
-        let auth = &matched.exact.authorization;
         let key = AuthorizationId::of(requirement.network, requirement.asset, auth);
         let meta = resource(url, &pricing.description, &pricing.mime_type);
         let request = FacilitatorRequest {

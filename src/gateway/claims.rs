@@ -159,6 +159,17 @@ impl Claims {
         }
     }
 
+    /// The transaction that settled `key` in this process, if it did: a replay is refused on this lookup,
+    /// before any signature work or store call.
+    pub async fn settled_here(&self, key: &AuthorizationId) -> Option<String> {
+        self.settled.get(key).await
+    }
+
+    /// Settlements remembered in this process.
+    pub fn settled_entries(&self) -> u64 {
+        self.settled.entry_count()
+    }
+
     /// Moves the ticket's `from` claim to `next` (`None` releases it). `Ok(false)`: the claim was not
     /// there in that state (another holder took it over after its lease).
     async fn advance(&self, t: &ClaimTicket, from: &ClaimState, next: Option<ClaimState>) -> Result<bool, StoreError> {

@@ -1,7 +1,7 @@
 //! The facilitator as the gateway uses it. [`FacilitatorClient`] is the HTTP client (`/verify`, `/settle`,
 //! `/supported`, per-call timeout, extra headers) and reads the three answer shapes seen in the wild
 //! (x402-notes §6.1: 200 with a body, non-2xx with the same body, non-2xx `{"error": …}`). [`Remote`] adds
-//! what the request path needs on top: `/verify` cached by payload and coalesced, `/settle` retried once
+//! what the request path needs on top: `/settle` retried once
 //! when pending (x402-notes §6.2).
 
 use std::sync::Arc;
@@ -14,8 +14,6 @@ use crate::core::secret::redact;
 use crate::gateway::metrics::Metrics;
 use crate::protocol::facilitator::{EncodedRequest, SettleResponse, SupportedResponse, VerifyResponse};
 
-/// How long a verify answer is reused for the same payload.
-const VERIFY_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Pause before re-asking about a pending settlement: roughly a block on fast chains.
 const PENDING_RETRY_DELAY: Duration = Duration::from_secs(2);
 
@@ -213,10 +211,9 @@ pub enum Settlement {
     },
 }
 
-/// The remote facilitator with its caches.
+/// The remote facilitator as the request path uses it.
 pub struct Remote {
     client: FacilitatorClient,
-    verified: moka::future::Cache<[u8; 32], VerifyResponse>,
     metrics: Arc<Metrics>,
 }
 
@@ -224,15 +221,7 @@ impl Remote {
     /// Wraps a client.
     pub fn new(client: FacilitatorClient) -> Self {
         let metrics = client.metrics.clone();
-        let verified = moka::future::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(VERIFY_CACHE_TTL)
-            .build();
-        Remote {
-            client,
-            verified,
-            metrics,
-        }
+        Remote { client, metrics }
     }
 
     /// Where verifications and settlements are counted.
@@ -240,29 +229,14 @@ impl Remote {
         &self.metrics
     }
 
-    /// Answers kept in the verify cache.
-    pub fn cached(&self) -> u64 {
-        self.verified.entry_count()
-    }
-
-    /// `/verify`, once per distinct request however many ask at the same time.
-    pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, Arc<FacilitatorError>> {
-        let key = req.digest;
-        let answer = self
-            .verified
-            .try_get_with(key, async {
-                let r = self.client.verify(req).await;
-                if let Err(e) = &r {
-                    tracing::warn!(error = %e, "facilitator /verify failed");
-                }
-                r
-            })
-            .await;
-        // Only a valid answer is worth reusing; a payer who tops up must not be refused from the cache.
-        if answer.as_ref().is_ok_and(|v| !v.is_valid) {
-            self.verified.invalidate(&key).await;
+    /// `/verify`. Not cached: only the request holding the payment's claim asks, so the same payment is
+    /// never verified twice at once.
+    pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, FacilitatorError> {
+        let r = self.client.verify(req).await;
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, "facilitator /verify failed");
         }
-        answer
+        r
     }
 
     /// `/settle`, with one retry of the identical payload if the first answer is `settlement_pending`.

@@ -34,7 +34,7 @@ use crate::rules::table::{OnFacilitatorError, Pricing, Route};
 /// The proxy: the live configuration plus the shared stages.
 pub struct Gateway {
     pub live: Arc<LiveConfig>,
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
     pub remote: Arc<Remote>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
@@ -434,8 +434,10 @@ impl ProxyHttp for Gateway {
         if let Some(a) = &ctx.admitted {
             self.metrics.claims_in_flight.dec();
             // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.
-            // Settled and in-doubt claims are untouched by a release.
-            self.claims.release(&a.ticket).await;
+            // Settled and in-doubt claims are untouched by a release, so a settled one is not asked.
+            if a.settled.is_none() {
+                self.claims.release(&a.ticket).await;
+            }
             if let Some(t) = &a.tracked {
                 self.keep_outcome(session, ctx, a, t, e.is_none()).await;
             }

@@ -38,11 +38,18 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
     let live = Arc::new(LiveConfig::new(Live::new(config, &metrics)?));
     let remote = Arc::new(Remote::new(client.clone()));
     let health = Arc::new(Health::new(health_settings, clock.clone(), metrics.clone()));
+    let claims = Arc::new(Claims::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        lease,
+        settle_lease,
+    ));
     let gateway = Gateway {
         live: live.clone(),
-        claims: Claims::new(store.clone(), clock.clone(), metrics.clone(), lease, settle_lease),
+        claims: claims.clone(),
         clock: clock.clone(),
-        remote: remote.clone(),
+        remote,
         metrics: metrics.clone(),
         store: store.clone(),
         health: health.clone(),
@@ -60,7 +67,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         metrics,
         health,
         facilitator: client,
-        remote,
+        claims,
         store,
         live,
     };

@@ -46,7 +46,7 @@ pub async fn remote(remote: &Remote, request: &EncodedRequest, network: &str) ->
     let v = remote.verify(request).await.map_err(|e| {
         count(Verdict::Error);
         Refusal::Facilitator {
-            error: (*e).clone(),
+            error: e,
             settling: false,
         }
     })?;
