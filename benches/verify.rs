@@ -1,6 +1,7 @@
-//! Per-request CPU cost of the payment path that needs no network: decoding a `PAYMENT-SIGNATURE` header,
-//! matching it to the route's offer, the local EIP-712/EIP-3009 checks (signature recovery dominates) and
-//! rendering a route's 402.
+//! Per-request CPU cost of the work that needs no network: decoding a `PAYMENT-SIGNATURE` header, matching
+//! it to the route's offer, the local EIP-712/EIP-3009 checks (signature recovery dominates), rendering a
+//! route's 402, finding the route in tables of 10 and 1,000 routes, and inserting and looking up claims in
+//! the in-memory store.
 //! Run: `cargo bench --bench verify`. Prints ns per operation; compare runs on the same machine.
 
 use std::hint::black_box;
@@ -80,5 +81,79 @@ fn main() {
             .unwrap()
             .unwrap();
         black_box(x402_gateway::gateway::decode::match_offer(p, &offers).unwrap());
+    });
+    route_matching();
+    claims();
+}
+
+/// A price table of `n` priced routes `/api/v1/r<i>/:id` (plus a free catch-all), as a user would write it.
+fn table(n: usize) -> x402_gateway::rules::table::RouteTable {
+    let mut yaml = String::from(
+        "facilitator: {url: \"http://127.0.0.1:4020\"}\nupstreams: {default: \"http://127.0.0.1:3000\"}\npay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\naccepts: [eip155:8453]\nroutes:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - path: /api/v1/r{i}/:id\n    methods: [GET]\n    price: \"$0.001\"\n"
+        ));
+    }
+    yaml.push_str("  - path: /**\n    free: true\n");
+    let env: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    x402_gateway::config::parse(&yaml, "bench.yaml", &env).unwrap().table
+}
+
+fn route_matching() {
+    use x402_gateway::rules::routes::NormalPath;
+    let get = http::Method::GET;
+    for n in [10, 1000] {
+        let t = table(n);
+        // Parsed each time: a request folds its path once for all loose (priced) routes.
+        let last = format!("/api/v1/r{}/42", n - 1);
+        time(&format!("normalise + route match, {n} routes, last"), 20_000, || {
+            let p = NormalPath::parse(black_box(&last)).unwrap();
+            black_box(t.find(&get, "api.example.com", &p).is_some());
+        });
+        time(
+            &format!("normalise + route match, {n} routes, catch-all"),
+            20_000,
+            || {
+                let p = NormalPath::parse(black_box("/static/app.js")).unwrap();
+                black_box(t.find(&get, "api.example.com", &p).is_some());
+            },
+        );
+    }
+    time("path normalisation (/api/v1/r7/42)", 200_000, || {
+        black_box(NormalPath::parse(black_box("/api/v1/r7/42")).unwrap());
+    });
+}
+
+fn claims() {
+    use x402_gateway::gateway::store::memory::MemoryStore;
+    use x402_gateway::gateway::store::{ClaimState, Record, Store};
+    use x402_gateway::protocol::exact::AuthorizationId;
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let store = MemoryStore::new(1_000_000, x402_gateway::core::time::Clock::system());
+    let now = x402_gateway::core::time::unix_now();
+    let id = |i: u64| AuthorizationId {
+        network: Network::new(8453),
+        asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".parse().unwrap(),
+        payer: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),
+        nonce: B256::from(U256::from(i)),
+    };
+    let record = Record {
+        state: ClaimState::InFlight,
+        payment: [7; 32],
+        holder: 1,
+        expires_at: now + 600,
+        lease_until: now + 300,
+    };
+    let mut i = 0u64;
+    time("claim insert (memory store)", 200_000, || {
+        i += 1;
+        black_box(rt.block_on(store.insert(&id(i), record.clone(), now)).unwrap());
+    });
+    let mut j = 0u64;
+    time("claim lookup (memory store, 200k+ live)", 200_000, || {
+        j = (j + 7919) % i.max(1);
+        black_box(rt.block_on(store.get(&id(j + 1), now)).unwrap());
     });
 }

@@ -310,9 +310,13 @@ async fn eight_concurrent_requests_with_one_payment_get_one_response_and_one_set
     }
     statuses.sort_unstable();
     // One is served. The others are refused without content and without a second settlement: 402 while the
-    // winner holds the payment in flight, or 504 (in doubt, do not pay again) while its settlement runs.
+    // winner holds the payment in flight, 504 (in doubt, do not pay again) while its settlement runs, or
+    // 409 (already used, naming the transaction) once it settled.
     assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|&s| matches!(s, 200 | 402 | 504)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| matches!(s, 200 | 402 | 409 | 504)),
+        "{statuses:?}"
+    );
     assert_eq!(
         stack.facilitator_calls().await.2,
         1,

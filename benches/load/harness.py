@@ -15,7 +15,9 @@ same facilitator stand-in: nginx answering /verify, /settle and /supported with 
 stand-in, not a facilitator: it checks nothing, so the figures are the servers' own cost.
 
 Environment: ROUNDS (5), SECS (10), WARMUP (5), THREADS (2), CONNS (64), ONLY (comma-separated scenario ids),
-MEMORY_CLAIMS (100000; 0 skips), KEEP=1 (keep the work directory), OUT (results directory).
+MEMORY_CLAIMS (100000; 0 skips), KEEP=1 (keep the work directory), OUT (results directory), GATEWAY_BIN and
+EXAMPLES_DIR (binaries built elsewhere). The binaries are copied into the work directory first, so a rebuild
+during the run changes nothing measured.
 """
 
 import base64
@@ -54,9 +56,11 @@ KEEP = os.environ.get("KEEP") == "1"
 OUT = os.environ.get("OUT") or os.path.join(HERE, "results")
 FULL_METHOD = (ROUNDS, SECS, WARMUP, THREADS, CONNS) == (5, 10, 5, 2, 64) and not ONLY
 
-GATEWAY = os.path.join(REPO, "target", "release", "x402-gateway")
-BARE_PINGORA = os.path.join(REPO, "target", "release", "examples", "bare_pingora")
-PRESIGN = os.path.join(REPO, "target", "release", "examples", "presign")
+# GATEWAY_BIN and EXAMPLES_DIR measure binaries built elsewhere (another checkout or commit).
+GATEWAY = os.environ.get("GATEWAY_BIN") or os.path.join(REPO, "target", "release", "x402-gateway")
+EXAMPLES = os.environ.get("EXAMPLES_DIR") or os.path.join(REPO, "target", "release", "examples")
+BARE_PINGORA = os.path.join(EXAMPLES, "bare_pingora")
+PRESIGN = os.path.join(EXAMPLES, "presign")
 AXUM_PEER = os.path.join(HERE, "peers", "x402-axum", "target", "release", "x402-axum-bench-peer")
 EXPRESS_DIR = os.path.join(HERE, "peers", "x402-express")
 STATIC_LUA = os.path.join(HERE, "wrk", "static.lua")
@@ -363,14 +367,25 @@ def start_gateway(rundir, upstream, facilitator, store=None, max_timeout=MAX_TIM
     with open(cfg, "w") as f:
         f.write(gateway_yaml(port, admin, upstream, facilitator, store, max_timeout))
     p = Proc("gateway", [GATEWAY, "run", "-c", cfg], rundir, env={"RUST_LOG": "warn"}, stop_signal=signal.SIGINT)
+    p.admin_port = admin
     wait_http(p, port, "/free/ready")
     return p, port
+
+
+def gateway_metrics(proc, prefixes=("x402_settlements_total", "x402_cache_entries", "x402_claims_in_flight")):
+    """The gateway's own counters (Prometheus text) whose names start with one of `prefixes`."""
+    try:
+        _, _, body = http_get(proc.admin_port, "/metrics")
+    except OSError as e:
+        return {"error": str(e)}
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+            if line.startswith(prefixes)}
 
 
 def start_bare_pingora(rundir, upstream):
     port = free_port()
     p = Proc("bare-pingora", [BARE_PINGORA, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}"],
-             rundir)
+             rundir, stop_signal=signal.SIGINT)  # Pingora's fast shutdown (SIGTERM drains for seconds)
     wait_http(p, port, "/free/x")
     return p, port
 
@@ -638,6 +653,7 @@ def memory_scenario(workdir, rate):
         out["rss_kib"] = rss_kib(gw.pid)
         time.sleep(2)
         out["rss_kib_after_2s"] = rss_kib(gw.pid)
+        out["metrics"] = gateway_metrics(gw)
     except Exception as e:  # noqa: BLE001
         out["error"] = str(e)
     finally:
@@ -671,7 +687,7 @@ def machine():
     return {
         "cpu": model, "nproc": os.cpu_count(), "kernel": platform.release(),
         "memory": sh("grep MemTotal /proc/meminfo | awk '{print $2\" kB\"}'"),
-        "gateway_commit": commit + (" (+ uncommitted changes in src/)" if dirty else ""),
+        "gateway_commit": os.environ.get("GATEWAY_REV") or (commit + (" (+ uncommitted changes in src/)" if dirty else "")),
         "rustc": sh("rustc --version"), "pingora": pingora, "x402_axum": x402_axum,
         "x402_express": express, "express": express_js, "node": sh("node --version"),
         "nginx": sh("nginx -v").replace("nginx version: ", ""), "wrk": sh("wrk -v | head -1").split(" Copyright")[0],
@@ -829,8 +845,10 @@ def markdown(meta, sm, comps, tg, mem, started, finished):
         if "error" in mem:
             L.append(f"Memory scenario failed: {mem['error'].splitlines()[0]}")
         else:
+            claims = (mem.get("metrics") or {}).get('x402_cache_entries{cache="claims"}')
             L.append(f"Memory: gateway idle RSS {mem['idle_rss_kib'] / 1024:.1f} MiB; after {mem['paid_200']:,} paid "
-                     f"requests (claims live for {MEMORY_MAX_TIMEOUT} s + 60 s) RSS {mem['rss_kib'] / 1024:.1f} MiB "
+                     f"requests answered 200 (the gateway's metrics: {fmt(claims)} claims held; each kept to "
+                     f"validBefore = {MEMORY_MAX_TIMEOUT} s ahead, + 60 s) RSS {mem['rss_kib'] / 1024:.1f} MiB "
                      f"({mem['rss_kib_after_2s'] / 1024:.1f} MiB 2 s later).")
         L.append("")
     L.append("| target (issue 10) | figure | met |")
@@ -855,6 +873,28 @@ def terms_check(results):
     return [dict(terms=list(t), contenders=sorted(v)) for t, v in seen.items()]
 
 
+def snapshot_binaries(workdir):
+    """Copies the Rust binaries into the work directory (a rebuild during the run changes nothing measured);
+    returns the gateway binary's provenance."""
+    global GATEWAY, BARE_PINGORA, PRESIGN, AXUM_PEER
+    import hashlib
+    d = os.path.join(workdir, "bin")
+    os.makedirs(d)
+    built = datetime.datetime.fromtimestamp(os.path.getmtime(GATEWAY), datetime.timezone.utc)
+    with open(GATEWAY, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    copies = []
+    for path in (GATEWAY, BARE_PINGORA, PRESIGN, AXUM_PEER):
+        if os.path.exists(path):
+            dst = os.path.join(d, os.path.basename(path))
+            shutil.copy2(path, dst)
+            copies.append(dst)
+        else:
+            copies.append(path)
+    GATEWAY, BARE_PINGORA, PRESIGN, AXUM_PEER = copies
+    return f"built {built:%Y-%m-%d %H:%M} UTC, sha256 {digest}…"
+
+
 def main():
     scenarios = [s for s in SCENARIOS if not ONLY or s["id"] in ONLY]
     needed = {GATEWAY, PRESIGN}
@@ -869,6 +909,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     workdir = tempfile.mkdtemp(prefix="x402-load-")
     meta = machine()
+    meta["gateway_binary"] = snapshot_binaries(workdir)
     results, rates = [], {}
     try:
         for rnd in range(1, ROUNDS + 1):

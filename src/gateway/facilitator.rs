@@ -65,8 +65,12 @@ pub struct FacilitatorClient {
     base: String,
     /// `base` as logs and errors show it.
     shown: String,
-    /// Carries the extra headers and the timeout on every call.
-    http: reqwest::Client,
+    /// One HTTP client (and connection pool) per thread: a connection's tasks live on the runtime that
+    /// opened it, so a Pingora worker that kept using another thread's connections would pay a cross-thread
+    /// wake-up on every call. Each carries the extra headers and the timeout.
+    http: Arc<thread_local::ThreadLocal<reqwest::Client>>,
+    /// What each thread's client is built from.
+    headers: HeaderMap,
     timeout: Duration,
     /// Every call is timed here, by endpoint and result.
     metrics: Arc<Metrics>,
@@ -75,18 +79,30 @@ pub struct FacilitatorClient {
 impl FacilitatorClient {
     /// A client for `base` (a trailing `/` is dropped). `headers` go on every call (e.g. auth).
     pub fn new(base: &str, headers: HeaderMap, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build the facilitator HTTP client: {e}"))?;
         let shown = url::Url::parse(base).map_or_else(|_| "(invalid URL)".to_owned(), |u| redact(&u));
-        Ok(FacilitatorClient {
+        let client = FacilitatorClient {
             base: base.trim_end_matches('/').to_owned(),
             shown,
-            http,
+            http: Arc::new(thread_local::ThreadLocal::new()),
+            headers,
             timeout,
             metrics,
+        };
+        // Built once here so a client that cannot be built is a start-up error, not a per-call one.
+        client
+            .http()
+            .map_err(|e| format!("cannot build the facilitator HTTP client: {e}"))?;
+        Ok(client)
+    }
+
+    /// This thread's HTTP client.
+    fn http(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        self.http.get_or_try(|| {
+            reqwest::Client::builder()
+                .default_headers(self.headers.clone())
+                .timeout(self.timeout)
+                .tcp_nodelay(true)
+                .build()
         })
     }
 
@@ -147,7 +163,11 @@ impl FacilitatorClient {
         path: &str,
         body: Option<&EncodedRequest>,
     ) -> Result<(u16, T), FacilitatorError> {
-        let mut rb = self.http.request(method, format!("{}{path}", self.base));
+        let http = self.http().map_err(|e| FacilitatorError::Unreachable {
+            url: format!("{}{path}", self.shown),
+            message: e.without_url().to_string(),
+        })?;
+        let mut rb = http.request(method, format!("{}{path}", self.base));
         // Errors name the endpoint with the URL redacted, and the HTTP client's text without the URL.
         let url = format!("{}{path}", self.shown);
         if let Some(b) = body {

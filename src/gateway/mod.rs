@@ -11,7 +11,8 @@
 //! swapped whole by [`reload`]), [`health`] (readiness, checked in the background), [`drain`]
 //! (graceful shutdown), [`admin`] (the control plane's thread and the admin listener), and [`server`]
 //! which starts it all. Imports `core`, `protocol`, `rules` and `config`; never the tools. Only
-//! [`server`] (how it starts) and [`decode`] (benchmarked on its own) are used from outside.
+//! [`server`] (how it starts), and [`decode`] and [`store`] (benchmarked on their own), are used from
+//! outside.
 
 mod access;
 mod admin;
@@ -34,5 +35,5 @@ mod reload;
 pub mod server;
 mod settle;
 mod shadow;
-mod store;
+pub mod store;
 mod verify;

@@ -25,14 +25,18 @@ pub struct PathPattern {
     matching: Matching,
 }
 
-/// A segment as loose matching compares it.
-fn loose(s: &str) -> impl Iterator<Item = char> + '_ {
-    s.trim_end_matches(['.', ' ']).chars().flat_map(char::to_lowercase)
+/// A segment as loose matching compares it: lower case, without trailing dots and spaces.
+fn loose(s: &str) -> String {
+    s.trim_end_matches(['.', ' '])
+        .chars()
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
-    Literal(String),
+    /// As written, and as loose matching compares it (folded once, when compiled).
+    Literal { exact: String, folded: String },
     /// `*` or `:name`: exactly one non-empty segment.
     One,
     /// `**`: any number of segments, including none; only last.
@@ -60,7 +64,10 @@ impl PathPattern {
                 "" => return Err(format!("path {s:?} has an empty segment ('//')")),
                 p if p.starts_with(':') && p.len() > 1 => Segment::One,
                 p if p.contains('*') => return Err(format!("path {s:?}: '*' must be a whole segment ('*' or '**')")),
-                p => Segment::Literal(p.to_owned()),
+                p => Segment::Literal {
+                    exact: p.to_owned(),
+                    folded: loose(p),
+                },
             };
             segments.push(seg);
         }
@@ -73,26 +80,28 @@ impl PathPattern {
 
     /// Whether a normalised path matches.
     pub fn matches(&self, path: &NormalPath) -> bool {
-        let segs = &path.segments;
+        let segs = match self.matching {
+            Matching::Exact => &path.segments,
+            Matching::Loose => path.folded(),
+        };
         let mut i = 0;
         for (n, pat) in self.segments.iter().enumerate() {
-            match pat {
+            let literal = match pat {
                 Segment::Rest => return n + 1 == self.segments.len(),
-                Segment::One if i < segs.len() => i += 1,
-                Segment::Literal(l) if segs.get(i).is_some_and(|s| self.literal_eq(s, l)) => i += 1,
-                _ => return false,
+                Segment::One if i < segs.len() => {
+                    i += 1;
+                    continue;
+                }
+                Segment::One => return false,
+                Segment::Literal { exact, .. } if self.matching == Matching::Exact => exact,
+                Segment::Literal { folded, .. } => folded,
+            };
+            if segs.get(i) != Some(literal) {
+                return false;
             }
+            i += 1;
         }
         i == segs.len()
-    }
-}
-
-impl PathPattern {
-    fn literal_eq(&self, segment: &str, literal: &str) -> bool {
-        match self.matching {
-            Matching::Exact => segment == literal,
-            Matching::Loose => loose(segment).eq(loose(literal)),
-        }
     }
 }
 
@@ -142,6 +151,9 @@ impl HostPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalPath {
     segments: Vec<String>,
+    /// The segments as loose matching compares them, folded once per request when a priced route first
+    /// asks, not once per route.
+    folded: std::sync::OnceLock<Vec<String>>,
     /// Whether normalising changed the structure (dot segments, empty segments): then the upstream gets
     /// the normal form, so it cannot see a different resource than the one that was priced.
     pub rewritten: bool,
@@ -180,7 +192,16 @@ impl NormalPath {
                 _ => segments.push(seg),
             }
         }
-        Ok(NormalPath { segments, rewritten })
+        Ok(NormalPath {
+            segments,
+            folded: std::sync::OnceLock::new(),
+            rewritten,
+        })
+    }
+
+    fn folded(&self) -> &Vec<String> {
+        self.folded
+            .get_or_init(|| self.segments.iter().map(|s| loose(s)).collect())
     }
 
     /// The normal form as a path, re-encoding what must be encoded.

@@ -68,7 +68,10 @@ async fn main() {
     let base_url: url::Url = format!("http://{listen}/").parse().expect("LISTEN");
     let x402 = X402Middleware::new(&env("FACILITATOR")).with_base_url(base_url);
     let up = Upstream {
-        client: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client"),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("client"),
         base: env("UPSTREAM"),
     };
     let app = Router::new()
