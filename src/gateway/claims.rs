@@ -21,8 +21,10 @@ pub use crate::gateway::store::ClaimState;
 /// How long a payment whose settlement outcome is unknown is remembered: well past its `validBefore`, so a
 /// facilitator outage cannot turn "in doubt, do not pay again" into a fresh 402.
 const UNKNOWN_OUTCOME_SECS: u64 = 7 * 24 * 3600;
-/// Settled authorizations remembered in process, for replays.
-const SETTLED_CACHE: u64 = 100_000;
+/// Settled authorizations remembered in process, for refusing replays before any signature work: the most
+/// recent ones, which is when replays come. An older replay is still refused, by the store, after the
+/// signature check. Small, because every live claim is already in the store once.
+const SETTLED_CACHE: u64 = 16_384;
 
 /// Why a claim was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
