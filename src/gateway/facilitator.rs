@@ -59,10 +59,31 @@ impl FacilitatorError {
     }
 }
 
+/// The facilitator's endpoints.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Verify,
+    Settle,
+    Supported,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 3] = [Endpoint::Verify, Endpoint::Settle, Endpoint::Supported];
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Verify => "/verify",
+            Endpoint::Settle => "/settle",
+            Endpoint::Supported => "/supported",
+        }
+    }
+}
+
 /// A facilitator at a base URL.
 #[derive(Clone)]
 pub struct FacilitatorClient {
-    base: String,
+    /// Each endpoint's URL, parsed once (by [`Endpoint`] order).
+    urls: Arc<[reqwest::Url; 3]>,
     /// `base` as logs and errors show it.
     shown: String,
     /// One HTTP client (and connection pool) per thread: a connection's tasks live on the runtime that
@@ -80,8 +101,13 @@ impl FacilitatorClient {
     /// A client for `base` (a trailing `/` is dropped). `headers` go on every call (e.g. auth).
     pub fn new(base: &str, headers: HeaderMap, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
         let shown = url::Url::parse(base).map_or_else(|_| "(invalid URL)".to_owned(), |u| redact(&u));
+        let base = base.trim_end_matches('/');
+        let parse = |e: Endpoint| {
+            reqwest::Url::parse(&format!("{base}{}", e.path())).map_err(|err| format!("facilitator URL {shown}: {err}"))
+        };
+        let [verify, settle, supported] = Endpoint::ALL.map(parse);
         let client = FacilitatorClient {
-            base: base.trim_end_matches('/').to_owned(),
+            urls: Arc::new([verify?, settle?, supported?]),
             shown,
             http: Arc::new(thread_local::ThreadLocal::new()),
             headers,
@@ -109,7 +135,7 @@ impl FacilitatorClient {
     /// `POST /verify`. An `isValid: true` under a non-2xx status is an error, not a success.
     pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, FacilitatorError> {
         let (status, v) = self
-            .call::<VerifyResponse>(reqwest::Method::POST, "/verify", Some(req))
+            .call::<VerifyResponse>(reqwest::Method::POST, Endpoint::Verify, Some(req))
             .await?;
         self.never_success_unless_2xx(status, v.is_valid)?;
         Ok(v)
@@ -119,7 +145,7 @@ impl FacilitatorClient {
     /// `success: true` under it is not a success, and a `success: false` is not a definite failure either.
     pub async fn settle(&self, req: &EncodedRequest) -> Result<SettleResponse, FacilitatorError> {
         let (status, s) = self
-            .call::<SettleResponse>(reqwest::Method::POST, "/settle", Some(req))
+            .call::<SettleResponse>(reqwest::Method::POST, Endpoint::Settle, Some(req))
             .await?;
         self.never_success_unless_2xx(status, true)?;
         Ok(s)
@@ -127,7 +153,7 @@ impl FacilitatorClient {
 
     /// `GET /supported`.
     pub async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
-        let (status, s) = self.call(reqwest::Method::GET, "/supported", None).await?;
+        let (status, s) = self.call(reqwest::Method::GET, Endpoint::Supported, None).await?;
         self.never_success_unless_2xx(status, true)?;
         Ok(s)
     }
@@ -146,28 +172,29 @@ impl FacilitatorClient {
     async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
-        path: &str,
+        endpoint: Endpoint,
         body: Option<&EncodedRequest>,
     ) -> Result<(u16, T), FacilitatorError> {
         let started = std::time::Instant::now();
-        let r = self.exchange(method, path, body).await;
+        let r = self.exchange(method, endpoint, body).await;
         let ok = r.as_ref().is_ok_and(|(status, _)| (200..300).contains(status));
-        self.metrics
-            .facilitator_call(path.trim_start_matches('/'), ok, started.elapsed());
+        let name = endpoint.path().trim_start_matches('/');
+        self.metrics.facilitator_call(name, ok, started.elapsed());
         r
     }
 
     async fn exchange<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
-        path: &str,
+        endpoint: Endpoint,
         body: Option<&EncodedRequest>,
     ) -> Result<(u16, T), FacilitatorError> {
+        let path = endpoint.path();
         let http = self.http().map_err(|e| FacilitatorError::Unreachable {
             url: format!("{}{path}", self.shown),
             message: e.without_url().to_string(),
         })?;
-        let mut rb = http.request(method, format!("{}{path}", self.base));
+        let mut rb = http.request(method, self.urls[endpoint as usize].clone());
         // Errors name the endpoint with the URL redacted, and the HTTP client's text without the URL.
         let url = format!("{}{path}", self.shown);
         if let Some(b) = body {
