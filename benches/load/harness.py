@@ -171,16 +171,12 @@ class Proc:
 
     def stop(self):
         if self.p.poll() is None:
-            try:
-                os.killpg(self.p.pid, self.stop_signal)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            self._signal_group(self.stop_signal)
+        self._signal_group(signal.SIGKILL)  # whatever of its group is left (nginx workers)
+
+    def _signal_group(self, sig):
         try:
-            os.killpg(self.p.pid, signal.SIGKILL)  # whatever of its group is left (nginx workers)
+            os.killpg(self.p.pid, sig)
         except ProcessLookupError:
             pass
         try:
