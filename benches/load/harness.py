@@ -615,11 +615,16 @@ def run_scenario(s, workdir, round_no, rates):
             if p.name not in ("upstream", "facilitator") and not p.alive():
                 result["error"] += f"\n{p.name} log:\n{p.tail()}"
     finally:
-        for p in procs:
-            p.stop()
-        if not KEEP:
-            shutil.rmtree(rundir, ignore_errors=True)
+        cleanup(procs, rundir)
     return result
+
+
+def cleanup(procs, rundir):
+    """Stops a run's processes and, unless KEEP, removes its directory."""
+    for p in procs:
+        p.stop()
+    if not KEEP:
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def memory_scenario(workdir, rate):
@@ -653,10 +658,7 @@ def memory_scenario(workdir, rate):
     except Exception as e:  # noqa: BLE001
         out["error"] = str(e)
     finally:
-        for p in procs:
-            p.stop()
-        if not KEEP:
-            shutil.rmtree(rundir, ignore_errors=True)
+        cleanup(procs, rundir)
     return out
 
 

@@ -142,9 +142,8 @@ impl Claims {
         expires_at: u64,
         payment: [u8; 32],
     ) -> Result<ClaimTicket, ClaimRefusal> {
-        if let Some(transaction) = self.settled.get(&key).await {
-            return Err(ClaimRefusal::Settled { transaction });
-        }
+        // A payment settled here was refused before this (`settled_here`); one settled since, or elsewhere, is
+        // found by the store's insert.
         let now = self.clock.now();
         let ticket = ClaimTicket {
             key,
