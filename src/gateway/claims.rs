@@ -4,8 +4,8 @@
 //! §12.2), on this replica or any other sharing the store.
 //!
 //! A claim moves `InFlight` → `Settling` (written before `/settle` is called) → `Settled` | `InDoubt`, or
-//! is released. Settled claims are also kept in a small in-process cache: a replay is refused without a
-//! store round trip.
+//! is released. With a store outside the process, settled claims are also kept in a small in-process
+//! cache: a replay is refused without a store round trip.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,7 +78,8 @@ pub struct Claims {
     /// The same for a `Settling` claim: longer than any `/settle` call with its retry can take.
     settle_lease_secs: u64,
     next_holder: AtomicU64,
-    settled: moka::future::Cache<AuthorizationId, String>,
+    /// Recent settlements, when the store is outside the process (`None`: the store is asked directly).
+    settled: Option<moka::future::Cache<AuthorizationId, String>>,
 }
 
 impl Claims {
@@ -93,6 +94,12 @@ impl Claims {
     ) -> Self {
         // Holders must differ across processes sharing a store: start each process at a random point.
         let start = u64::from_be_bytes(alloy::primitives::B64::random().0);
+        let settled = (!store.in_process()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(SETTLED_CACHE)
+                .time_to_live(Duration::from_secs(3600))
+                .build()
+        });
         Claims {
             store,
             clock,
@@ -100,10 +107,7 @@ impl Claims {
             lease_secs: lease.as_secs().max(1),
             settle_lease_secs: settle_lease.as_secs().max(lease.as_secs()).max(1),
             next_holder: AtomicU64::new(start),
-            settled: moka::future::Cache::builder()
-                .max_capacity(SETTLED_CACHE)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            settled,
         }
     }
 
@@ -163,12 +167,21 @@ impl Claims {
     /// The transaction that settled `key` in this process, if it did: a replay is refused on this lookup,
     /// before any signature work or store call.
     pub async fn settled_here(&self, key: &AuthorizationId) -> Option<String> {
-        self.settled.get(key).await
+        match &self.settled {
+            Some(cache) => cache.get(key).await,
+            None => match self.store.get(key, self.clock.now()).await {
+                Ok(Some(Record {
+                    state: ClaimState::Settled { transaction },
+                    ..
+                })) => Some(transaction),
+                _ => None,
+            },
+        }
     }
 
-    /// Settlements remembered in this process.
+    /// Settlements remembered in the cache for a store outside the process.
     pub fn settled_entries(&self) -> u64 {
-        self.settled.entry_count()
+        self.settled.as_ref().map_or(0, |c| c.entry_count())
     }
 
     /// Moves the ticket's `from` claim to `next` (`None` releases it). `Ok(false)`: the claim was not
@@ -208,11 +221,13 @@ impl Claims {
                 }),
             )
             .await;
-        if matches!(done, Ok(true)) {
-            self.settled.insert(t.key.clone(), transaction).await;
-            return true;
+        if !matches!(done, Ok(true)) {
+            return false;
         }
-        false
+        if let Some(cache) = &self.settled {
+            cache.insert(t.key.clone(), transaction).await;
+        }
+        true
     }
 
     /// Records an unknown outcome: never reusable, never treated as unpaid.

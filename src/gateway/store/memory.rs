@@ -1,13 +1,21 @@
-//! `store: memory`: claims in this process only (moka, LRU, bounded, each record expiring at its own
-//! `expires_at`). Fast and enough for one replica that may forget its payments on a restart.
+//! `store: memory`: claims in this process only. Fast and enough for one replica that may forget its
+//! payments on a restart.
+//!
+//! Claims live in a sharded hash map of compact records (about 180 bytes each with their key: a transaction
+//! hash is kept as 32 bytes, not as text), each forgotten at its own `expires_at` by a sweep that runs on a
+//! shard at most once a second, when it is written to. A general-purpose cache would cost several times
+//! that per entry in bookkeeping (access order, timer wheel) the store does not need: it never evicts a
+//! live claim, it refuses new ones when full. The payment-identifier entries, rare and small, stay in moka.
 
+use std::collections::hash_map::{Entry as Slot, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use alloy::primitives::B256;
 use async_trait::async_trait;
 use moka::future::Cache;
-use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::{EvictionPolicy, Expiry};
 
@@ -15,16 +23,12 @@ use super::{ClaimState, Insert, Record, Store, StoreError};
 use crate::core::time::Clock;
 use crate::protocol::exact::AuthorizationId;
 
-/// Expires each record at its own `expires_at`, read on the injected clock.
+/// Shards of the claim map: enough that two worker threads rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// Expires each payment-identifier entry at its own `expires_at`, read on the injected clock.
 #[derive(Clone)]
 struct UntilExpiry(Clock);
-
-impl UntilExpiry {
-    /// Time left until `expires_at` (unix seconds) on the clock.
-    fn until(&self, expires_at: u64) -> Option<Duration> {
-        Some(Duration::from_secs(expires_at.saturating_sub(self.0.now())))
-    }
-}
 
 /// A plain entry and when it is forgotten.
 #[derive(Clone)]
@@ -35,109 +39,221 @@ struct Entry {
 
 impl Expiry<String, Entry> for UntilExpiry {
     fn expire_after_create(&self, _: &String, e: &Entry, _: Instant) -> Option<Duration> {
-        self.until(e.expires_at)
+        Some(Duration::from_secs(e.expires_at.saturating_sub(self.0.now())))
     }
     fn expire_after_update(&self, _: &String, e: &Entry, _: Instant, _: Option<Duration>) -> Option<Duration> {
-        self.until(e.expires_at)
+        Some(Duration::from_secs(e.expires_at.saturating_sub(self.0.now())))
     }
 }
 
-impl Expiry<AuthorizationId, Record> for UntilExpiry {
-    fn expire_after_create(&self, _: &AuthorizationId, r: &Record, _: Instant) -> Option<Duration> {
-        self.until(r.expires_at)
+/// A transaction as a claim keeps it: a canonical `0x` + 64 lowercase hex digits as its 32 bytes, anything
+/// else (a facilitator's odd spelling, a test's) as the text itself, so it reads back exactly as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transaction {
+    Hash(B256),
+    Text(Box<str>),
+}
+
+impl Transaction {
+    fn of(text: &str) -> Self {
+        let canonical = text.len() == 66
+            && text.starts_with("0x")
+            && text[2..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        match text.parse::<B256>() {
+            Ok(hash) if canonical => Transaction::Hash(hash),
+            _ => Transaction::Text(text.into()),
+        }
     }
-    fn expire_after_update(
-        &self,
-        _: &AuthorizationId,
-        r: &Record,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        self.until(r.expires_at)
+
+    fn text(&self) -> String {
+        match self {
+            Transaction::Hash(hash) => hash.to_string(),
+            Transaction::Text(text) => text.to_string(),
+        }
     }
+}
+
+/// [`ClaimState`], compact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    InFlight,
+    Settling,
+    Settled(Transaction),
+    InDoubt(Transaction),
+    Failed(Box<str>),
+}
+
+impl From<&ClaimState> for State {
+    fn from(s: &ClaimState) -> Self {
+        match s {
+            ClaimState::InFlight => State::InFlight,
+            ClaimState::Settling => State::Settling,
+            ClaimState::Settled { transaction } => State::Settled(Transaction::of(transaction)),
+            ClaimState::InDoubt { transaction } => State::InDoubt(Transaction::of(transaction)),
+            ClaimState::Failed { reason } => State::Failed(reason.as_str().into()),
+        }
+    }
+}
+
+impl From<&State> for ClaimState {
+    fn from(s: &State) -> Self {
+        match s {
+            State::InFlight => ClaimState::InFlight,
+            State::Settling => ClaimState::Settling,
+            State::Settled(t) => ClaimState::Settled { transaction: t.text() },
+            State::InDoubt(t) => ClaimState::InDoubt { transaction: t.text() },
+            State::Failed(reason) => ClaimState::Failed {
+                reason: reason.to_string(),
+            },
+        }
+    }
+}
+
+/// [`Record`], compact.
+struct Held {
+    state: State,
+    payment: [u8; 32],
+    holder: u64,
+    expires_at: u64,
+    lease_until: u64,
+}
+
+impl From<&Record> for Held {
+    fn from(r: &Record) -> Self {
+        Held {
+            state: State::from(&r.state),
+            payment: r.payment,
+            holder: r.holder,
+            expires_at: r.expires_at,
+            lease_until: r.lease_until,
+        }
+    }
+}
+
+impl Held {
+    fn record(&self) -> Record {
+        Record {
+            state: ClaimState::from(&self.state),
+            payment: self.payment,
+            holder: self.holder,
+            expires_at: self.expires_at,
+            lease_until: self.lease_until,
+        }
+    }
+
+    /// [`Record::is_live`] without building the record.
+    fn is_live(&self, now: u64) -> bool {
+        now < self.expires_at
+            && !matches!(self.state, State::Failed(_))
+            && !(self.state == State::InFlight && now >= self.lease_until)
+    }
+}
+
+/// One shard: its claims and when it is next swept of expired ones.
+#[derive(Default)]
+struct Shard {
+    claims: HashMap<AuthorizationId, Held>,
+    next_sweep: u64,
 }
 
 /// The in-memory store.
 pub struct MemoryStore {
-    cache: Cache<AuthorizationId, Record>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
     entries: Cache<String, Entry>,
     capacity: u64,
-    /// Live entries, counted exactly (moka's own count lags until its maintenance runs).
-    live: Arc<AtomicU64>,
+    /// Claims held (expired ones until their shard is swept), counted exactly.
+    live: AtomicU64,
 }
 
 impl MemoryStore {
-    /// A store for at most `capacity` live claims (LRU: TinyLFU admission could refuse a new key).
+    /// A store for at most `capacity` live claims; past that, new ones are refused, none evicted.
     pub fn new(capacity: u64, clock: Clock) -> Self {
-        let live = Arc::new(AtomicU64::new(0));
-        let on_removal = live.clone();
-        let cache = Cache::builder()
-            // Headroom over the admission check, so the cache itself never evicts a live claim.
-            .max_capacity(capacity.saturating_mul(2))
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilExpiry(clock.clone()))
-            .eviction_listener(move |_, _, cause| {
-                if cause != RemovalCause::Replaced {
-                    on_removal.fetch_sub(1, Ordering::Relaxed);
-                }
-            })
-            .build();
         let entries = Cache::builder()
             .max_capacity(capacity)
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(UntilExpiry(clock))
             .build();
         MemoryStore {
-            cache,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
             entries,
             capacity,
-            live,
+            live: AtomicU64::new(0),
+        }
+    }
+
+    /// The shard holding `id`, swept first if its time has come. A panic elsewhere while holding the lock
+    /// leaves the map consistent (no operation here panics half-way), so a poisoned lock is used as is.
+    fn shard(&self, id: &AuthorizationId, now: u64) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(id) % SHARDS as u64) as usize;
+        let mut shard = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
+        if now >= shard.next_sweep {
+            self.sweep(&mut shard, now);
+        }
+        shard
+    }
+
+    /// Forgets the shard's expired claims.
+    fn sweep(&self, shard: &mut Shard, now: u64) {
+        let before = shard.claims.len();
+        shard.claims.retain(|_, h| now < h.expires_at);
+        let gone = before - shard.claims.len();
+        if gone > 0 {
+            self.live.fetch_sub(gone as u64, Ordering::Relaxed);
+            if shard.claims.capacity() > 4 * shard.claims.len().max(64) {
+                shard.claims.shrink_to_fit();
+            }
+        }
+        shard.next_sweep = now.saturating_add(1);
+    }
+
+    /// Sweeps every shard now (the store looks full: some of it may have expired).
+    fn sweep_all(&self, now: u64) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            self.sweep(&mut shard, now);
         }
     }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn in_process(&self) -> bool {
+        true
+    }
+
     fn entries(&self) -> Option<u64> {
         Some(self.live.load(Ordering::Relaxed))
     }
 
     async fn insert(&self, id: &AuthorizationId, record: Record, now: u64) -> Result<Insert, StoreError> {
         if self.live.load(Ordering::Relaxed) >= self.capacity {
-            // Expired entries are only counted out when moka's maintenance runs.
-            self.cache.run_pending_tasks().await;
-            if self.live.load(Ordering::Relaxed) >= self.capacity {
-                // A known authorization still gets its own answer; only new ones are turned away.
-                return Ok(match self.get(id, now).await? {
-                    Some(r) => Insert::Exists(r),
-                    None => Insert::Full,
-                });
-            }
+            self.sweep_all(now);
         }
-        let holder = record.holder;
-        let result = self
-            .cache
-            .entry(id.clone())
-            .and_compute_with(|current| async move {
-                match current.map(|e| e.into_value()) {
-                    Some(r) if r.is_live(now) => Op::Nop,
-                    _ => Op::Put(record),
-                }
-            })
-            .await;
-        Ok(match result {
-            CompResult::Inserted(_) => {
+        let full = self.live.load(Ordering::Relaxed) >= self.capacity;
+        let mut shard = self.shard(id, now);
+        Ok(match shard.claims.entry(id.clone()) {
+            // A known authorization still gets its own answer when full; only new ones are turned away.
+            Slot::Occupied(held) if held.get().is_live(now) => Insert::Exists(held.get().record()),
+            Slot::Occupied(mut held) => {
+                held.insert(Held::from(&record));
+                Insert::Inserted
+            }
+            Slot::Vacant(_) if full => Insert::Full,
+            Slot::Vacant(slot) => {
+                slot.insert(Held::from(&record));
                 self.live.fetch_add(1, Ordering::Relaxed);
                 Insert::Inserted
             }
-            CompResult::ReplacedWith(e) if e.value().holder == holder => Insert::Inserted,
-            CompResult::Unchanged(e) | CompResult::ReplacedWith(e) => Insert::Exists(e.into_value()),
-            CompResult::StillNone(_) | CompResult::Removed(_) => Insert::Full,
         })
     }
 
     async fn get(&self, id: &AuthorizationId, now: u64) -> Result<Option<Record>, StoreError> {
-        Ok(self.cache.get(id).await.filter(|r| r.is_live(now)))
+        let shard = self.shard(id, now);
+        Ok(shard.claims.get(id).filter(|h| h.is_live(now)).map(Held::record))
     }
 
     async fn swap(
@@ -148,21 +264,24 @@ impl Store for MemoryStore {
         next: Option<Record>,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let state = state.clone();
-        let result = self
-            .cache
-            .entry(id.clone())
-            .and_compute_with(|current| async move {
-                match current.map(|e| e.into_value()) {
-                    Some(r) if r.holder == holder && r.state == state && now < r.expires_at => match next {
-                        Some(n) => Op::Put(n),
-                        None => Op::Remove,
-                    },
-                    _ => Op::Nop,
-                }
-            })
-            .await;
-        Ok(matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_)))
+        let mut shard = self.shard(id, now);
+        let Slot::Occupied(mut held) = shard.claims.entry(id.clone()) else {
+            return Ok(false);
+        };
+        let h = held.get();
+        if h.holder != holder || now >= h.expires_at || h.state != State::from(state) {
+            return Ok(false);
+        }
+        match next {
+            Some(n) => {
+                held.insert(Held::from(&n));
+            }
+            None => {
+                held.remove();
+                self.live.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(true)
     }
 
     async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError> {
@@ -195,5 +314,90 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::network::Network;
+    use alloy::primitives::Address;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn id(n: u64) -> AuthorizationId {
+        AuthorizationId {
+            network: Network::new(8453),
+            asset: Address::repeat_byte(1),
+            payer: Address::repeat_byte(2),
+            nonce: B256::left_padding_from(&n.to_be_bytes()),
+        }
+    }
+
+    fn record(state: ClaimState, expires_at: u64) -> Record {
+        Record {
+            state,
+            payment: [9; 32],
+            holder: 5,
+            expires_at,
+            lease_until: expires_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn transactions_read_back_exactly_as_written() {
+        let store = MemoryStore::new(10, Clock::fixed(NOW));
+        let hash = format!("0x{}", "ab".repeat(32));
+        let upper = format!("0x{}", "AB".repeat(32));
+        for (n, tx) in [hash, upper, "0xabc".to_owned(), String::new()].into_iter().enumerate() {
+            let r = record(ClaimState::Settled { transaction: tx }, NOW + 60);
+            store.insert(&id(n as u64), r.clone(), NOW).await.unwrap();
+            assert_eq!(store.get(&id(n as u64), NOW).await.unwrap(), Some(r));
+        }
+        assert_eq!(
+            Transaction::of(&format!("0x{}", "ab".repeat(32))),
+            Transaction::Hash(B256::repeat_byte(0xab)),
+            "a canonical hash is kept as its 32 bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_claims_are_swept_and_make_room() {
+        let clock = Clock::fixed(NOW);
+        let store = MemoryStore::new(3, clock);
+        for n in 0..3 {
+            let r = record(ClaimState::InFlight, NOW + 10 + n);
+            assert_eq!(store.insert(&id(n), r, NOW).await.unwrap(), Insert::Inserted);
+        }
+        let late = record(ClaimState::InFlight, NOW + 100);
+        assert_eq!(store.insert(&id(7), late.clone(), NOW).await.unwrap(), Insert::Full);
+        assert_eq!(store.entries(), Some(3));
+        // Two have expired by NOW + 11: the full store sweeps and takes the new claim.
+        assert_eq!(store.insert(&id(7), late, NOW + 11).await.unwrap(), Insert::Inserted);
+        assert_eq!(store.entries(), Some(2));
+        assert_eq!(store.get(&id(0), NOW + 11).await.unwrap(), None);
+        assert!(store.get(&id(2), NOW + 11).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_swap_needs_the_holder_and_the_state() {
+        let store = MemoryStore::new(3, Clock::fixed(NOW));
+        let settling = record(ClaimState::Settling, NOW + 60);
+        store.insert(&id(1), settling.clone(), NOW).await.unwrap();
+        let done = record(
+            ClaimState::Settled {
+                transaction: "0x1".into(),
+            },
+            NOW + 60,
+        );
+        let key = id(1);
+        let swap = |holder, state| store.swap(&key, holder, state, Some(done.clone()), NOW);
+        assert!(!swap(6, &ClaimState::Settling).await.unwrap(), "another holder");
+        assert!(!swap(5, &ClaimState::InFlight).await.unwrap(), "another state");
+        assert!(swap(5, &ClaimState::Settling).await.unwrap());
+        assert_eq!(store.get(&id(1), NOW).await.unwrap(), Some(done.clone()));
+        assert!(store.swap(&id(1), 5, &done.state, None, NOW).await.unwrap());
+        assert_eq!(store.entries(), Some(0));
+        assert!(!store.swap(&id(1), 5, &done.state, None, NOW).await.unwrap(), "gone");
     }
 }

@@ -105,6 +105,11 @@ pub trait Store: Send + Sync {
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether the store lives in this process, so that a lookup costs no more than a cache's would.
+    fn in_process(&self) -> bool {
+        false
+    }
+
     /// Claims held in this process, for `x402_cache_entries`; `None` for stores outside the process.
     fn entries(&self) -> Option<u64> {
         None
