@@ -145,6 +145,7 @@ fn claims() {
         holder: 1,
         expires_at: now + 600,
         lease_until: now + 300,
+        facilitator: 0,
     };
     let mut i = 0u64;
     time("claim insert (memory store)", 200_000, || {

@@ -304,3 +304,25 @@ fn committed_token_artifact_matches_its_source() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The contracts' own on-chain checks (`contracts/test_*.py`) against a fresh anvil: the test token's
+/// EIP-3009, and the Permit2 stand-in with the x402 proxies at their canonical addresses, paid with
+/// payloads the official Python client builds.
+#[test]
+fn the_contracts_behave_on_a_real_chain() {
+    for script in ["contracts/test_token.py", "contracts/test_permit2.py"] {
+        let out = std::process::Command::new(support::python())
+            .arg(support::repo().join(script))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{script}:\n{text}");
+        let bad = text.lines().filter(|l| l.starts_with("FAIL") || l.starts_with("SKIP")).count();
+        assert_eq!(bad, 0, "{script}:\n{text}");
+        assert!(text.contains("all checks passed"), "{script}:\n{text}");
+    }
+}

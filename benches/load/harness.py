@@ -89,7 +89,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # A first guess at each paid scenario's rate (req/s), to size its presigned payments before any run; later
 # runs use the largest rate seen so far. Payments for warm-up and run are RATE * seconds * MARGIN + SPARE.
-RATE_GUESS = {"gw-paid": 9000, "gw-paid-sqlite": 6000, "gw-paid-redis": 6000, "axum-paid": 9000, "express-paid": 2500}
+RATE_GUESS = {"gw-paid": 9000, "gw-paid-sqlite": 6000, "gw-paid-redis": 6000, "gw-paid-local": 12000, "axum-paid": 9000, "express-paid": 2500}
 MARGIN, SPARE = 1.5, 2000
 
 
@@ -331,7 +331,7 @@ def start_nginx_proxy(rundir, upstream_port):
 
 # ---------------------------------------------------------------------------------------------- contenders
 
-def gateway_yaml(port, admin, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT):
+def gateway_yaml(port, admin, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT, verify=None):
     lines = [
         f'listen: "127.0.0.1:{port}"',
         f'admin_listen: "127.0.0.1:{admin}"',
@@ -354,14 +354,16 @@ def gateway_yaml(port, admin, upstream, facilitator, store=None, max_timeout=MAX
         f'    description: "{DESCRIPTION}"',
         f"    mime_type: {MIME}",
     ]
+    if verify:
+        lines.append(f"    verify: {verify}")
     return "\n".join(lines) + "\n"
 
 
-def start_gateway(rundir, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT):
+def start_gateway(rundir, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT, verify=None):
     port, admin = free_port(), free_port()
     cfg = os.path.join(rundir, "gateway.yaml")
     with open(cfg, "w") as f:
-        f.write(gateway_yaml(port, admin, upstream, facilitator, store, max_timeout))
+        f.write(gateway_yaml(port, admin, upstream, facilitator, store, max_timeout, verify))
     p = Proc("gateway", [GATEWAY, "run", "-c", cfg], rundir, env={"RUST_LOG": "warn"}, stop_signal=signal.SIGINT)
     p.admin_port = admin
     wait_http(p, port, "/free/ready")
@@ -437,6 +439,8 @@ SCENARIOS = [
          paid=True, store="sqlite"),
     dict(id="gw-paid-redis", contender="x402-gateway, store redis", what="paid", path="/paid/x", status=200,
          paid=True, store="redis"),
+    dict(id="gw-paid-local", contender="x402-gateway, verify: local", what="paid", path="/paid/x", status=200,
+         paid=True, verify="local"),
     dict(id="axum-402", contender="x402-axum 2.0.2", what="402", path="/paid/x", status=402),
     dict(id="axum-paid", contender="x402-axum 2.0.2", what="paid", path="/paid/x", status=200, paid=True),
     dict(id="express-402", contender="@x402/express 2.27", what="402", path="/paid/x", status=402),
@@ -458,7 +462,7 @@ def start_contender(s, rundir, upstream, facilitator, store_port=None):
             store = f"sqlite:{os.path.join(rundir, 'claims.db')}"
         elif s.get("store") == "redis":
             store = f"redis://127.0.0.1:{store_port}/0"
-        return start_gateway(rundir, upstream, facilitator, store)
+        return start_gateway(rundir, upstream, facilitator, store, verify=s.get("verify"))
     if sid.startswith("axum-"):
         return start_axum(rundir, upstream, facilitator)
     if sid.startswith("express-"):
@@ -751,6 +755,7 @@ def comparisons(sm):
         ("replay (409) vs the gateway's own 402", "gw-replay", "gw-402"),
         ("paid, sqlite store vs memory store", "gw-paid-sqlite", "gw-paid"),
         ("paid, redis store vs memory store", "gw-paid-redis", "gw-paid"),
+        ("paid, verify: local (one facilitator call) vs x402-axum", "gw-paid-local", "axum-paid"),
         ("402: gateway vs nginx reverse proxy", "gw-402", "nginx-proxy"),
     ]
     out = []

@@ -14,11 +14,13 @@ mod tests;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::core::secret::Secret;
+use crate::protocol::cdp::CdpKey;
 use crate::rules::table::{RouteTable, Unmatched};
 pub use env::{Env, ProcessEnv};
 pub use raw::LogFormat;
@@ -67,7 +69,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// PEM CAs trusted for `https://` upstreams instead of the system's roots.
     pub upstream_ca_file: Option<std::path::PathBuf>,
-    pub facilitator: FacilitatorSettings,
+    /// Facilitators in the order they are tried for `/verify`; never empty.
+    pub facilitators: Vec<FacilitatorSettings>,
     /// Where payment state is kept.
     pub store: StoreUrl,
     /// How long an in-flight claim is held for its request; a replica that died mid-request blocks the
@@ -165,16 +168,33 @@ impl std::fmt::Display for StoreUrl {
     }
 }
 
-/// Where the facilitator is and how to call it.
+/// Where a facilitator is and how to call it.
 #[derive(Debug, Clone)]
 pub struct FacilitatorSettings {
     pub url: String,
     pub timeout: Duration,
     /// Extra headers (e.g. auth); values are secrets and never logged.
     pub headers: Vec<(HeaderName, Secret)>,
+    /// A CDP API key that signs a token for every call (`auth: cdp`).
+    pub cdp: Option<Arc<CdpKey>>,
 }
 
 impl FacilitatorSettings {
+    /// Whether `other` calls the same facilitator the same way (URL, timeout, headers, key).
+    pub fn same_as(&self, other: &FacilitatorSettings) -> bool {
+        let headers = |f: &FacilitatorSettings| {
+            f.headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.expose().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let key = |f: &FacilitatorSettings| f.cdp.as_ref().map(|k| (k.id().to_owned(), k.public_key()));
+        self.url == other.url
+            && self.timeout == other.timeout
+            && headers(self) == headers(other)
+            && key(self) == key(other)
+    }
+
     /// The headers as an HTTP header map.
     pub fn header_map(&self) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
@@ -243,7 +263,14 @@ impl Config {
             "listen {}  admin {}  facilitator {}  store {}  unmatched: {unmatched}",
             self.listen,
             self.admin_listen.map_or_else(|| "-".into(), |a| a.to_string()),
-            self.facilitator.url,
+            self.facilitators
+                .iter()
+                .map(|f| match &f.cdp {
+                    Some(k) => format!("{} (CDP key {})", f.url, k.id()),
+                    None => f.url.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join(", then "),
             self.store,
         );
         for r in &self.table.routes {

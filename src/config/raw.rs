@@ -30,7 +30,10 @@ pub struct RawConfig {
     pub claim_lease: Option<Text>,
     /// Largest response body kept for a `payment-identifier` replay.
     pub payment_identifier_max_body: Option<usize>,
-    pub facilitator: RawFacilitator,
+    /// One facilitator, or `facilitators:` (a list, tried in order).
+    pub facilitator: Option<RawFacilitator>,
+    #[serde(default)]
+    pub facilitators: Vec<RawFacilitator>,
     pub pay_to: Option<Text>,
     #[serde(default)]
     pub assets: Vec<RawAsset>,
@@ -90,7 +93,7 @@ pub struct RawHealth {
     pub stale_after: Option<Text>,
 }
 
-/// `facilitator:`.
+/// `facilitator:`, or one entry of `facilitators:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFacilitator {
@@ -98,6 +101,21 @@ pub struct RawFacilitator {
     pub timeout: Option<Text>,
     #[serde(default)]
     pub headers: BTreeMap<String, Text>,
+    /// How each call authenticates beyond the fixed `headers`.
+    pub auth: Option<AuthKind>,
+    /// `auth: cdp`: the API key's id.
+    pub key_id: Option<Text>,
+    /// `auth: cdp`: the API key's secret, or a file holding it.
+    pub key_secret: Option<Text>,
+    pub key_secret_file: Option<Text>,
+}
+
+/// `auth:` of a facilitator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// Coinbase CDP: a JWT signed per call with the API key.
+    Cdp,
 }
 
 /// `assets:` entries: tokens beyond the built-in USDC table.

@@ -3,6 +3,7 @@
 //! shows every mistake in the file. Routes are resolved in `route.rs`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::Address;
@@ -10,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::env::{self, Env};
 use super::locate::{self, PathPart};
-use super::raw::{DefaultAction, RawConfig, Text};
+use super::raw::{DefaultAction, RawConfig, RawFacilitator, Text};
 use super::{
     Config, ConfigError, ConfigErrors, FacilitatorSettings, Health, Reload, Shutdown, StoreUrl, Upstream,
     FACILITATOR_URL_ENV,
@@ -18,6 +19,7 @@ use super::{
 use crate::core::secret::Secret;
 use crate::core::time::parse_duration;
 use crate::protocol::assets::Asset;
+use crate::protocol::cdp::CdpKey;
 use crate::protocol::exact::parse_address;
 use crate::protocol::network::Network;
 use crate::rules::table::{Mode, Route, RouteTable, Unmatched};
@@ -174,7 +176,7 @@ impl Resolver<'_> {
                 .map(Some),
             None => Some(None),
         };
-        let facilitator = self.facilitator(raw);
+        let facilitators = self.facilitators(raw);
         let claim_lease = match &raw.claim_lease {
             Some(t) => self.parse(t, &[Key("claim_lease")], |s| {
                 parse_duration(s).and_then(|d| {
@@ -239,7 +241,7 @@ impl Resolver<'_> {
             admin_listen: admin_listen?,
             upstreams: defaults.upstreams,
             upstream_ca_file: upstream_ca_file?,
-            facilitator: facilitator?,
+            facilitators: facilitators?,
             store: store?,
             claim_lease: claim_lease?,
             payment_identifier_max_body: raw.payment_identifier_max_body.unwrap_or(DEFAULT_PAYMENT_ID_MAX_BODY),
@@ -343,25 +345,54 @@ impl Resolver<'_> {
         Some(Health { interval, stale_after })
     }
 
-    fn facilitator(&mut self, raw: &RawConfig) -> Option<FacilitatorSettings> {
-        let f = &raw.facilitator;
-        let at_url = [Key("facilitator"), Key("url")];
-        let url = match self.env.var(FACILITATOR_URL_ENV) {
+    /// `facilitator:` or `facilitators:`, one of them. `X402_FACILITATOR_URL` replaces the (first) URL.
+    fn facilitators(&mut self, raw: &RawConfig) -> Option<Vec<FacilitatorSettings>> {
+        match (&raw.facilitator, raw.facilitators.as_slice()) {
+            (Some(f), []) => Some(vec![self.facilitator(f, &[Key("facilitator")], true)?]),
+            (None, [_, ..]) => {
+                let all: Vec<Option<FacilitatorSettings>> = raw
+                    .facilitators
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| self.facilitator(f, &[Key("facilitators"), Index(i)], i == 0))
+                    .collect();
+                all.into_iter().collect()
+            }
+            (Some(_), [_, ..]) => self.fail(
+                &[Key("facilitators")],
+                "give either `facilitator:` (one) or `facilitators:` (a list tried in order), not both",
+            ),
+            (None, []) => self.fail(
+                &[Key("facilitator")],
+                "no facilitator: add `facilitator: {url: \"https://x402.org/facilitator\"}` (or a `facilitators:` list)",
+            ),
+        }
+    }
+
+    /// One facilitator at `base` (`facilitator` or `facilitators[i]`); `first` takes the URL override.
+    fn facilitator(
+        &mut self,
+        f: &RawFacilitator,
+        base: &[PathPart<'static>],
+        first: bool,
+    ) -> Option<FacilitatorSettings> {
+        let at = |k: &'static str| [base, &[Key(k)]].concat();
+        let url = match self.env.var(FACILITATOR_URL_ENV).filter(|_| first) {
             Some(u) => Some(u),
-            None => self.text(&f.url, &at_url),
+            None => self.text(&f.url, &at("url")),
         };
         let url = match url.map(|u| check_url(&u)) {
             Some(Ok(u)) => Some(u),
-            Some(Err(m)) => self.fail(&at_url, m),
+            Some(Err(m)) => self.fail(&at("url"), m),
             None => None,
         };
         let timeout = match &f.timeout {
-            Some(t) => self.parse(t, &[Key("facilitator"), Key("timeout")], parse_duration),
+            Some(t) => self.parse(t, &at("timeout"), parse_duration),
             None => Some(DEFAULT_FACILITATOR_TIMEOUT),
         };
         let mut headers = Some(Vec::new());
         for (name, value) in &f.headers {
-            let at = [Key("facilitator"), Key("headers"), Key(name)];
+            let at = [base, &[Key("headers"), Key(name)]].concat();
             let Some(value) = self.text(value, &at) else {
                 headers = None;
                 continue;
@@ -379,11 +410,58 @@ impl Resolver<'_> {
                 h.push((n, Secret::new(value)));
             }
         }
+        let cdp = self.cdp_key(f, base);
         Some(FacilitatorSettings {
             url: url?,
             timeout: timeout?,
             headers: headers?,
+            cdp: cdp?,
         })
+    }
+
+    /// The CDP API key of an `auth: cdp` facilitator; `Some(None)` without `auth`.
+    fn cdp_key(&mut self, f: &RawFacilitator, base: &[PathPart<'static>]) -> Option<Option<Arc<CdpKey>>> {
+        let at = |k: &'static str| [base, &[Key(k)]].concat();
+        if f.auth.is_none() {
+            for (k, set) in [
+                ("key_id", f.key_id.is_some()),
+                ("key_secret", f.key_secret.is_some()),
+                ("key_secret_file", f.key_secret_file.is_some()),
+            ] {
+                if set {
+                    return self.fail(&at(k), "a key is only used with `auth: cdp`: add it, or remove the key");
+                }
+            }
+            return Some(None);
+        }
+        let Some(id) = &f.key_id else {
+            return self.fail(
+                &at("auth"),
+                "`auth: cdp` needs `key_id: ${CDP_API_KEY_ID}` (the API key's id)",
+            );
+        };
+        let id = self.text(id, &at("key_id"));
+        let secret =
+            match (&f.key_secret, &f.key_secret_file) {
+                (Some(s), None) => self.text(s, &at("key_secret")),
+                (None, Some(file)) => self.parse(file, &at("key_secret_file"), |path| {
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read the key secret from {path:?}: {e}"))
+                }),
+                _ => return self.fail(
+                    &at("auth"),
+                    "`auth: cdp` needs exactly one of `key_secret: ${CDP_API_KEY_SECRET}` or `key_secret_file: <path>`",
+                ),
+            };
+        let (id, secret) = (id?, secret?);
+        let place = if f.key_secret.is_some() {
+            "key_secret"
+        } else {
+            "key_secret_file"
+        };
+        match CdpKey::parse(&id, &secret) {
+            Ok(k) => Some(Some(Arc::new(k))),
+            Err(e) => self.fail(&at(place), format!("the CDP API key cannot be used: {e}")),
+        }
     }
 
     fn assets(&mut self, raw: &RawConfig) -> Vec<Asset> {

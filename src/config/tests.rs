@@ -67,8 +67,8 @@ fn facilitator_url_comes_from_the_environment_when_set_and_secrets_stay_hidden()
         &env(&[(FACILITATOR_URL_ENV, "https://f.example/")]),
     )
     .unwrap();
-    assert_eq!(c.facilitator.url, "https://f.example");
-    assert_eq!(c.facilitator.header_map()["authorization"], "Bearer s3cret-token");
+    assert_eq!(c.facilitators[0].url, "https://f.example");
+    assert_eq!(c.facilitators[0].header_map()["authorization"], "Bearer s3cret-token");
     assert!(
         !format!("{c:?}").contains("s3cret"),
         "secrets must not reach Debug output"
@@ -133,5 +133,97 @@ fn the_store_is_memory_sqlite_or_redis_and_a_password_never_shows() {
     ] {
         let e = c(bad).unwrap_err().to_string();
         assert!(e.contains(" store: ") && e.contains(hint), "{bad}: {e}");
+    }
+}
+
+/// The same price table under another `facilitator…:` section.
+fn with_facilitators(section: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let rest = BASE.split_once("upstreams:").map(|(_, r)| r).unwrap();
+    parse(&format!("{section}upstreams:{rest}routes: []\n"), "t.yaml", &env(vars))
+}
+
+/// A CDP Ed25519 secret as the portal shows it (seed ‖ public key, base64), made here.
+fn ed25519_secret() -> String {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use base64::Engine;
+    let seed = [7u8; 32];
+    let pair = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let mut raw = seed.to_vec();
+    raw.extend_from_slice(pair.public_key().as_ref());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+#[test]
+fn facilitators_are_a_list_tried_in_order_with_a_cdp_key_from_the_environment_or_a_file() {
+    let secret = ed25519_secret();
+    let file = std::env::temp_dir().join(format!("x402-cdp-secret-{}", std::process::id()));
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let section = format!(
+        "facilitators:\n  - url: https://api.cdp.coinbase.com/platform/v2/x402\n    auth: cdp\n    key_id: ${{CDP_API_KEY_ID}}\n    key_secret: ${{CDP_API_KEY_SECRET}}\n  - url: http://127.0.0.1:4020/\n    timeout: 5s\n  - url: http://127.0.0.1:4021\n    auth: cdp\n    key_id: other\n    key_secret_file: {}\n",
+        file.display()
+    );
+    let c = with_facilitators(
+        &section,
+        &[
+            ("CDP_API_KEY_ID", "organizations/o/apiKeys/k"),
+            ("CDP_API_KEY_SECRET", &secret),
+        ],
+    )
+    .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let urls: Vec<&str> = c.facilitators.iter().map(|f| f.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://api.cdp.coinbase.com/platform/v2/x402",
+            "http://127.0.0.1:4020",
+            "http://127.0.0.1:4021"
+        ]
+    );
+    let key = c.facilitators[0].cdp.as_ref().unwrap();
+    assert_eq!((key.id(), key.alg()), ("organizations/o/apiKeys/k", "EdDSA"));
+    assert!(c.facilitators[1].cdp.is_none());
+    assert_eq!(c.facilitators[1].timeout, Duration::from_secs(5));
+    assert_eq!(c.facilitators[2].cdp.as_ref().unwrap().public_key(), key.public_key());
+    assert!(
+        !format!("{c:?}").contains(&secret),
+        "the secret never reaches Debug output"
+    );
+    assert!(c.describe().contains("(CDP key organizations/o/apiKeys/k)"));
+}
+
+#[test]
+fn facilitator_mistakes_name_the_field_and_never_echo_a_secret() {
+    let cases = [
+        (
+            "facilitator:\n  url: http://a\nfacilitators:\n  - url: http://b\n",
+            "t.yaml:3:1: facilitators: give either",
+        ),
+        ("", "facilitator: no facilitator: add `facilitator: {url:"),
+        (
+            "facilitators:\n  - url: http://a\n  - url: http://b\n    auth: cdp\n    key_secret: c2VjcmV0c2VjcmV0\n",
+            "facilitators[1].auth: `auth: cdp` needs `key_id:",
+        ),
+        (
+            "facilitators:\n  - url: http://a\n    auth: cdp\n    key_id: k\n    key_secret: c2VjcmV0c2VjcmV0\n",
+            "facilitators[0].key_secret: the CDP API key cannot be used: the key secret is neither",
+        ),
+        (
+            "facilitator:\n  url: http://a\n  key_id: k\n",
+            "facilitator.key_id: a key is only used with `auth: cdp`",
+        ),
+        (
+            "facilitator:\n  url: http://a\n  auth: cdp\n  key_id: k\n  key_secret_file: /nonexistent/cdp\n",
+            "facilitator.key_secret_file: cannot read the key secret from \"/nonexistent/cdp\"",
+        ),
+        (
+            "facilitator:\n  url: http://a\n  auth: jwt\n",
+            "unknown variant `jwt`, expected `cdp`",
+        ),
+    ];
+    for (section, expected) in cases {
+        let e = with_facilitators(section, &[]).unwrap_err().to_string();
+        assert!(e.contains(expected), "{section}\n{e}");
+        assert!(!e.contains("c2VjcmV0c2VjcmV0"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::gateway::claims::Claims;
-use crate::gateway::facilitator::FacilitatorClient;
+use crate::gateway::facilitator::Remote;
 use crate::gateway::health::Health;
 use crate::gateway::live::LiveConfig;
 use crate::gateway::metrics::Metrics;
@@ -23,7 +23,7 @@ pub struct ControlPlane {
     pub admin_listen: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub facilitator: FacilitatorClient,
+    pub remote: Arc<Remote>,
     pub claims: Arc<Claims>,
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveConfig>,
@@ -53,7 +53,7 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                 plane
                     .health
                     .clone()
-                    .run(plane.facilitator, plane.store.clone(), plane.live),
+                    .run(plane.remote, plane.store.clone(), plane.live),
             );
             let reloads = tokio::spawn(plane.reloader.run(hup));
             let listener = match listener.map(tokio::net::TcpListener::from_std) {

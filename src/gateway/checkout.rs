@@ -122,6 +122,7 @@ impl Checkout<'_> {
                         key.clone(),
                         window::claim_expiry(auth, requirement.max_timeout_seconds, now),
                         request.digest,
+                        self.remote.pick(requirement.network),
                     )
                     .await
             }
@@ -187,7 +188,8 @@ impl Checkout<'_> {
     /// routes the settlement.
     async fn after_claim(&self, a: &mut Admitted, pricing: &Pricing) -> Result<(), Refusal> {
         if pricing.verify == VerifyMode::Remote {
-            verify::remote(self.remote, &a.request, &a.network.to_string()).await?;
+            let via = verify::remote(self.remote, &a.request, a.network).await?;
+            a.ticket.verified_by(via);
         }
         if pricing.settle == SettleMode::Before {
             a.settled = Some(settle(self.claims, self.remote, a).await?);

@@ -50,6 +50,26 @@ pub struct ClaimTicket {
     holder: u64,
     payment: [u8; 32],
     expires_at: u64,
+    /// The facilitator (by its place in the list) that verifies and settles this payment.
+    via: u8,
+}
+
+impl ClaimTicket {
+    /// The facilitator that verifies and settles this payment.
+    pub fn via(&self) -> usize {
+        usize::from(self.via)
+    }
+
+    /// Another facilitator verified it (the first did not answer): it settles it too.
+    pub fn verified_by(&mut self, facilitator: usize) {
+        self.via = facilitator_index(facilitator);
+    }
+}
+
+/// A facilitator's place in the list as a record keeps it (lists are short; a longer one saturates, and
+/// a payment whose facilitator cannot be named is never settled through another).
+fn facilitator_index(i: usize) -> u8 {
+    u8::try_from(i).unwrap_or(u8::MAX)
 }
 
 impl From<ClaimState> for ClaimRefusal {
@@ -131,6 +151,7 @@ impl Claims {
             holder: t.holder,
             expires_at,
             lease_until: now.saturating_add(lease),
+            facilitator: t.via,
         }
     }
 
@@ -139,12 +160,14 @@ impl Claims {
         self.lease_secs
     }
 
-    /// Claims `key` for one request, atomically, until `expires_at` (unix seconds).
+    /// Claims `key` for one request, atomically, until `expires_at` (unix seconds), to be verified and
+    /// settled through facilitator `via`.
     pub async fn claim(
         &self,
         key: AuthorizationId,
         expires_at: u64,
         payment: [u8; 32],
+        via: usize,
     ) -> Result<ClaimTicket, ClaimRefusal> {
         // A payment settled here was refused before this (`settled_here`); one settled since, or elsewhere, is
         // found by the store's insert.
@@ -154,6 +177,7 @@ impl Claims {
             holder: self.next_holder.fetch_add(1, Ordering::Relaxed),
             payment,
             expires_at,
+            via: facilitator_index(via),
         };
         let record = self.record(&ticket, ClaimState::InFlight, now);
         match self.store.insert(&ticket.key, record, now).await {
@@ -265,6 +289,7 @@ impl Claims {
             holder: self.next_holder.fetch_add(1, Ordering::Relaxed),
             payment: current.payment,
             expires_at: current.expires_at,
+            via: current.facilitator,
         };
         let now = self.clock.now();
         let next = self.record(&ticket, ClaimState::Settling, now);
@@ -331,17 +356,17 @@ mod tests {
     #[tokio::test]
     async fn one_claim_per_authorization_until_released() {
         let claims = table(10);
-        let t = claims.claim(key(1), later(), [0; 32]).await.unwrap();
+        let t = claims.claim(key(1), later(), [0; 32], 0).await.unwrap();
         assert_eq!(
-            claims.claim(key(1), later(), [0; 32]).await,
+            claims.claim(key(1), later(), [0; 32], 0).await,
             Err(ClaimRefusal::InFlight)
         );
         claims.release(&t).await;
-        let t2 = claims.claim(key(1), later(), [0; 32]).await.unwrap();
+        let t2 = claims.claim(key(1), later(), [0; 32], 0).await.unwrap();
         // A stale ticket cannot free the new holder's claim.
         claims.release(&t).await;
         assert_eq!(
-            claims.claim(key(1), later(), [0; 32]).await,
+            claims.claim(key(1), later(), [0; 32], 0).await,
             Err(ClaimRefusal::InFlight)
         );
         assert!(claims.settling(&t2).await.unwrap());
@@ -350,7 +375,7 @@ mod tests {
         assert_eq!(state(&claims, &key(1)).await, Some(ClaimState::Settling));
         assert!(claims.settled(&t2, "0xabc".into()).await);
         assert_eq!(
-            claims.claim(key(1), later(), [0; 32]).await,
+            claims.claim(key(1), later(), [0; 32], 0).await,
             Err(ClaimRefusal::Settled {
                 transaction: "0xabc".into()
             })
@@ -364,11 +389,11 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_outcome_is_taken_over_once_by_the_same_payment() {
         let claims = table(10);
-        let t = claims.claim(key(4), later(), [7; 32]).await.unwrap();
+        let t = claims.claim(key(4), later(), [7; 32], 0).await.unwrap();
         assert!(claims.settling(&t).await.unwrap());
         claims.in_doubt(&t, "0xfeed".into()).await;
         assert_eq!(
-            claims.claim(key(4), later(), [7; 32]).await,
+            claims.claim(key(4), later(), [7; 32], 0).await,
             Err(ClaimRefusal::InDoubt {
                 transaction: "0xfeed".into()
             })
@@ -403,7 +428,7 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let c = claims.clone();
-                tokio::spawn(async move { c.claim(key(7), later(), [0; 32]).await.is_ok() })
+                tokio::spawn(async move { c.claim(key(7), later(), [0; 32], 0).await.is_ok() })
             })
             .collect();
         let mut wins = 0;
@@ -416,16 +441,16 @@ mod tests {
     #[tokio::test]
     async fn a_full_table_refuses_instead_of_evicting() {
         let claims = table(2);
-        claims.claim(key(1), later(), [0; 32]).await.unwrap();
-        let t2 = claims.claim(key(2), later(), [0; 32]).await.unwrap();
-        assert_eq!(claims.claim(key(3), later(), [0; 32]).await, Err(ClaimRefusal::Full));
+        claims.claim(key(1), later(), [0; 32], 0).await.unwrap();
+        let t2 = claims.claim(key(2), later(), [0; 32], 0).await.unwrap();
+        assert_eq!(claims.claim(key(3), later(), [0; 32], 0).await, Err(ClaimRefusal::Full));
         assert_eq!(
-            claims.claim(key(1), later(), [0; 32]).await,
+            claims.claim(key(1), later(), [0; 32], 0).await,
             Err(ClaimRefusal::InFlight)
         );
         // Releasing one makes room again.
         claims.release(&t2).await;
-        assert!(claims.claim(key(3), later(), [0; 32]).await.is_ok());
+        assert!(claims.claim(key(3), later(), [0; 32], 0).await.is_ok());
     }
 
     #[tokio::test]
@@ -438,19 +463,19 @@ mod tests {
             LEASE,
             LEASE,
         );
-        let _lost = claims.claim(key(9), NOW + 3600, [0; 32]).await.unwrap();
+        let _lost = claims.claim(key(9), NOW + 3600, [0; 32], 0).await.unwrap();
         clock.set(NOW + LEASE_SECS - 1);
         assert_eq!(
-            claims.claim(key(9), NOW + 3600, [0; 32]).await,
+            claims.claim(key(9), NOW + 3600, [0; 32], 0).await,
             Err(ClaimRefusal::InFlight)
         );
         clock.set(NOW + LEASE_SECS);
-        assert!(claims.claim(key(9), NOW + 3600, [0; 32]).await.is_ok());
+        assert!(claims.claim(key(9), NOW + 3600, [0; 32], 0).await.is_ok());
         // Records are forgotten at their expiry.
         clock.set(NOW + 3600);
         assert_eq!(claims.get(&key(9)).await.unwrap(), None);
         // A failed attempt is kept, with its reason, but frees the authorization.
-        let t = claims.claim(key(11), NOW + 3700, [0; 32]).await.unwrap();
+        let t = claims.claim(key(11), NOW + 3700, [0; 32], 0).await.unwrap();
         assert!(claims.settling(&t).await.unwrap());
         claims.failed(&t, "invalid_exact_evm_insufficient_balance".into()).await;
         assert_eq!(
@@ -458,9 +483,12 @@ mod tests {
             None,
             "not live: it holds nothing"
         );
-        assert!(claims.claim(key(11), NOW + 3700, [0; 32]).await.is_ok(), "usable again");
+        assert!(
+            claims.claim(key(11), NOW + 3700, [0; 32], 0).await.is_ok(),
+            "usable again"
+        );
         // ...and an unknown outcome outlives its authorization by days.
-        let t = claims.claim(key(10), NOW + 3700, [0; 32]).await.unwrap();
+        let t = claims.claim(key(10), NOW + 3700, [0; 32], 0).await.unwrap();
         assert!(claims.settling(&t).await.unwrap());
         claims.in_doubt(&t, "0x1".into()).await;
         clock.set(NOW + 3 * 24 * 3600);

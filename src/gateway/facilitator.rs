@@ -1,18 +1,27 @@
-//! The facilitator as the gateway uses it. [`FacilitatorClient`] is the HTTP client (`/verify`, `/settle`,
-//! `/supported`, per-call timeout, extra headers) and reads the three answer shapes seen in the wild
-//! (x402-notes §6.1: 200 with a body, non-2xx with the same body, non-2xx `{"error": …}`). [`Remote`] adds
-//! what the request path needs on top: `/settle` retried once
-//! when pending (x402-notes §6.2).
+//! The facilitators as the gateway uses them. [`FacilitatorClient`] is the HTTP client of one (`/verify`,
+//! `/settle`, `/supported`, per-call timeout, extra headers, a CDP token signed for every call) and reads
+//! the three answer shapes seen in the wild (x402-notes §6.1: 200 with a body, non-2xx with the same body,
+//! non-2xx `{"error": …}`). [`Remote`] is the configured list as the request path uses it: `/verify` tried
+//! in order, skipping a facilitator that failed until a health check finds it answering again; a payment
+//! settled only by the facilitator that verified it, with `/settle` retried once when pending (x402-notes
+//! §6.2).
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use arc_swap::ArcSwapOption;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
 
+use crate::config::FacilitatorSettings;
 use crate::core::secret::redact;
+use crate::core::time::unix_now;
 use crate::gateway::metrics::Metrics;
+use crate::protocol::cdp::CdpKey;
 use crate::protocol::facilitator::{EncodedRequest, SettleResponse, SupportedResponse, VerifyResponse};
+use crate::protocol::network::Network;
 
 /// Pause before re-asking about a pending settlement: roughly a block on fast chains.
 const PENDING_RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -33,6 +42,9 @@ pub enum FacilitatorError {
     /// A non-2xx status is never a success, whatever its body claims.
     #[error("facilitator {url} answered HTTP {status} with a body claiming success; a failed call is never a success")]
     Failed { url: String, status: u16 },
+    /// Its credentials were refused: a configuration error, named as such for the operator.
+    #[error("facilitator {url} refused the gateway's credentials (HTTP {status}): check its `auth`/`key_id`/`key_secret` or `headers`")]
+    Unauthorized { url: String, status: u16 },
 }
 
 impl FacilitatorError {
@@ -44,6 +56,7 @@ impl FacilitatorError {
             FacilitatorError::Timeout { .. } => "facilitator_timeout",
             FacilitatorError::BadAnswer { .. } => "facilitator_bad_answer",
             FacilitatorError::Failed { .. } => "facilitator_failed",
+            FacilitatorError::Unauthorized { .. } => "facilitator_unauthorized",
         }
     }
 
@@ -55,6 +68,7 @@ impl FacilitatorError {
             FacilitatorError::Timeout { .. } => "the payment facilitator did not answer in time; retry later",
             FacilitatorError::BadAnswer { .. } => "the payment facilitator gave an answer the gateway cannot read",
             FacilitatorError::Failed { .. } => "the payment facilitator reported a failure",
+            FacilitatorError::Unauthorized { .. } => "the payment facilitator refused this gateway; retry later",
         }
     }
 }
@@ -93,15 +107,17 @@ pub struct FacilitatorClient {
     /// What each thread's client is built from.
     headers: HeaderMap,
     timeout: Duration,
+    /// Signs a token for every call (`auth: cdp`).
+    cdp: Option<Arc<CdpKey>>,
     /// Every call is timed here, by endpoint and result.
     metrics: Arc<Metrics>,
 }
 
 impl FacilitatorClient {
-    /// A client for `base` (a trailing `/` is dropped). `headers` go on every call (e.g. auth).
-    pub fn new(base: &str, headers: HeaderMap, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let shown = url::Url::parse(base).map_or_else(|_| "(invalid URL)".to_owned(), |u| redact(&u));
-        let base = base.trim_end_matches('/');
+    /// A client for the facilitator `f` describes.
+    pub fn new(f: &FacilitatorSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let shown = url::Url::parse(&f.url).map_or_else(|_| "(invalid URL)".to_owned(), |u| redact(&u));
+        let base = f.url.trim_end_matches('/');
         let parse = |e: Endpoint| {
             reqwest::Url::parse(&format!("{base}{}", e.path())).map_err(|err| format!("facilitator URL {shown}: {err}"))
         };
@@ -110,8 +126,9 @@ impl FacilitatorClient {
             urls: Arc::new([verify?, settle?, supported?]),
             shown,
             http: Arc::new(thread_local::ThreadLocal::new()),
-            headers,
-            timeout,
+            headers: f.header_map(),
+            timeout: f.timeout,
+            cdp: f.cdp.clone(),
             metrics,
         };
         // Built once here so a client that cannot be built is a start-up error, not a per-call one.
@@ -158,6 +175,11 @@ impl FacilitatorClient {
         Ok(s)
     }
 
+    /// The facilitator as logs show it (credentials redacted).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
     fn never_success_unless_2xx(&self, status: u16, success: bool) -> Result<(), FacilitatorError> {
         if success && !(200..300).contains(&status) {
             return Err(FacilitatorError::Failed {
@@ -194,9 +216,27 @@ impl FacilitatorClient {
             url: format!("{}{path}", self.shown),
             message: e.without_url().to_string(),
         })?;
-        let mut rb = http.request(method, self.urls[endpoint as usize].clone());
+        let target = &self.urls[endpoint as usize];
         // Errors name the endpoint with the URL redacted, and the HTTP client's text without the URL.
         let url = format!("{}{path}", self.shown);
+        let mut rb = http.request(method.clone(), target.clone());
+        if let Some(key) = &self.cdp {
+            let host = match (target.host_str(), target.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (h, None) => h.unwrap_or_default().to_owned(),
+                (None, Some(_)) => String::new(),
+            };
+            let bearer = key
+                .token(method.as_str(), &host, target.path(), unix_now())
+                .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+                .ok_or_else(|| FacilitatorError::Unreachable {
+                    url: url.clone(),
+                    message: "could not sign a CDP token (no system randomness)".to_owned(),
+                })?;
+            let mut bearer = bearer;
+            bearer.set_sensitive(true);
+            rb = rb.header(AUTHORIZATION, bearer);
+        }
         if let Some(b) = body {
             rb = rb
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -223,6 +263,9 @@ impl FacilitatorClient {
             }
         })?;
         let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(FacilitatorError::Unauthorized { url, status });
+        }
         let body = resp.bytes().await.map_err(|e| FacilitatorError::Interrupted {
             url: url.clone(),
             message: e.without_url().to_string(),
@@ -258,17 +301,58 @@ pub enum Settlement {
     },
 }
 
-/// The remote facilitator as the request path uses it.
+/// One facilitator of the list, and what was last learnt about it.
+pub struct Member {
+    pub client: FacilitatorClient,
+    /// False from a failed call until its next good `/supported`.
+    up: AtomicBool,
+    /// The networks its last good `/supported` listed for `exact`; `None` until it answered once (it is
+    /// then assumed to serve every network, so a gateway can take payments before its first check).
+    serves: ArcSwapOption<BTreeSet<Network>>,
+}
+
+impl Member {
+    fn serves(&self, network: Network) -> bool {
+        self.serves.load().as_ref().is_none_or(|s| s.contains(&network))
+    }
+
+    /// Whether the last call or check found it answering.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// A health check's finding: answering, serving `networks`.
+    pub fn checked(&self, networks: BTreeSet<Network>) {
+        self.serves.store(Some(Arc::new(networks)));
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(facilitator = %self.client.shown, "facilitator answers again");
+        }
+    }
+
+    /// A failed call or check: skipped until a health check finds it answering.
+    pub fn failed(&self) {
+        self.up.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The configured facilitators as the request path uses them.
 pub struct Remote {
-    client: FacilitatorClient,
+    members: Vec<Member>,
     metrics: Arc<Metrics>,
 }
 
 impl Remote {
-    /// Wraps a client.
-    pub fn new(client: FacilitatorClient) -> Self {
-        let metrics = client.metrics.clone();
-        Remote { client, metrics }
+    /// The facilitators, in the order `/verify` tries them (at least one).
+    pub fn new(clients: Vec<FacilitatorClient>, metrics: Arc<Metrics>) -> Self {
+        let members = clients
+            .into_iter()
+            .map(|client| Member {
+                client,
+                up: AtomicBool::new(true),
+                serves: ArcSwapOption::empty(),
+            })
+            .collect();
+        Remote { members, metrics }
     }
 
     /// Where verifications and settlements are counted.
@@ -276,22 +360,74 @@ impl Remote {
         &self.metrics
     }
 
-    /// `/verify`. Not cached: only the request holding the payment's claim asks, so the same payment is
-    /// never verified twice at once.
-    pub async fn verify(&self, req: &EncodedRequest) -> Result<VerifyResponse, FacilitatorError> {
-        let r = self.client.verify(req).await;
-        if let Err(e) = &r {
-            tracing::warn!(error = %e, "facilitator /verify failed");
-        }
-        r
+    /// Every facilitator, in order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
     }
 
-    /// `/settle`, with one retry of the identical payload if the first answer is `settlement_pending`.
-    pub async fn settle(&self, req: &EncodedRequest) -> Settlement {
+    /// The facilitators to ask about a payment on `network`, in order: those up and serving it; if none is
+    /// up, every one serving it (a failure must not stop all payments until the next check); failing
+    /// that, the first.
+    fn candidates(&self, network: Network) -> Vec<usize> {
+        let serving: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].serves(network))
+            .collect();
+        let up: Vec<usize> = serving.iter().copied().filter(|&i| self.members[i].is_up()).collect();
+        match (up.is_empty(), serving.is_empty()) {
+            (false, _) => up,
+            (true, false) => serving,
+            (true, true) => vec![0],
+        }
+    }
+
+    /// The facilitator that settles a payment on `network` not verified remotely (`verify: local`).
+    pub fn pick(&self, network: Network) -> usize {
+        self.candidates(network).first().copied().unwrap_or(0)
+    }
+
+    /// `/verify`, through each candidate in turn until one answers; the answer and who gave it. A
+    /// definite answer (valid or not) is final: another facilitator is asked only when one gave none. Not
+    /// cached: only the request holding the payment's claim asks, so it is never verified twice at once.
+    pub async fn verify(
+        &self,
+        req: &EncodedRequest,
+        network: Network,
+    ) -> Result<(VerifyResponse, usize), FacilitatorError> {
+        let mut last = None;
+        for i in self.candidates(network) {
+            let m = &self.members[i];
+            match m.client.verify(req).await {
+                Ok(v) => return Ok((v, i)),
+                Err(e) => {
+                    tracing::warn!(error = %e, facilitator = %m.client.shown, "facilitator /verify failed; trying the next");
+                    m.failed();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| FacilitatorError::Unreachable {
+            url: String::new(),
+            message: "no facilitator is configured".to_owned(),
+        }))
+    }
+
+    /// `/settle` through facilitator `via` (the one that verified the payment; never another), with one
+    /// retry of the identical payload if the first answer is `settlement_pending`.
+    pub async fn settle(&self, req: &EncodedRequest, via: usize) -> Settlement {
+        let Some(m) = self.members.get(via) else {
+            let error = FacilitatorError::Unreachable {
+                url: format!("#{via}"),
+                message: "this payment's facilitator is no longer configured".to_owned(),
+            };
+            return Settlement::Error {
+                error,
+                maybe_sent: false,
+            };
+        };
         // The transaction a first `settlement_pending` answer named, kept for the retry's answer.
         let mut sent: Option<String> = None;
         loop {
-            match self.client.settle(req).await {
+            match m.client.settle(req).await {
                 Ok(s) if s.success => return Settlement::Settled(s),
                 Ok(s) if s.is_pending() && sent.is_none() => {
                     sent = Some(s.transaction);
@@ -307,8 +443,13 @@ impl Remote {
                 }
                 Ok(s) => return Settlement::Failed(s),
                 Err(error) => {
-                    tracing::warn!(error = %error, "facilitator /settle failed");
-                    let maybe_sent = !matches!(error, FacilitatorError::Unreachable { .. }) || sent.is_some();
+                    tracing::warn!(error = %error, facilitator = %m.client.shown, "facilitator /settle failed");
+                    // Refused at the door (no connection, credentials refused): nothing was acted on.
+                    let refused = matches!(
+                        error,
+                        FacilitatorError::Unreachable { .. } | FacilitatorError::Unauthorized { .. }
+                    );
+                    let maybe_sent = !refused || sent.is_some();
                     return Settlement::Error { error, maybe_sent };
                 }
             }

@@ -1,15 +1,17 @@
 //! Readiness, kept up to date by a background task so that no probe makes a network call: the
-//! facilitator's `/supported` (answered recently, covering every network the price table accepts), the
-//! payment store (answers a ping), and whether shutdown began. A facilitator outage fails readiness only
-//! once its last good answer is older than `health.stale_after`; it never fails liveness.
+//! facilitators' `/supported` (between them, answered recently and covering every network the price
+//! table accepts), the payment store (answers a ping), and whether shutdown began. A facilitator outage
+//! fails readiness only once the last good answers are older than `health.stale_after`; it never fails
+//! liveness. The same checks tell the request path which facilitator is up and what each serves.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::Health as Settings;
 use crate::core::time::Clock;
-use crate::gateway::facilitator::FacilitatorClient;
+use crate::gateway::facilitator::Remote;
 use crate::gateway::live::LiveConfig;
 use crate::gateway::metrics::Metrics;
 use crate::gateway::store::Store;
@@ -18,7 +20,7 @@ use crate::protocol::network::Network;
 use crate::protocol::SCHEME_EXACT;
 
 /// The least time a background check is given, however short the interval.
-const MIN_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const MIN_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What readiness depends on.
 pub struct Health {
@@ -91,8 +93,8 @@ impl Health {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Checks the facilitator and the store every `health.interval`, forever.
-    pub async fn run(self: Arc<Self>, facilitator: FacilitatorClient, store: Arc<dyn Store>, live: Arc<LiveConfig>) {
+    /// Checks the facilitators and the store every `health.interval`, forever.
+    pub async fn run(self: Arc<Self>, remote: Arc<Remote>, store: Arc<dyn Store>, live: Arc<LiveConfig>) {
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -100,15 +102,11 @@ impl Health {
             let wanted = networks(&live);
             // A check that hangs is a failed check, not a stale success.
             let bound = self.settings.interval.max(MIN_CHECK_TIMEOUT);
-            let (supported, pinged) = tokio::join!(
-                tokio::time::timeout(bound, facilitator.supported()),
+            let late = |what| format!("{what} did not answer within {bound:?}");
+            let (checked, pinged) = tokio::join!(
+                check_facilitators(&remote, &wanted, bound),
                 tokio::time::timeout(bound, store.ping())
             );
-            let late = |what| format!("{what} did not answer within {bound:?}");
-            let checked = match supported {
-                Ok(answer) => answer.map_err(|e| e.to_string()).and_then(|s| covers(&s, &wanted)),
-                Err(_) => Err(late("/supported")),
-            };
             match checked {
                 Ok(()) => {
                     self.facilitator_ok_at.store(self.clock.now(), Ordering::Relaxed);
@@ -149,18 +147,47 @@ fn networks(live: &LiveConfig) -> BTreeSet<Network> {
         .collect()
 }
 
-/// `Ok` when `/supported` lists the `exact` scheme on every wanted network (by either of its names).
-fn covers(s: &SupportedResponse, wanted: &BTreeSet<Network>) -> Result<(), String> {
-    let served: BTreeSet<Network> = s
-        .kinds
+/// Asks every facilitator for `/supported` (each within `bound`), records on each whether it answered and
+/// what it serves, and says whether those answering cover every wanted network between them.
+async fn check_facilitators(remote: &Remote, wanted: &BTreeSet<Network>, bound: Duration) -> Result<(), String> {
+    let mut served = BTreeSet::new();
+    let mut problems = Vec::new();
+    for m in remote.members() {
+        match tokio::time::timeout(bound, m.client.supported()).await {
+            Ok(Ok(s)) => {
+                let networks = exact_networks(&s);
+                served.extend(networks.iter().copied());
+                m.checked(networks);
+            }
+            Ok(Err(e)) => {
+                m.failed();
+                problems.push(e.to_string());
+            }
+            Err(_) => {
+                m.failed();
+                problems.push(format!(
+                    "{}/supported did not answer within {bound:?}",
+                    m.client.shown()
+                ));
+            }
+        }
+    }
+    let missing: Vec<String> = wanted.difference(&served).map(ToString::to_string).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    problems.push(format!(
+        "no facilitator answering supports `exact` on {}",
+        missing.join(", ")
+    ));
+    Err(problems.join("; "))
+}
+
+/// The networks `/supported` lists the `exact` scheme on (by either of their names).
+fn exact_networks(s: &SupportedResponse) -> BTreeSet<Network> {
+    s.kinds
         .iter()
         .filter(|k| k.scheme == SCHEME_EXACT)
         .filter_map(|k| Network::parse(&k.network))
-        .collect();
-    let missing: Vec<String> = wanted.difference(&served).map(ToString::to_string).collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("it does not support `exact` on {}", missing.join(", ")))
-    }
+        .collect()
 }

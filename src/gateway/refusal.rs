@@ -139,7 +139,10 @@ impl Refusal {
                 ..
             } => 502,
             Refusal::Facilitator {
-                error: FacilitatorError::Unreachable { .. } | FacilitatorError::Failed { .. },
+                error:
+                    FacilitatorError::Unreachable { .. }
+                    | FacilitatorError::Failed { .. }
+                    | FacilitatorError::Unauthorized { .. },
                 ..
             }
             | Refusal::Busy(_)

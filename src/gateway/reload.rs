@@ -103,12 +103,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("store", old.store == new.store),
         ("claim_lease", old.claim_lease == new.claim_lease),
         ("upstream_ca_file", old.upstream_ca_file == new.upstream_ca_file),
-        ("facilitator.url", old.facilitator.url == new.facilitator.url),
-        (
-            "facilitator.timeout",
-            old.facilitator.timeout == new.facilitator.timeout,
-        ),
-        ("facilitator.headers", same_headers(old, new)),
+        ("facilitators", same_facilitators(old, new)),
         ("shutdown", old.shutdown == new.shutdown),
         ("health", old.health == new.health),
         ("reload", old.reload == new.reload),
@@ -117,11 +112,8 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     checks.iter().filter(|(_, same)| !same).map(|(f, _)| *f).collect()
 }
 
-/// Whether the facilitator headers are the same (values compared, never shown).
-fn same_headers(old: &Config, new: &Config) -> bool {
-    let (a, b) = (&old.facilitator.headers, &new.facilitator.headers);
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((n1, v1), (n2, v2))| n1 == n2 && v1.expose() == v2.expose())
+/// Whether the facilitators are the same, in the same order (secrets compared, never shown).
+fn same_facilitators(old: &Config, new: &Config) -> bool {
+    let (a, b) = (&old.facilitators, &new.facilitators);
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
 }

@@ -26,17 +26,24 @@ const MAX_CLAIMS: u64 = 1_000_000;
 /// Builds the proxy and its control plane for a resolved configuration loaded from `path`.
 fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String> {
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
-    let f = &config.facilitator;
-    let client = FacilitatorClient::new(&f.url, f.header_map(), f.timeout, metrics.clone())?;
+    let clients = config
+        .facilitators
+        .iter()
+        .map(|f| FacilitatorClient::new(f, metrics.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, c) in clients.iter().enumerate() {
+        tracing::info!(facilitator = %c.shown(), order = i + 1, "facilitator");
+    }
     let clock = Clock::system();
     let store = crate::gateway::store::open(&config.store, MAX_CLAIMS, clock.clone())
         .map_err(|e| format!("{e}: check `store:` in the config"))?;
     let lease = config.claim_lease;
     // A settling claim is leased for longer than `/settle` can take: two calls and the pause between them.
-    let settle_lease = config.facilitator.timeout * 3 + std::time::Duration::from_secs(5);
+    let slowest = config.facilitators.iter().map(|f| f.timeout).max().unwrap_or_default();
+    let settle_lease = slowest * 3 + std::time::Duration::from_secs(5);
     let (admin_listen, health_settings, reload) = (config.admin_listen, config.health, config.reload);
     let live = Arc::new(LiveConfig::new(Live::new(config, &metrics)?));
-    let remote = Arc::new(Remote::new(client.clone()));
+    let remote = Arc::new(Remote::new(clients, metrics.clone()));
     let health = Arc::new(Health::new(health_settings, clock.clone(), metrics.clone()));
     let claims = Arc::new(Claims::new(
         store.clone(),
@@ -49,7 +56,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         live: live.clone(),
         claims: claims.clone(),
         clock: clock.clone(),
-        remote,
+        remote: remote.clone(),
         metrics: metrics.clone(),
         store: store.clone(),
         health: health.clone(),
@@ -66,7 +73,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         },
         metrics,
         health,
-        facilitator: client,
+        remote,
         claims,
         store,
         live,
@@ -78,7 +85,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
 /// once drained (it flushes the log writer).
 pub fn run(path: &Path, config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), String> {
     let listen = config.listen;
-    tracing::info!(listen = %listen, routes = config.table.routes.len(), store = %config.store, facilitator = %config.facilitator.url, "starting gateway");
+    tracing::info!(listen = %listen, routes = config.table.routes.len(), store = %config.store, facilitators = config.facilitators.len(), "starting gateway");
     // Trusted CAs for https upstreams; Pingora's rustls connector uses the system roots when unset.
     let ca_file = config.upstream_ca_file.as_ref().map(|p| p.display().to_string());
     let shutdown = config.shutdown;

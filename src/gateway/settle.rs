@@ -83,7 +83,7 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             Err(_) => return Err(Refusal::Store),
         }
     }
-    let outcome = remote.settle(&a.request).await;
+    let outcome = remote.settle(&a.request, a.ticket.via()).await;
     fault::point(Point::DuringSettle).await;
     let counted = match &outcome {
         Settlement::Settled(_) => Settled::Success,

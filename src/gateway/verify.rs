@@ -10,6 +10,7 @@ use crate::gateway::metrics::{Verdict, Where};
 use crate::gateway::refusal::Refusal;
 use crate::protocol::exact::Rejection;
 use crate::protocol::facilitator::EncodedRequest;
+use crate::protocol::network::Network;
 use crate::protocol::reason;
 use crate::rules::offer::Offer;
 use crate::rules::table::Pricing;
@@ -40,10 +41,11 @@ pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, 
     Err(first_err.unwrap_or_else(|| Rejection::new(reason::NO_MATCHING_REQUIREMENTS, "no offer matched")))
 }
 
-/// The facilitator's `/verify`: `Ok` when it says valid. Counted under `network`.
-pub async fn remote(remote: &Remote, request: &EncodedRequest, network: &str) -> Result<(), Refusal> {
-    let count = |v| remote.metrics().verification(network, Where::Remote, v);
-    let v = remote.verify(request).await.map_err(|e| {
+/// The facilitators' `/verify`: `Ok` with the facilitator that said valid. Counted under `network`.
+pub async fn remote(remote: &Remote, request: &EncodedRequest, network: Network) -> Result<usize, Refusal> {
+    let shown = network.to_string();
+    let count = |v| remote.metrics().verification(&shown, Where::Remote, v);
+    let (v, via) = remote.verify(request, network).await.map_err(|e| {
         count(Verdict::Error);
         Refusal::Facilitator {
             error: e,
@@ -52,7 +54,7 @@ pub async fn remote(remote: &Remote, request: &EncodedRequest, network: &str) ->
     })?;
     if v.is_valid {
         count(Verdict::Valid);
-        return Ok(());
+        return Ok(via);
     }
     count(Verdict::Invalid);
     Err(Refusal::PaymentRequired {

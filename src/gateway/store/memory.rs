@@ -118,6 +118,7 @@ struct Held {
     holder: u64,
     expires_at: u64,
     lease_until: u64,
+    facilitator: u8,
 }
 
 impl From<&Record> for Held {
@@ -128,6 +129,7 @@ impl From<&Record> for Held {
             holder: r.holder,
             expires_at: r.expires_at,
             lease_until: r.lease_until,
+            facilitator: r.facilitator,
         }
     }
 }
@@ -140,6 +142,7 @@ impl Held {
             holder: self.holder,
             expires_at: self.expires_at,
             lease_until: self.lease_until,
+            facilitator: self.facilitator,
         }
     }
 
@@ -341,6 +344,7 @@ mod tests {
             holder: 5,
             expires_at,
             lease_until: expires_at,
+            facilitator: 1,
         }
     }
 

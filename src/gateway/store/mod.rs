@@ -50,6 +50,10 @@ pub struct Record {
     pub expires_at: u64,
     /// Unix seconds after which an `InFlight` claim whose holder vanished may be claimed again.
     pub lease_until: u64,
+    /// Which facilitator (by its place in the configured list) verifies and settles it: a payment whose
+    /// outcome is unknown is settled again only there. Absent in records written before there were lists.
+    #[serde(default)]
+    pub facilitator: u8,
 }
 
 /// The store failed; the request path answers 503 and never treats this as "not paid" or "paid".
