@@ -321,8 +321,62 @@ fn the_contracts_behave_on_a_real_chain() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "{script}:\n{text}");
-        let bad = text.lines().filter(|l| l.starts_with("FAIL") || l.starts_with("SKIP")).count();
+        let bad = text
+            .lines()
+            .filter(|l| l.starts_with("FAIL") || l.starts_with("SKIP"))
+            .count();
         assert_eq!(bad, 0, "{script}:\n{text}");
         assert!(text.contains("all checks passed"), "{script}:\n{text}");
     }
+}
+
+/// An `eth_call` of `data` on `to`, as a 32-byte word.
+async fn call_word(devnet: &Devnet, to: &str, data: String) -> U256 {
+    let out = devnet
+        .rpc("eth_call", json!([{"to": to, "data": data}, "latest"]))
+        .await;
+    U256::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_devnet_has_permit2_at_its_canonical_address_and_a_plain_token_its_payers_approved() {
+    use alloy::sol_types::Eip712Domain;
+    use x402_gateway::protocol::permit2::{EXACT_PROXY, PERMIT2, UPTO_PROXY};
+    let devnet = Devnet::start(31_337).await;
+    let s = &devnet.state;
+    assert_eq!(s.permit2, PERMIT2.to_string());
+    for at in [PERMIT2, EXACT_PROXY, UPTO_PROXY] {
+        let code = devnet.rpc("eth_getCode", json!([at.to_string(), "latest"])).await;
+        assert!(code.as_str().unwrap().len() > 1000, "no code at {at}");
+    }
+    // What clients sign against: domain {name: "Permit2", chainId, verifyingContract}, no version.
+    let domain = Eip712Domain::new(
+        Some("Permit2".into()),
+        None,
+        Some(U256::from(31_337)),
+        Some(PERMIT2),
+        None,
+    );
+    let separator = call_word(&devnet, &s.permit2, "0x3644e515".into()).await; // DOMAIN_SEPARATOR()
+    assert_eq!(B256::from(separator), domain.separator());
+    assert_eq!(s.plain_asset_decimals, 18);
+    let decimals = call_word(&devnet, &s.plain_asset, "0x313ce567".into()).await; // decimals()
+    assert_eq!(decimals, U256::from(18));
+    let word = |a: &str| format!("{:0>64}", a.trim_start_matches("0x").to_lowercase());
+    let allowance = |owner: &str| format!("0xdd62ed3e{}{}", word(owner), word(&s.permit2)); // allowance(owner, spender)
+    let payer = &s.accounts[0].address;
+    for token in [&s.asset, &s.plain_asset] {
+        assert_eq!(call_word(&devnet, token, allowance(payer)).await, U256::MAX, "{token}");
+        assert_eq!(
+            call_word(&devnet, token, allowance(&s.unapproved_account)).await,
+            U256::ZERO
+        );
+    }
+    let balance = call_word(&devnet, &s.plain_asset, format!("0x70a08231{}", word(payer))).await;
+    assert_eq!(
+        balance,
+        U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18))
+    );
+    let (unapproved, _) = devnet.account(x402_gateway::tools::devnet::UNAPPROVED_ACCOUNT - 1);
+    assert_eq!(unapproved.to_string(), s.unapproved_account);
 }

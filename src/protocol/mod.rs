@@ -10,6 +10,7 @@ pub mod exact;
 pub mod facilitator;
 pub mod network;
 pub mod payment_id;
+pub mod permit2;
 pub mod v1;
 pub mod v2;
 

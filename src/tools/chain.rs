@@ -15,7 +15,8 @@ use crate::core::secret::redact;
 use crate::protocol::exact::ExactPayload;
 
 sol! {
-    /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use.
+    /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use. Its
+    /// ERC-20 part (`balanceOf`, `mint`, `approve`, `allowance`) serves the devnet's plain token too.
     #[sol(rpc)]
     #[allow(clippy::too_many_arguments)]
     interface IEip3009Token {
@@ -25,6 +26,8 @@ sol! {
         function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
         function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
         function mint(address to, uint256 amount) external;
+        function approve(address spender, uint256 value) external returns (bool);
+        function allowance(address owner, address spender) external view returns (uint256);
     }
 }
 

@@ -1,5 +1,8 @@
 //! `x402-gateway devnet`: a local chain anyone can start. Runs anvil, deploys the project's EIP-3009 test
-//! token, funds anvil's dev accounts 1–9 with it, and describes all of that in a state file.
+//! token and a plain 18-decimal ERC-20 (no EIP-3009), places Permit2 and the x402 Permit2 proxies at
+//! their canonical addresses (our own compatible contracts: `contracts/README-permit2.md`), funds anvil's
+//! dev accounts 1–9 with both tokens, approves Permit2 for both from accounts 1–8 (9 is kept unapproved),
+//! and describes all of that in a state file.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +17,7 @@ use tokio::process::{Child, Command};
 
 use crate::core::signal::shutdown_signal;
 use crate::protocol::network::Network;
+use crate::protocol::permit2::{EXACT_PROXY, PERMIT2, UPTO_PROXY};
 use crate::tools::chain::{Chain, ChainError, IEip3009Token};
 
 /// Flags of `devnet`.
@@ -35,6 +39,18 @@ pub struct DevnetArgs {
 
 /// The compiled test token (`contracts/X402TestToken.sol`, built by `scripts/build-token`).
 const TOKEN_ARTIFACT: &str = include_str!("../../contracts/X402TestToken.json");
+/// The plain ERC-20 (`contracts/X402PlainToken.sol`).
+const PLAIN_TOKEN_ARTIFACT: &str = include_str!("../../contracts/X402PlainToken.json");
+/// Runtime code placed at fixed addresses with `anvil_setCode` (none of it depends on its constructor).
+const PLACED: [(Address, &str); 3] = [
+    (PERMIT2, include_str!("../../contracts/X402Permit2.json")),
+    (EXACT_PROXY, include_str!("../../contracts/X402ExactPermit2Proxy.json")),
+    (UPTO_PROXY, include_str!("../../contracts/X402UptoPermit2Proxy.json")),
+];
+/// The plain token's name, symbol and decimals (18, so amounts are converted unlike USDC's 6).
+const PLAIN_TOKEN: (&str, &str, u8) = ("Plain Test Token", "PLAIN", 18);
+/// The dev account that never approves Permit2: paying with it through Permit2 must be refused (412).
+pub const UNAPPROVED_ACCOUNT: usize = 9;
 
 /// Anvil's well-known dev keys (mnemonic "test test … junk"), accounts 0–9. Public test keys: never
 /// fund them on a real chain.
@@ -69,7 +85,7 @@ pub enum DevnetError {
     AnvilExited(u16),
     #[error("anvil's RPC did not answer within {0:?}")]
     AnvilTimeout(Duration),
-    #[error("the embedded token artifact is unreadable: {0}")]
+    #[error("an embedded contract artifact is unreadable: {0}")]
     Artifact(String),
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -95,6 +111,16 @@ pub struct DevnetState {
     pub asset_name: String,
     pub asset_version: String,
     pub asset_decimals: u8,
+    /// The plain ERC-20 (no EIP-3009): payable only through Permit2.
+    pub plain_asset: String,
+    pub plain_asset_name: String,
+    pub plain_asset_symbol: String,
+    pub plain_asset_decimals: u8,
+    pub permit2: String,
+    pub exact_permit2_proxy: String,
+    pub upto_permit2_proxy: String,
+    /// The dev account (index into `accounts` + 1) that has not approved Permit2.
+    pub unapproved_account: String,
     pub accounts: Vec<Account>,
     pub facilitator_private_key: String,
 }
@@ -172,22 +198,54 @@ impl Devnet {
                 source,
             })?;
         let asset = deploy_token(&chain, opts).await?;
-        let amount = U256::from(FUNDED_TOKENS) * U256::from(10u64).pow(U256::from(opts.token_decimals));
+        let (plain_name, plain_symbol, plain_decimals) = PLAIN_TOKEN;
+        let plain_args = (
+            plain_name.to_owned(),
+            plain_symbol.to_owned(),
+            U256::from(plain_decimals),
+        )
+            .abi_encode_params();
+        let plain = deploy(&chain, PLAIN_TOKEN_ARTIFACT, &plain_args).await?;
+        for (at, artifact) in PLACED {
+            let code = artifact_code(artifact, "deployedBytecode")?;
+            let _: serde_json::Value = chain
+                .provider()
+                .raw_request("anvil_setCode".into(), (at, code))
+                .await
+                .map_err(|source| ChainError::Rpc {
+                    url: rpc_url.clone(),
+                    source,
+                })?;
+        }
         let mut accounts = Vec::new();
-        let mut last = None;
+        let mut pending = Vec::new();
         for (i, key) in DEV_KEYS.iter().enumerate().skip(1) {
             let signer = dev_signer(i)?;
-            let tx = IEip3009Token::new(asset, chain.provider())
-                .mint(signer.address(), amount)
-                .into_transaction_request();
-            last = Some(chain.send(tx).await?);
+            for (token, decimals) in [(asset, opts.token_decimals), (plain, plain_decimals)] {
+                let amount = U256::from(FUNDED_TOKENS) * U256::from(10u64).pow(U256::from(decimals));
+                let tx = IEip3009Token::new(token, chain.provider())
+                    .mint(signer.address(), amount)
+                    .into_transaction_request();
+                pending.push(chain.send(tx).await?);
+            }
             accounts.push(Account {
                 address: signer.address().to_string(),
                 private_key: (*key).to_owned(),
             });
         }
-        if let Some(hash) = last {
+        for hash in pending.drain(..) {
             chain.wait(hash, SETUP_TX_TIMEOUT).await?;
+        }
+        // Each payer approves Permit2 once, as a real one must before its first Permit2 payment.
+        for i in (1..DEV_KEYS.len()).filter(|&i| i != UNAPPROVED_ACCOUNT) {
+            let own = Chain::connect(&url, Some(dev_signer(i)?)).await?;
+            for token in [asset, plain] {
+                let tx = IEip3009Token::new(token, own.provider())
+                    .approve(PERMIT2, U256::MAX)
+                    .into_transaction_request();
+                let hash = own.send(tx).await?;
+                own.wait(hash, SETUP_TX_TIMEOUT).await?;
+            }
         }
         let network = Network::new(opts.chain_id);
         let state = DevnetState {
@@ -199,6 +257,14 @@ impl Devnet {
             asset_name: opts.token_name.clone(),
             asset_version: opts.token_version.clone(),
             asset_decimals: opts.token_decimals,
+            plain_asset: plain.to_string(),
+            plain_asset_name: plain_name.to_owned(),
+            plain_asset_symbol: plain_symbol.to_owned(),
+            plain_asset_decimals: plain_decimals,
+            permit2: PERMIT2.to_string(),
+            exact_permit2_proxy: EXACT_PROXY.to_string(),
+            upto_permit2_proxy: UPTO_PROXY.to_string(),
+            unapproved_account: dev_signer(UNAPPROVED_ACCOUNT)?.address().to_string(),
             accounts,
             facilitator_private_key: DEV_KEYS[0].to_owned(),
         };
@@ -275,13 +341,6 @@ async fn wait_for_rpc(
 }
 
 async fn deploy_token(chain: &Chain, opts: &DevnetOptions) -> Result<Address, DevnetError> {
-    let artifact: serde_json::Value =
-        serde_json::from_str(TOKEN_ARTIFACT).map_err(|e| DevnetError::Artifact(e.to_string()))?;
-    let code: Bytes = artifact
-        .get("bytecode")
-        .and_then(|b| b.as_str())
-        .and_then(|b| b.parse().ok())
-        .ok_or_else(|| DevnetError::Artifact("no hex `bytecode` field".into()))?;
     let args = (
         opts.token_name.clone(),
         opts.token_version.clone(),
@@ -289,9 +348,23 @@ async fn deploy_token(chain: &Chain, opts: &DevnetOptions) -> Result<Address, De
         U256::from(opts.token_decimals),
     )
         .abi_encode_params();
-    let mut init = code.to_vec();
-    init.extend_from_slice(&args);
+    deploy(chain, TOKEN_ARTIFACT, &args).await
+}
+
+/// Deploys a compiled contract with its ABI-encoded constructor `args`.
+async fn deploy(chain: &Chain, artifact: &str, args: &[u8]) -> Result<Address, DevnetError> {
+    let mut init = artifact_code(artifact, "bytecode")?.to_vec();
+    init.extend_from_slice(args);
     Ok(chain.deploy(init.into(), SETUP_TX_TIMEOUT).await?)
+}
+
+/// The hex code under `field` of an embedded artifact (`scripts/build-token` writes them).
+fn artifact_code(artifact: &str, field: &str) -> Result<Bytes, DevnetError> {
+    let json: serde_json::Value = serde_json::from_str(artifact).map_err(|e| DevnetError::Artifact(e.to_string()))?;
+    json.get(field)
+        .and_then(|b| b.as_str())
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| DevnetError::Artifact(format!("no hex `{field}` field")))
 }
 
 /// `x402-gateway devnet`: start, describe, wait for a signal, stop.
