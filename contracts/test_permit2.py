@@ -18,23 +18,12 @@ x402 Python package is importable, payloads built by its own client classes
 are settled as well. Prints PASS/FAIL per check and exits 1 if any failed.
 """
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
-from eth_abi import decode, encode
+from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
-REPO = Path(__file__).resolve().parent.parent
-CONTRACTS = REPO / "contracts"
-DEFAULT_ANVIL = REPO / "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+from devchain import calldata, check, load, run_checks
 
 PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
 EXACT_PROXY = "0x402085c248EeA27D92E8b30b2C58ed07f9E20001"
@@ -86,89 +75,6 @@ ERRORS = {keccak(text=s)[:4].hex(): s.split("(")[0] for s in [
     "AmountExceedsPermitted()", "ReentrancyGuardReentrantCall()",
 ]}
 
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    print(("PASS" if ok else "FAIL") + f"  {name}" + (f"  ({detail})" if detail and not ok else ""), flush=True)
-    if not ok:
-        failures += 1
-
-
-class Rpc:
-    def __init__(self, url):
-        self.url, self.id = url, 0
-
-    def raw(self, method, *params):
-        self.id += 1
-        body = json.dumps({"jsonrpc": "2.0", "id": self.id, "method": method, "params": list(params)})
-        req = urllib.request.Request(self.url, body.encode(), {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.load(resp)
-
-    def __call__(self, method, *params):
-        out = self.raw(method, *params)
-        if "error" in out:
-            raise RuntimeError(f"{method}: {out['error']}")
-        return out["result"]
-
-
-def calldata(sig, types, args):
-    return "0x" + (keccak(text=sig)[:4] + encode(types, args)).hex()
-
-
-def revert_name(err):
-    """Names a JSON-RPC revert: a known custom error (with its first argument
-    if any), Error(string)'s message, or the raw message."""
-    data = err.get("data")
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        sel, body = data[2:10], bytes.fromhex(data[10:])
-        if sel == "08c379a0":
-            return decode(["string"], body)[0]
-        if sel in ERRORS:
-            return ERRORS[sel] + (f"({int.from_bytes(body[:32], 'big')})" if body else "")
-        return "0x" + sel
-    return err.get("message", "")
-
-
-def load(name):
-    return json.loads((CONTRACTS / f"{name}.json").read_text())
-
-
-def main():
-    target = os.environ.get("ANVIL", str(DEFAULT_ANVIL))
-    proc = None
-    if target.startswith("http"):
-        url = target
-    else:
-        if not os.access(target, os.X_OK):
-            sys.exit(f"anvil not found at {target}: run scripts/setup or set ANVIL")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen([target, "--host", "127.0.0.1", "--port", str(port), "--silent"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-    try:
-        rpc = Rpc(url)
-        for _ in range(100):
-            try:
-                rpc("eth_chainId")
-                break
-            except OSError:
-                time.sleep(0.1)
-        run(rpc)
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=10)
-    print(f"{'all checks passed' if failures == 0 else f'{failures} check(s) FAILED'}")
-    sys.exit(1 if failures else 0)
-
-
 def offline_vectors():
     """The digests and signatures in contracts/vendor/RESEARCH.md §1.4,
     recomputed with eth_account (chain 31337), so that the helpers below are
@@ -195,27 +101,10 @@ def run(rpc):
     offline_vectors()
 
     def send(frm, to, data, gas=None):
-        tx = {"from": frm, "data": data}
-        if to:
-            tx["to"] = to
-        if gas:
-            tx["gas"] = hex(gas)
-        out = rpc.raw("eth_sendTransaction", tx)
-        if "error" in out:
-            return None, revert_name(out["error"])
-        for _ in range(100):
-            rcpt = rpc("eth_getTransactionReceipt", out["result"])
-            if rcpt is not None:
-                return rcpt, None
-            time.sleep(0.05)
-        raise RuntimeError(f"no receipt for {out['result']}")
+        return rpc.send(frm, to, data, gas, ERRORS)
 
     def call(to, sig, types=(), args=(), out=None, frm=ACCT0):
-        res = rpc.raw("eth_call", {"from": frm, "to": to, "data": calldata(sig, list(types), list(args))}, "latest")
-        if "error" in res:
-            return None, revert_name(res["error"])
-        r = bytes.fromhex(res["result"][2:])
-        return (decode(list(out), r) if out else r), None
+        return rpc.call(frm, to, sig, types, args, out, ERRORS)
 
     def view(to, sig, types=(), args=(), out=("uint256",)):
         res, err = call(to, sig, types, args, out)
@@ -544,4 +433,4 @@ def official_client(rpc, chain_id, token, bal, exact_settle, upto_settle):
 
 
 if __name__ == "__main__":
-    main()
+    run_checks(run)

@@ -11,22 +11,11 @@ defaults. Needs only eth-account (and the eth-abi/eth-utils it brings) plus
 urllib. Prints PASS/FAIL per check and exits 1 if any check failed.
 """
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
-from eth_abi import decode, encode
+from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACT = REPO / "contracts" / "X402TestToken.json"
-DEFAULT_ANVIL = REPO / "tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+from devchain import calldata, check, load, run_checks
 
 # anvil's default mnemonic ("test test ... junk"), accounts 0..2.
 ACCT0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
@@ -36,103 +25,12 @@ KEY2 = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a8926ab2ec3a"
 ACCT2 = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    print(("PASS" if ok else "FAIL") + f"  {name}" + (f"  ({detail})" if detail and not ok else ""), flush=True)
-    if not ok:
-        failures += 1
-
-
-class Rpc:
-    def __init__(self, url):
-        self.url, self.id = url, 0
-
-    def raw(self, method, *params):
-        self.id += 1
-        body = json.dumps({"jsonrpc": "2.0", "id": self.id, "method": method, "params": list(params)})
-        req = urllib.request.Request(self.url, body.encode(), {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.load(resp)
-
-    def __call__(self, method, *params):
-        out = self.raw(method, *params)
-        if "error" in out:
-            raise RuntimeError(f"{method}: {out['error']}")
-        return out["result"]
-
-
-def selector(sig):
-    return keccak(text=sig)[:4]
-
-
-def calldata(sig, types, args):
-    return "0x" + (selector(sig) + encode(types, args)).hex()
-
-
-def revert_reason(err):
-    """Decodes Error(string) from a JSON-RPC error's data, if present."""
-    data = err.get("data")
-    if isinstance(data, dict):
-        data = data.get("data")
-    if isinstance(data, str) and data.startswith("0x08c379a0"):
-        return decode(["string"], bytes.fromhex(data[10:]))[0]
-    return err.get("message", "")
-
-
-def main():
-    target = os.environ.get("ANVIL", str(DEFAULT_ANVIL))
-    proc = None
-    if target.startswith("http"):
-        url = target
-    else:
-        if not os.access(target, os.X_OK):
-            sys.exit(f"anvil not found at {target}: run scripts/setup or set ANVIL")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen([target, "--host", "127.0.0.1", "--port", str(port), "--silent"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-    try:
-        rpc = Rpc(url)
-        for _ in range(100):
-            try:
-                rpc("eth_chainId")
-                break
-            except OSError:
-                time.sleep(0.1)
-        run(rpc)
-    finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=10)
-    print(f"{'all checks passed' if failures == 0 else f'{failures} check(s) FAILED'}")
-    sys.exit(1 if failures else 0)
-
 
 def run(rpc):
-    art = json.loads(ARTIFACT.read_text())
+    art = load("X402TestToken")
     chain_id = int(rpc("eth_chainId"), 16)
 
-    def send(frm, to, data, gas=None):
-        tx = {"from": frm, "data": data}
-        if to:
-            tx["to"] = to
-        if gas:
-            tx["gas"] = hex(gas)
-        out = rpc.raw("eth_sendTransaction", tx)
-        if "error" in out:
-            return None, revert_reason(out["error"])
-        # anvil can answer before the automined block is in; poll briefly.
-        for _ in range(100):
-            rcpt = rpc("eth_getTransactionReceipt", out["result"])
-            if rcpt is not None:
-                return rcpt, None
-            time.sleep(0.05)
-        raise RuntimeError(f"no receipt for {out['result']}")
+    send = rpc.send
 
     # --- deploy -------------------------------------------------------------
     ctor = encode(["string", "string", "string", "uint8"], ["USD Coin", "2", "USDC", 6]).hex()
@@ -141,11 +39,7 @@ def run(rpc):
     token = to_checksum_address(rcpt["contractAddress"])
 
     def call(sig, types=(), args=(), out=None, frm=ACCT0):
-        res = rpc.raw("eth_call", {"from": frm, "to": token, "data": calldata(sig, list(types), list(args))}, "latest")
-        if "error" in res:
-            return None, revert_reason(res["error"])
-        r = bytes.fromhex(res["result"][2:])
-        return (decode(out, r) if out else r), None
+        return rpc.call(frm, token, sig, types, args, out)
 
     def view(sig, types=(), args=(), out=("uint256",)):
         return call(sig, types, args, list(out))[0][0]
@@ -357,4 +251,4 @@ def run(rpc):
 
 
 if __name__ == "__main__":
-    main()
+    run_checks(run)
