@@ -150,6 +150,7 @@ async fn main() {
         max_timeout_seconds: 120,
         eip712_name: "USD Coin".into(),
         eip712_version: "2".into(),
+        transfer: Default::default(),
     };
     let now = x402_gateway::core::time::unix_now();
     let headers: Arc<Vec<String>> = Arc::new(

@@ -38,6 +38,7 @@ fn main() {
         max_timeout_seconds: 120,
         eip712_name: "USD Coin".into(),
         eip712_version: "2".into(),
+        transfer: Default::default(),
     };
     let now = x402_gateway::core::time::unix_now();
     let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, 0, now + 3600);

@@ -60,6 +60,7 @@ fn sign_raw_with_nonce(
         max_timeout_seconds: 60,
         eip712_name: devnet.state.asset_name.clone(),
         eip712_version: devnet.state.asset_version.clone(),
+        transfer: Default::default(),
     };
     let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, valid_after, valid_before);
     auth.value = U256::from(value);
@@ -379,4 +380,92 @@ async fn the_devnet_has_permit2_at_its_canonical_address_and_a_plain_token_its_p
     );
     let (unapproved, _) = devnet.account(x402_gateway::tools::devnet::UNAPPROVED_ACCOUNT - 1);
     assert_eq!(unapproved.to_string(), s.unapproved_account);
+}
+
+/// An `exact` requirement for `amount` of the devnet's plain 18-decimal token, paid through Permit2.
+fn permit2_requirements(devnet: &Devnet, pay_to: Address, amount: U256) -> Value {
+    json!({
+        "scheme": "exact",
+        "network": devnet.state.network,
+        "amount": amount.to_string(),
+        "asset": devnet.state.plain_asset,
+        "payTo": pay_to.to_string(),
+        "maxTimeoutSeconds": 60,
+        "extra": {"assetTransferMethod": "permit2"},
+    })
+}
+
+/// The plain token's balance of `who`.
+async fn plain_balance(devnet: &Devnet, who: Address) -> U256 {
+    let data = format!("0x70a08231{:0>64}", alloy::hex::encode(who));
+    let out = devnet
+        .rpc(
+            "eth_call",
+            json!([{"to": devnet.state.plain_asset, "data": data}, "latest"]),
+        )
+        .await;
+    U256::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_approval() {
+    use x402_gateway::protocol::permit2::EXACT_PROXY;
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let (payer, key) = devnet.account(2);
+    let (pay_to, _) = devnet.account(3);
+    // 0.0015 of an 18-decimal token.
+    let amount = U256::from(1_500_000_000_000_000u64);
+    let accepts = permit2_requirements(&devnet, pay_to, amount);
+    let challenge = json!({"x402Version": 2, "resource": {"url": "http://api.example/paid", "description": "", "mimeType": "application/json"}, "accepts": [accepts]});
+    let payload = python_sign(&challenge, &key);
+    assert!(payload["payload"]["permit2Authorization"].is_object(), "{payload}");
+    let body = request(&payload, &accepts);
+
+    let (status, verify) = facilitator.post("/verify", &body).await;
+    assert_eq!((status, verify["isValid"].as_bool()), (200, Some(true)), "{verify}");
+    assert_eq!(verify["payer"].as_str().unwrap().parse::<Address>().unwrap(), payer);
+    let (payer_before, payee_before) = (
+        plain_balance(&devnet, payer).await,
+        plain_balance(&devnet, pay_to).await,
+    );
+    let (_, settle) = facilitator.post("/settle", &body).await;
+    assert_eq!(settle["success"], true, "{settle}");
+    let receipt = devnet.receipt(settle["transaction"].as_str().unwrap()).await;
+    assert_eq!(receipt["status"], "0x1");
+    assert_eq!(
+        receipt["to"].as_str().unwrap().to_lowercase(),
+        EXACT_PROXY.to_string().to_lowercase()
+    );
+    assert_eq!(plain_balance(&devnet, payer).await, payer_before - amount);
+    assert_eq!(plain_balance(&devnet, pay_to).await, payee_before + amount);
+
+    // Used once: the same payload is refused on its Permit2 nonce, and nothing is sent.
+    let sent = facilitator.counter("facilitator_transactions_sent_total").await;
+    let (_, again) = facilitator.post("/verify", &body).await;
+    assert_eq!(again["invalidReason"], "permit2_invalid_nonce", "{again}");
+    let (_, again) = facilitator.post("/settle", &body).await;
+    assert_eq!(again["success"], false, "{again}");
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
+    assert_eq!(plain_balance(&devnet, pay_to).await, payee_before + amount);
+
+    // A payer that never approved Permit2: the spec's reason (a resource server answers 412), no transaction.
+    let unapproved_key = &devnet.state.accounts[x402_gateway::tools::devnet::UNAPPROVED_ACCOUNT - 1].private_key;
+    let payload = python_sign(&challenge, unapproved_key);
+    let (_, refused) = facilitator.post("/verify", &request(&payload, &accepts)).await;
+    assert_eq!(refused["isValid"], false);
+    assert_eq!(refused["invalidReason"], "permit2_allowance_required", "{refused}");
+    // A payment made out for someone else is refused before the chain is asked.
+    let (other, _) = devnet.account(4);
+    let (_, wrong) = facilitator
+        .post(
+            "/verify",
+            &request(
+                &python_sign(&challenge, &key),
+                &permit2_requirements(&devnet, other, amount),
+            ),
+        )
+        .await;
+    assert_eq!(wrong["invalidReason"], "invalid_permit2_recipient_mismatch", "{wrong}");
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
 }

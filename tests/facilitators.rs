@@ -87,17 +87,7 @@ async fn settle_breaking_facilitator(real: String) -> (String, Arc<Mutex<u64>>) 
                 *seen.lock().unwrap() += 1;
                 return (StatusCode::INTERNAL_SERVER_ERROR, "<html>crashed</html>".to_owned());
             }
-            let r = client
-                .request(method, format!("{real}{}", uri.path()))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (
-                StatusCode::from_u16(r.status().as_u16()).unwrap(),
-                r.text().await.unwrap(),
-            )
+            forward(&client, &real, method, &uri, body).await
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,6 +127,21 @@ async fn a_payment_is_settled_only_by_the_facilitator_that_verified_it() {
     assert_eq!(settled_after, settled_before, "the second facilitator never settled it");
     assert_eq!(stack.devnet.balance(payer).await, payer_before);
     assert_eq!(stack.devnet.balance(stack.pay_to).await, payee_before);
+}
+
+/// Passes a stand-in's call on to our real facilitator at `real`, and its answer back.
+async fn forward(client: &reqwest::Client, real: &str, method: Method, uri: &Uri, body: Bytes) -> (StatusCode, String) {
+    let r = client
+        .request(method, format!("{real}{}", uri.path()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (
+        StatusCode::from_u16(r.status().as_u16()).unwrap(),
+        r.text().await.unwrap(),
+    )
 }
 
 /// What the CDP stand-in saw.
@@ -184,17 +189,7 @@ async fn cdp_standin(real: String, key_id: &'static str, public_key: Vec<u8>) ->
             if !accepted {
                 return (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}).to_string());
             }
-            let r = client
-                .request(method, format!("{real}{}", uri.path()))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (
-                StatusCode::from_u16(r.status().as_u16()).unwrap(),
-                r.text().await.unwrap(),
-            )
+            forward(&client, &real, method, &uri, body).await
         }
     });
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -179,6 +179,7 @@ fn requirement() -> Requirement {
         max_timeout_seconds: 120,
         eip712_name: "USD Coin".into(),
         eip712_version: "2".into(),
+        transfer: Default::default(),
     }
 }
 
@@ -252,8 +253,8 @@ fn payment_headers_decode_match_and_verify_without_panicking() {
                 Err(e) => format!("match: {}", e.reason().split(':').next().unwrap_or_default()),
                 Ok(m) => {
                     let o = &offers[m.candidates[0]];
-                    match verify::check_terms(&o.requirement, &o.domain_separator, &m.exact)
-                        .and_then(|_| verify::check(&o.requirement, &m.exact, now))
+                    match verify::check_payment_terms(&o.requirement, &o.domain_separator, &m.payment)
+                        .and_then(|_| verify::check_payment(&o.requirement, &m.payment, now))
                     {
                         Ok(_) => "valid".to_owned(),
                         Err(r) => format!("verify: {}", r.reason),

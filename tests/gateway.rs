@@ -49,6 +49,7 @@ fn sign(stack: &Stack, key: &str, tweak: impl Fn(&mut Requirement, &mut Authoriz
         max_timeout_seconds: 120,
         eip712_name: stack.devnet.state.asset_name.clone(),
         eip712_version: stack.devnet.state.asset_version.clone(),
+        transfer: Default::default(),
     };
     let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, now - 600, now + 120);
     tweak(&mut req, &mut auth);

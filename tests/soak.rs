@@ -54,6 +54,7 @@ async fn soak_mixed_load_through_the_sqlite_store() {
         max_timeout_seconds: 120,
         eip712_name: stack.devnet.state.asset_name.clone(),
         eip712_version: stack.devnet.state.asset_version.clone(),
+        transfer: Default::default(),
     };
     let client = reqwest::Client::new();
     let stop = Arc::new(AtomicBool::new(false));

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 
+pub use crate::protocol::exact::Transfer;
 pub use crate::protocol::payment_id::PaymentIdMode;
 pub use crate::rules::table::{Mode, OnFacilitatorError, SettleMode, VerifyMode};
 
@@ -124,10 +125,13 @@ pub enum AuthKind {
 pub struct RawAsset {
     pub network: Text,
     pub address: Text,
-    pub name: Text,
-    pub version: Text,
+    /// The token's EIP-712 domain; required for EIP-3009, unused by Permit2.
+    pub name: Option<Text>,
+    pub version: Option<Text>,
     pub decimals: u8,
     pub symbol: Option<Text>,
+    /// `eip3009` (the default) or `permit2`.
+    pub transfer: Option<Transfer>,
 }
 
 /// What unmatched requests get.

@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::env::{self, Env};
 use super::locate::{self, PathPart};
-use super::raw::{DefaultAction, RawConfig, RawFacilitator, Text};
+use super::raw::{DefaultAction, RawConfig, RawFacilitator, Text, Transfer};
 use super::{
     Config, ConfigError, ConfigErrors, FacilitatorSettings, Health, Reload, Shutdown, StoreUrl, Upstream,
     FACILITATOR_URL_ENV,
@@ -472,8 +472,19 @@ impl Resolver<'_> {
                 Network::parse(s).ok_or_else(|| format!("{s:?} is not eip155:<chainId> or a known v1 network name"))
             });
             let address = self.address(&a.address, &at("address"));
-            let name = self.text(&a.name, &at("name"));
-            let version = self.text(&a.version, &at("version"));
+            let transfer = a.transfer.unwrap_or_default();
+            let mut domain = |t: &Option<Text>, k: &'static str| {
+                match (t, transfer) {
+                (Some(t), _) => self.text(t, &at(k)),
+                (None, Transfer::Permit2) => Some(String::new()),
+                (None, Transfer::Eip3009) => self.fail(
+                    &[Key("assets"), Index(i)],
+                    format!("`{k}` is missing: an EIP-3009 token needs its EIP-712 domain name and version (read them from the token), or set `transfer: permit2` to take payments in it through Permit2"),
+                ),
+            }
+            };
+            let name = domain(&a.name, "name");
+            let version = domain(&a.version, "version");
             let symbol = match &a.symbol {
                 Some(s) => self.text(s, &at("symbol")),
                 None => Some("tokens".to_owned()),
@@ -488,6 +499,7 @@ impl Resolver<'_> {
                     eip712_version,
                     decimals: a.decimals,
                     symbol,
+                    transfer,
                 });
             }
         }

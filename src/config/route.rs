@@ -134,6 +134,7 @@ impl Resolver<'_> {
                 max_timeout_seconds,
                 eip712_name: asset.eip712_name.clone(),
                 eip712_version: asset.eip712_version.clone(),
+                transfer: asset.transfer,
             };
             if offers.iter().any(|o| o.requirement == requirement) {
                 continue;

@@ -48,7 +48,7 @@ impl Checkout<'_> {
             pricing.payment_id,
             matched.extensions.as_ref(),
             &matched.json,
-            window::claim_expiry(&matched.exact.authorization, pricing.max_timeout(), self.clock.now()),
+            window::claim_expiry(&matched.payment, pricing.max_timeout(), self.clock.now()),
             self.clock.now(),
             self.claims.lease(),
         )
@@ -71,16 +71,12 @@ impl Checkout<'_> {
     async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
         // A payment this process already settled is refused before any signature work: a replay costs a
         // cache lookup. (`from` is unverified here, but it is part of the settled payment's identity.)
-        let auth = &matched.exact.authorization;
+        let payment = &matched.payment;
         for o in matched.candidates.iter().filter_map(|&i| pricing.offers.get(i)) {
             let q = &o.requirement;
-            if let Some(transaction) = self
-                .claims
-                .settled_here(&AuthorizationId::of(q.network, q.asset, auth))
-                .await
-            {
+            if let Some(transaction) = self.claims.settled_here(&payment.id(q.network, q.asset)).await {
                 let settled = ClaimRefusal::Settled { transaction };
-                return Err(claim_refusal(settled, matched.version, q, auth.from));
+                return Err(claim_refusal(settled, matched.version, q, payment.payer()));
             }
         }
         let metrics = self.remote.metrics();
@@ -92,7 +88,7 @@ impl Checkout<'_> {
         })?;
         let requirement = &offer.requirement;
         metrics.verification(&requirement.network.to_string(), Where::Local, Verdict::Valid);
-        let key = AuthorizationId::of(requirement.network, requirement.asset, auth);
+        let key = payment.id(requirement.network, requirement.asset);
         let meta = resource(url, &pricing.description, &pricing.mime_type);
         let request = FacilitatorRequest {
             x402_version: matched.version,
@@ -115,12 +111,12 @@ impl Checkout<'_> {
         };
 
         let now = self.clock.now();
-        let claimed = match window::check_for_route(auth, requirement.max_timeout_seconds, now) {
+        let claimed = match window::check_for_route(payment, requirement.max_timeout_seconds, now) {
             Ok(()) => {
                 self.claims
                     .claim(
                         key.clone(),
-                        window::claim_expiry(auth, requirement.max_timeout_seconds, now),
+                        window::claim_expiry(payment, requirement.max_timeout_seconds, now),
                         request.digest,
                         self.remote.pick(requirement.network),
                     )

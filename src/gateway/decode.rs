@@ -6,8 +6,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::protocol::codec::{self, DecodeError};
-use crate::protocol::exact::{ExactPayload, Rejection, Requirement};
+use crate::protocol::exact::{Rejection, Requirement, Transfer};
 use crate::protocol::network::Network;
+use crate::protocol::payment::Payment;
 use crate::protocol::{reason, v1, v2, Version, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, SCHEME_EXACT};
 use crate::rules::offer::Offer;
 
@@ -27,7 +28,7 @@ pub struct Matched {
     /// assets on one network are all candidates; the signature decides).
     pub candidates: Vec<usize>,
     pub json: Value,
-    pub exact: ExactPayload,
+    pub payment: Payment,
     /// The v2 payload's `extensions` (v1 has none).
     pub extensions: Option<Value>,
 }
@@ -115,12 +116,20 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
             (c, pp.payload, None)
         }
     };
-    let exact = ExactPayload::parse(&payload).map_err(PaymentError::Rejected)?;
+    // v2 names its offer, which says how the tokens move; v1 clients only know EIP-3009.
+    let transfer = match p.version {
+        Version::V2 => candidates
+            .first()
+            .and_then(|&i| offers.get(i))
+            .map(|o| o.requirement.transfer),
+        Version::V1 => None,
+    };
+    let payment = Payment::parse(transfer.unwrap_or(Transfer::Eip3009), &payload).map_err(PaymentError::Rejected)?;
     Ok(Matched {
         version: p.version,
         candidates,
         json: p.json,
-        exact,
+        payment,
         extensions,
     })
 }
@@ -132,9 +141,8 @@ pub fn quotes(p: &Presented, offers: &[Offer]) -> bool {
     let Ok(m) = match_offer(p.clone(), offers) else {
         return false;
     };
-    let auth = &m.exact.authorization;
     m.candidates
         .iter()
         .filter_map(|&i| offers.get(i))
-        .any(|o| o.requirement.amount == auth.value && o.requirement.pay_to == auth.to)
+        .any(|o| o.requirement.amount == m.payment.amount() && o.requirement.pay_to == m.payment.payee())
 }

@@ -131,6 +131,8 @@ impl Refusal {
     /// The HTTP status this refusal is answered with.
     pub fn status(&self) -> u16 {
         match self {
+            // The payer must approve Permit2 once before this payment can work (x402-notes §9.1).
+            Refusal::PaymentRequired { reason: Some(r), .. } if r == reason::PERMIT2_ALLOWANCE_REQUIRED => 412,
             Refusal::PaymentRequired { .. } => 402,
             Refusal::BadRequest(_) => 400,
             Refusal::NotFound => 404,

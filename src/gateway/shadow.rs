@@ -24,7 +24,7 @@ pub fn judge(
         .and_then(|m| {
             let (offer, _) = verify::local(pricing, &m).map_err(|r| r.reason.to_owned())?;
             let max = offer.requirement.max_timeout_seconds;
-            window::check_for_route(&m.exact.authorization, max, now).map_err(|r| r.reason.to_owned())
+            window::check_for_route(&m.payment, max, now).map_err(|r| r.reason.to_owned())
         });
     match checked {
         Ok(()) => (WouldDo::Accept, None),

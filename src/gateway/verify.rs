@@ -14,7 +14,7 @@ use crate::protocol::network::Network;
 use crate::protocol::reason;
 use crate::rules::offer::Offer;
 use crate::rules::table::Pricing;
-use crate::rules::verify::check_terms;
+use crate::rules::verify::check_payment_terms;
 
 /// The refusal of a payment for `r`.
 pub fn refuse(r: &Rejection) -> Refusal {
@@ -31,7 +31,7 @@ pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, 
     let mut first_err = None;
     for &i in &matched.candidates {
         let Some(offer) = pricing.offers.get(i) else { continue };
-        match check_terms(&offer.requirement, &offer.domain_separator, &matched.exact) {
+        match check_payment_terms(&offer.requirement, &offer.domain_separator, &matched.payment) {
             Ok(payer) => return Ok((offer, payer)),
             Err(e) => {
                 first_err.get_or_insert(e);

@@ -3,6 +3,8 @@
 
 use alloy::primitives::{address, Address};
 
+use super::exact::Transfer;
+
 /// A token the gateway can price in: where it lives and how it signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asset {
@@ -18,6 +20,8 @@ pub struct Asset {
     pub decimals: u8,
     /// A short label for humans (`USDC`).
     pub symbol: String,
+    /// How payments move it: EIP-3009 (the built-in stablecoins) or Permit2 (any ERC-20).
+    pub transfer: Transfer,
 }
 
 const BUILTIN: &[(u64, Address, &str, &str, u8, &str)] = &[
@@ -104,6 +108,7 @@ fn from_row(row: &(u64, Address, &str, &str, u8, &str)) -> Asset {
         eip712_version: version.to_owned(),
         decimals,
         symbol: symbol.to_owned(),
+        transfer: Transfer::Eip3009,
     }
 }
 

@@ -45,6 +45,20 @@ impl Rejection {
     }
 }
 
+/// `extra.assetTransferMethod` of a requirement paid through Permit2.
+pub const PERMIT2_TRANSFER_METHOD: &str = "permit2";
+
+/// How an `exact` payment moves the tokens (`extra.assetTransferMethod`; `transfer:` of a configured asset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transfer {
+    /// EIP-3009 `transferWithAuthorization`, signed under the token's own EIP-712 domain (USDC-like tokens).
+    #[default]
+    Eip3009,
+    /// Permit2 through the x402 exact proxy: any ERC-20 the payer approved to Permit2 (x402-notes §9.1).
+    Permit2,
+}
+
 /// A typed `exact` requirement: what the server asks for, independent of the protocol version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
@@ -58,13 +72,21 @@ pub struct Requirement {
     pub eip712_name: String,
     /// The token's EIP-712 domain version.
     pub eip712_version: String,
+    /// How the tokens move. Permit2 needs no token domain (`eip712_name`/`version` may then be empty).
+    pub transfer: Transfer,
 }
 
 impl Requirement {
     fn extra(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("name".into(), json!(self.eip712_name));
-        m.insert("version".into(), json!(self.eip712_version));
+        if self.transfer == Transfer::Permit2 {
+            m.insert("assetTransferMethod".into(), json!(PERMIT2_TRANSFER_METHOD));
+        }
+        // A Permit2 payment does not use them; clients only read them for a token's own EIP-2612 permit.
+        if !self.eip712_name.is_empty() || self.transfer == Transfer::Eip3009 {
+            m.insert("name".into(), json!(self.eip712_name));
+            m.insert("version".into(), json!(self.eip712_version));
+        }
         m
     }
 
@@ -81,8 +103,12 @@ impl Requirement {
         }
     }
 
-    /// The v1 wire form, or `None` when the network has no v1 name (legacy clients would reject it).
+    /// The v1 wire form, or `None` when legacy clients could not pay it: the network has no v1 name, or
+    /// the payment goes through Permit2 (v1 knows only EIP-3009).
     pub fn to_v1(&self, meta: &v2::ResourceInfo) -> Option<v1::PaymentRequirements> {
+        if self.transfer != Transfer::Eip3009 {
+            return None;
+        }
         Some(self.v1_named(self.network.v1_name()?.to_owned(), meta))
     }
 
@@ -161,11 +187,24 @@ impl Requirement {
             )
         })?;
         let field = |k: &str| extra.and_then(|e| e.get(k)).and_then(Value::as_str).map(str::to_owned);
-        let (Some(eip712_name), Some(eip712_version)) = (field("name"), field("version")) else {
-            return Err(Rejection::new(
-                reason::MISSING_EIP712_DOMAIN,
-                "requirement extra must carry the token's EIP-712 name and version",
-            ));
+        let transfer = match field("assetTransferMethod").as_deref() {
+            None | Some("eip3009") => Transfer::Eip3009,
+            Some(PERMIT2_TRANSFER_METHOD) => Transfer::Permit2,
+            Some(other) => {
+                return Err(bad(&format!(
+                    "extra.assetTransferMethod {other:?} is not supported; \"eip3009\" or \"permit2\""
+                )))
+            }
+        };
+        let (eip712_name, eip712_version) = match (field("name"), field("version"), transfer) {
+            (Some(n), Some(v), _) => (n, v),
+            (_, _, Transfer::Permit2) => (String::new(), String::new()),
+            _ => {
+                return Err(Rejection::new(
+                    reason::MISSING_EIP712_DOMAIN,
+                    "requirement extra must carry the token's EIP-712 name and version",
+                ))
+            }
         };
         Ok(Requirement {
             network,
@@ -175,6 +214,7 @@ impl Requirement {
             max_timeout_seconds,
             eip712_name,
             eip712_version,
+            transfer,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod exact;
 pub mod facilitator;
 pub mod network;
+pub mod payment;
 pub mod payment_id;
 pub mod permit2;
 pub mod v1;
@@ -91,4 +92,17 @@ pub mod reason {
     pub const INVALID_VERSION: &str = "invalid_x402_version";
     pub const NO_MATCHING_REQUIREMENTS: &str = "No matching payment requirements";
     pub const UNEXPECTED_VERIFY_ERROR: &str = "unexpected_verify_error";
+    // Permit2 (the same strings in the TS, Go and Python SDKs).
+    pub const PERMIT2_SPENDER: &str = "invalid_permit2_spender";
+    pub const PERMIT2_RECIPIENT_MISMATCH: &str = "invalid_permit2_recipient_mismatch";
+    pub const PERMIT2_DEADLINE_EXPIRED: &str = "permit2_deadline_expired";
+    pub const PERMIT2_NOT_YET_VALID: &str = "permit2_not_yet_valid";
+    pub const PERMIT2_AMOUNT_MISMATCH: &str = "permit2_amount_mismatch";
+    pub const PERMIT2_TOKEN_MISMATCH: &str = "permit2_token_mismatch";
+    pub const PERMIT2_SIGNATURE: &str = "invalid_permit2_signature";
+    /// The payer never approved Permit2 for the token: the resource server answers HTTP 412.
+    pub const PERMIT2_ALLOWANCE_REQUIRED: &str = "permit2_allowance_required";
+    pub const PERMIT2_SIMULATION_FAILED: &str = "permit2_simulation_failed";
+    pub const PERMIT2_INSUFFICIENT_BALANCE: &str = "permit2_insufficient_balance";
+    pub const PERMIT2_INVALID_NONCE: &str = "permit2_invalid_nonce";
 }

@@ -1,7 +1,17 @@
-//! Permit2 (x402-notes §9.1): where the contracts are. The same addresses on every chain (CREATE2), so
-//! they are facts of the protocol, not configuration.
+//! `exact` through Permit2 (x402-notes §9.1): for any ERC-20 the payer has approved to Permit2 once. The
+//! payer signs a `PermitWitnessTransferFrom` under Permit2's EIP-712 domain (no version) whose spender is
+//! the x402 exact proxy and whose witness names the recipient; the proxy moves the tokens. The contract
+//! addresses are the same on every chain (CREATE2), so they are facts of the protocol, not configuration.
 
-use alloy::primitives::{address, Address};
+use alloy::primitives::{address, keccak256, Address, Bytes, B256, U256};
+use alloy::sol;
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::exact::{parse_address, parse_decimal, AuthorizationId, Rejection};
+use super::network::Network;
+use super::reason;
 
 /// Uniswap's Permit2.
 pub const PERMIT2: Address = address!("000000000022D473030F116dDEE9F6B43aC78BA3");
@@ -10,3 +20,263 @@ pub const EXACT_PROXY: Address = address!("402085c248EeA27D92E8b30b2C58ed07f9E20
 /// `x402UptoPermit2Proxy`: the spender of an `upto` payment; only the facilitator named in the witness
 /// may settle through it.
 pub const UPTO_PROXY: Address = address!("4020A4f3b7b90ccA423B9fabCc0CE57C6C240002");
+
+sol! {
+    /// What the payer lets the spender take.
+    struct TokenPermissions {
+        address token;
+        uint256 amount;
+    }
+
+    /// The exact proxy's witness: who is paid, and from when.
+    struct Witness {
+        address to;
+        uint256 validAfter;
+    }
+
+    /// The signed message; field order and the referenced types are part of the type hash.
+    struct PermitWitnessTransferFrom {
+        TokenPermissions permitted;
+        address spender;
+        uint256 nonce;
+        uint256 deadline;
+        Witness witness;
+    }
+}
+
+/// A Permit2 `exact` authorization, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit2Authorization {
+    pub from: Address,
+    pub token: Address,
+    pub amount: U256,
+    pub spender: Address,
+    /// Permit2's unordered nonce: single use per owner across all tokens.
+    pub nonce: U256,
+    pub deadline: U256,
+    pub to: Address,
+    pub valid_after: U256,
+}
+
+/// A Permit2 `exact` payload: the authorization and the payer's 65-byte signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit2Payload {
+    pub authorization: Permit2Authorization,
+    pub signature: Bytes,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePayload {
+    signature: String,
+    permit2_authorization: WireAuthorization,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireAuthorization {
+    from: String,
+    permitted: WirePermitted,
+    spender: String,
+    nonce: String,
+    deadline: String,
+    witness: WireWitness,
+}
+
+#[derive(Deserialize)]
+struct WirePermitted {
+    token: String,
+    amount: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireWitness {
+    to: String,
+    valid_after: String,
+}
+
+impl Permit2Payload {
+    /// Whether a scheme payload is a Permit2 one (it carries `permit2Authorization`).
+    pub fn is_permit2(payload: &Value) -> bool {
+        payload.get("permit2Authorization").is_some()
+    }
+
+    /// Parses the `payload` object of a Permit2 `exact` payment: addresses, decimal integers and a hex
+    /// signature, each checked once.
+    pub fn parse(payload: &Value) -> Result<Self, Rejection> {
+        let bad = |m: String| Rejection::new(reason::INVALID_PAYLOAD, m);
+        let w = WirePayload::deserialize(payload).map_err(|e| bad(format!("not a Permit2 payload: {e}")))?;
+        let a = &w.permit2_authorization;
+        let addr = |s: &str, what: &str| {
+            parse_address(s).ok_or_else(|| bad(format!("permit2Authorization.{what} is not a 0x-prefixed address")))
+        };
+        let int = |s: &str, what: &str| {
+            parse_decimal(s).ok_or_else(|| bad(format!("permit2Authorization.{what} is not a decimal integer string")))
+        };
+        let signature: Bytes = w
+            .signature
+            .parse()
+            .map_err(|_| bad("signature is not 0x-prefixed hex".into()))?;
+        Ok(Permit2Payload {
+            authorization: Permit2Authorization {
+                from: addr(&a.from, "from")?,
+                token: addr(&a.permitted.token, "permitted.token")?,
+                amount: int(&a.permitted.amount, "permitted.amount")?,
+                spender: addr(&a.spender, "spender")?,
+                nonce: int(&a.nonce, "nonce")?,
+                deadline: int(&a.deadline, "deadline")?,
+                to: addr(&a.witness.to, "witness.to")?,
+                valid_after: int(&a.witness.valid_after, "witness.validAfter")?,
+            },
+            signature,
+        })
+    }
+}
+
+impl Permit2Authorization {
+    /// The signed message.
+    pub fn to_sol(&self) -> PermitWitnessTransferFrom {
+        PermitWitnessTransferFrom {
+            permitted: TokenPermissions {
+                token: self.token,
+                amount: self.amount,
+            },
+            spender: self.spender,
+            nonce: self.nonce,
+            deadline: self.deadline,
+            witness: Witness {
+                to: self.to,
+                validAfter: self.valid_after,
+            },
+        }
+    }
+
+    /// The identity that makes it single-use: Permit2's nonces are per owner across every token, so the
+    /// asset is Permit2 itself.
+    pub fn id(&self, network: Network) -> AuthorizationId {
+        AuthorizationId {
+            network,
+            asset: PERMIT2,
+            payer: self.from,
+            nonce: B256::from(self.nonce),
+        }
+    }
+}
+
+/// Permit2's EIP-712 domain on a chain: name `Permit2`, no version.
+pub fn domain(chain_id: u64) -> Eip712Domain {
+    Eip712Domain::new(
+        Some("Permit2".into()),
+        None,
+        Some(U256::from(chain_id)),
+        Some(PERMIT2),
+        None,
+    )
+}
+
+/// The digest the payer signs, under Permit2's domain separator on the chain (see [`domain`]; the gateway
+/// computes it once per offer).
+pub fn signing_hash(domain_separator: &B256, auth: &Permit2Authorization) -> B256 {
+    let mut buf = [0u8; 66];
+    buf[..2].copy_from_slice(&[0x19, 0x01]);
+    buf[2..34].copy_from_slice(domain_separator.as_slice());
+    buf[34..].copy_from_slice(auth.to_sol().eip712_hash_struct().as_slice());
+    keccak256(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_type_hash_is_the_one_clients_and_the_proxy_use() {
+        // x402-notes §9.1.
+        assert_eq!(
+            PermitWitnessTransferFrom::eip712_type_hash(&PermitWitnessTransferFrom {
+                permitted: TokenPermissions {
+                    token: Address::ZERO,
+                    amount: U256::ZERO
+                },
+                spender: Address::ZERO,
+                nonce: U256::ZERO,
+                deadline: U256::ZERO,
+                witness: Witness {
+                    to: Address::ZERO,
+                    validAfter: U256::ZERO
+                },
+            }),
+            "0xebc156cd23678a74c94df13d772ef5478420637f0c94bd10d509e1dc98f521c7"
+                .parse::<B256>()
+                .unwrap()
+        );
+    }
+
+    /// The vector in contracts/PERMIT2-RESEARCH.md §1.4, signed with eth_account as the official clients
+    /// sign: our digest must be theirs, and their signature must recover to the payer.
+    #[test]
+    fn the_digest_and_signature_match_the_official_clients_vector() {
+        let auth = Permit2Authorization {
+            from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+            token: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
+            amount: U256::from(10u64).pow(U256::from(18)),
+            spender: EXACT_PROXY,
+            nonce: U256::from(12_345_678_901_234_567_890u64),
+            deadline: U256::from(1_900_000_000u64),
+            to: address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+            valid_after: U256::ZERO,
+        };
+        let separator = domain(31_337).separator();
+        assert_eq!(
+            separator,
+            "0x4d553c58ae79a6c4ba64f0e690a5d1cd2deff8c6b91cf38300e0f2b76f9ee346"
+                .parse::<B256>()
+                .unwrap()
+        );
+        let digest = signing_hash(&separator, &auth);
+        assert_eq!(
+            digest,
+            "0x533fc143b73d8a9e198d34521d4817a4f74e7810ed8160df8fc456910c6ce37e"
+                .parse::<B256>()
+                .unwrap()
+        );
+        let sig: Bytes = "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c".parse().unwrap();
+        let sig = alloy::primitives::Signature::try_from(sig.as_ref()).unwrap();
+        assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), auth.from);
+    }
+
+    #[test]
+    fn a_client_payload_parses_and_recovers_to_its_payer() {
+        use alloy::signers::{local::PrivateKeySigner, SignerSync};
+        // anvil dev key #1 pays 1000 units of a token to dev account #2 on chain 31337.
+        let signer: PrivateKeySigner = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+            .parse()
+            .unwrap();
+        let network = Network::new(31_337);
+        let payload = json!({
+            "signature": "0x00",
+            "permit2Authorization": {
+                "from": signer.address().to_string(),
+                "permitted": {"token": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "amount": "1000"},
+                "spender": EXACT_PROXY.to_string(),
+                "nonce": "115792089237316195423570985008687907853269984665640564039457584007913129639935",
+                "deadline": "1800000000",
+                "witness": {"to": "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC", "validAfter": "0"}
+            }
+        });
+        let mut p = Permit2Payload::parse(&payload).unwrap();
+        assert!(Permit2Payload::is_permit2(&payload));
+        assert_eq!(p.authorization.nonce, U256::MAX);
+        let digest = signing_hash(&domain(network.chain_id).separator(), &p.authorization);
+        p.signature = signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec().into();
+        let sig = alloy::primitives::Signature::try_from(p.signature.as_ref()).unwrap();
+        assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), signer.address());
+        assert_eq!(p.authorization.id(network).asset, PERMIT2);
+        let broken = json!({"signature": "0x00", "permit2Authorization": {"from": "0x1"}});
+        assert_eq!(
+            Permit2Payload::parse(&broken).unwrap_err().reason,
+            reason::INVALID_PAYLOAD
+        );
+    }
+}

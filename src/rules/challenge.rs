@@ -226,6 +226,7 @@ mod tests {
                         max_timeout_seconds: 60,
                         eip712_name: "USD \"Coin\"".into(),
                         eip712_version: "2".into(),
+                        transfer: Default::default(),
                     },
                     "USDC".into(),
                     6,

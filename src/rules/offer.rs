@@ -4,7 +4,8 @@
 use alloy::primitives::B256;
 
 use crate::core::money::format_units;
-use crate::protocol::exact::Requirement;
+use crate::protocol::exact::{Requirement, Transfer};
+use crate::protocol::permit2;
 
 /// One accepted network/asset of a priced route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,14 +15,18 @@ pub struct Offer {
     pub symbol: String,
     /// ERC-20 decimals of the asset.
     pub decimals: u8,
-    /// The token's EIP-712 domain separator, computed once.
+    /// The EIP-712 domain separator the payer signs under, computed once: the token's (EIP-3009) or
+    /// Permit2's on the chain.
     pub domain_separator: B256,
 }
 
 impl Offer {
     /// An offer for `requirement`.
     pub fn new(requirement: Requirement, symbol: String, decimals: u8) -> Self {
-        let domain_separator = requirement.domain().separator();
+        let domain_separator = match requirement.transfer {
+            Transfer::Eip3009 => requirement.domain().separator(),
+            Transfer::Permit2 => permit2::domain(requirement.network.chain_id).separator(),
+        };
         Offer {
             requirement,
             symbol,

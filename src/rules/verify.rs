@@ -1,5 +1,5 @@
-//! Local verification of an `exact` EIP-3009 payment against the server's own requirement
-//! (x402-notes §10.1 steps 5–10). Pure: no network, the clock is a parameter.
+//! Local verification of an `exact` payment against the server's own requirement: EIP-3009 (x402-notes
+//! §10.1 steps 5–10) or Permit2 (§9.1). Pure: no network, the clock is a parameter.
 //!
 //! Both the gateway (before spending a facilitator call) and the self-hosted facilitator (before touching
 //! the chain) run these checks, so a payment is judged the same way in both places.
@@ -9,6 +9,8 @@ use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
 use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement};
+use crate::protocol::payment::Payment;
+use crate::protocol::permit2::{self, Permit2Payload, EXACT_PROXY};
 use crate::protocol::reason;
 use crate::rules::window;
 
@@ -76,18 +78,18 @@ fn check_value(req: &Requirement, payment: &ExactPayload) -> Result<(), Rejectio
 /// Recovers the EOA that signed the authorization, with USDC's rules: 65 bytes `r‖s‖v`, `v` ∈ {27, 28},
 /// low `s`.
 fn recover(domain_separator: &B256, payment: &ExactPayload) -> Result<Address, Rejection> {
-    let bad = |m: &str| Rejection::new(reason::INVALID_SIGNATURE, m.to_owned());
-    let sig = payment.signature.as_ref();
-    let (Some(compact), Some(&v)) = (sig.get(..64), sig.get(64)) else {
+    let digest = signing_hash(domain_separator, &payment.authorization);
+    recover_signer(&digest, payment.signature.as_ref(), reason::INVALID_SIGNATURE)
+}
+
+/// The EOA whose 65-byte `r‖s‖v` signature (`v` ∈ {27, 28}, low `s`) signed `digest`; refusals carry `why`.
+fn recover_signer(digest: &B256, sig: &[u8], why: &'static str) -> Result<Address, Rejection> {
+    let bad = |m: &str| Rejection::new(why, m.to_owned());
+    let (Some(compact), Some(&v), 65) = (sig.get(..64), sig.get(64), sig.len()) else {
         return Err(bad(
             "only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported",
         ));
     };
-    if sig.len() != 65 {
-        return Err(bad(
-            "only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported",
-        ));
-    }
     let recovery_id = match v {
         27 => RecoveryId::Zero,
         28 => RecoveryId::One,
@@ -96,7 +98,6 @@ fn recover(domain_separator: &B256, payment: &ExactPayload) -> Result<Address, R
     if U256::from_be_slice(&compact[32..]) > SECP256K1N_HALF {
         return Err(bad("signature s is in the upper half of the curve order (malleable)"));
     }
-    let digest = signing_hash(domain_separator, &payment.authorization);
     let compact = RecoverableSignature::from_compact(compact, recovery_id)
         .map_err(|_| bad("signature is not a valid secp256k1 signature"))?;
     let key = secp256k1::SECP256K1
@@ -105,6 +106,82 @@ fn recover(domain_separator: &B256, payment: &ExactPayload) -> Result<Address, R
     // An Ethereum address is the last 20 bytes of keccak256 of the uncompressed key without its 0x04 prefix.
     let uncompressed = key.serialize_uncompressed();
     Ok(Address::from_slice(&keccak256(&uncompressed[1..])[12..]))
+}
+
+/// Checks an `exact` payment, whichever way it moves the tokens, at unix time `now`; returns the payer.
+pub fn check_payment(req: &Requirement, payment: &Payment, now: u64) -> Result<Address, Rejection> {
+    match payment {
+        Payment::Eip3009(p) => check(req, p, now),
+        Payment::Permit2(p) => {
+            window::check_permit2(&p.authorization, now)?;
+            check_permit2_terms(req, &permit2::domain(req.network.chain_id).separator(), p)
+        }
+    }
+}
+
+/// [`check_payment`] without the clock, under the offer's precomputed `domain_separator` (the token's for
+/// EIP-3009, Permit2's for Permit2).
+pub fn check_payment_terms(
+    req: &Requirement,
+    domain_separator: &B256,
+    payment: &Payment,
+) -> Result<Address, Rejection> {
+    match payment {
+        Payment::Eip3009(p) => check_terms(req, domain_separator, p),
+        Payment::Permit2(p) => check_permit2_terms(req, domain_separator, p),
+    }
+}
+
+/// The parts of a Permit2 `exact` payment that do not depend on the clock (x402-notes §9.1, in the
+/// reference order: spender, recipient, amount, token, signature); returns the payer.
+fn check_permit2_terms(
+    req: &Requirement,
+    domain_separator: &B256,
+    payment: &Permit2Payload,
+) -> Result<Address, Rejection> {
+    let auth = &payment.authorization;
+    if auth.spender != EXACT_PROXY {
+        return Err(Rejection::new(
+            reason::PERMIT2_SPENDER,
+            format!(
+                "the spender is {}, not the x402 exact proxy {EXACT_PROXY}",
+                auth.spender
+            ),
+        ));
+    }
+    if auth.to != req.pay_to {
+        return Err(Rejection::new(
+            reason::PERMIT2_RECIPIENT_MISMATCH,
+            format!("witness.to is {}, this resource pays {}", auth.to, req.pay_to),
+        ));
+    }
+    if auth.amount != req.amount {
+        return Err(Rejection::new(
+            reason::PERMIT2_AMOUNT_MISMATCH,
+            format!("permitted.amount is {}, the price is {}", auth.amount, req.amount),
+        ));
+    }
+    if auth.token != req.asset {
+        return Err(Rejection::new(
+            reason::PERMIT2_TOKEN_MISMATCH,
+            format!(
+                "permitted.token is {}, this resource is priced in {}",
+                auth.token, req.asset
+            ),
+        ));
+    }
+    let digest = permit2::signing_hash(domain_separator, auth);
+    let signer = recover_signer(&digest, payment.signature.as_ref(), reason::PERMIT2_SIGNATURE)?;
+    if signer != auth.from {
+        return Err(Rejection::new(
+            reason::PERMIT2_SIGNATURE,
+            format!(
+                "signature recovers to {signer}, not permit2Authorization.from {}",
+                auth.from
+            ),
+        ));
+    }
+    Ok(signer)
 }
 
 #[cfg(test)]
@@ -128,6 +205,7 @@ mod tests {
             max_timeout_seconds: 60,
             eip712_name: "USDC".into(),
             eip712_version: "2".into(),
+            transfer: Default::default(),
         }
     }
 

@@ -5,6 +5,8 @@
 use alloy::primitives::U256;
 
 use crate::protocol::exact::{Authorization, Rejection};
+use crate::protocol::payment::Payment;
+use crate::protocol::permit2::Permit2Authorization;
 use crate::protocol::reason;
 
 /// `validBefore` must leave this much time for the settlement to land (x402-notes §10.1 step 8).
@@ -38,29 +40,67 @@ pub fn check(auth: &Authorization, now: u64) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// [`check`], and `validBefore` no later than `now + max_timeout_seconds` plus the slack: this bounds how
-/// long the gateway must remember the authorization.
-pub fn check_for_route(auth: &Authorization, max_timeout_seconds: u64, now: u64) -> Result<(), Rejection> {
-    check(auth, now)?;
-    let latest = now
-        .saturating_add(max_timeout_seconds)
-        .saturating_add(VALID_BEFORE_SLACK_SECS);
-    if auth.valid_before > U256::from(latest) {
+/// The same window for a Permit2 authorization: `witness.validAfter <= now` and `deadline >= now + 6 s`.
+pub fn check_permit2(auth: &Permit2Authorization, now: u64) -> Result<(), Rejection> {
+    if auth.deadline < U256::from(now.saturating_add(VALID_BEFORE_BUFFER_SECS)) {
         return Err(Rejection::new(
-            reason::VALID_BEFORE,
-            "validBefore is further ahead than this route's maxTimeoutSeconds allows",
+            reason::PERMIT2_DEADLINE_EXPIRED,
+            format!(
+                "the permit expired or expires within {VALID_BEFORE_BUFFER_SECS}s (deadline {})",
+                auth.deadline
+            ),
+        ));
+    }
+    if auth.valid_after > U256::from(now) {
+        return Err(Rejection::new(
+            reason::PERMIT2_NOT_YET_VALID,
+            format!("the permit is not valid until {} (now {now})", auth.valid_after),
         ));
     }
     Ok(())
 }
 
-/// Unix time until which a claim on `auth` is kept: its `validBefore` plus a grace, but never past the
-/// route's horizon (a `validBefore` beyond it is refused anyway; this bounds what is stored before that check).
-pub fn claim_expiry(auth: &Authorization, max_timeout_seconds: u64, now: u64) -> u64 {
+/// The window of a payment ([`check`] or [`check_permit2`]), and its end (`validBefore`, a permit's
+/// `deadline`) no later than `now + max_timeout_seconds` plus the slack: this bounds how long the gateway
+/// must remember the authorization.
+pub fn check_for_route(payment: &Payment, max_timeout_seconds: u64, now: u64) -> Result<(), Rejection> {
+    let too_late = match payment {
+        Payment::Eip3009(p) => {
+            check(&p.authorization, now)?;
+            reason::VALID_BEFORE
+        }
+        Payment::Permit2(p) => {
+            check_permit2(&p.authorization, now)?;
+            reason::PERMIT2_DEADLINE_EXPIRED
+        }
+    };
+    let latest = now
+        .saturating_add(max_timeout_seconds)
+        .saturating_add(VALID_BEFORE_SLACK_SECS);
+    if valid_until(payment) > U256::from(latest) {
+        return Err(Rejection::new(
+            too_late,
+            "the authorization's end (validBefore or deadline) is further ahead than this route's maxTimeoutSeconds allows",
+        ));
+    }
+    Ok(())
+}
+
+/// When a payment can no longer be used on chain: `validBefore`, or a permit's `deadline`.
+fn valid_until(payment: &Payment) -> U256 {
+    match payment {
+        Payment::Eip3009(p) => p.authorization.valid_before,
+        Payment::Permit2(p) => p.authorization.deadline,
+    }
+}
+
+/// Unix time until which a claim on `payment` is kept: its end plus a grace, but never past the route's
+/// horizon (an end beyond it is refused anyway; this bounds what is stored before that check).
+pub fn claim_expiry(payment: &Payment, max_timeout_seconds: u64, now: u64) -> u64 {
     let horizon = now
         .saturating_add(max_timeout_seconds)
         .saturating_add(VALID_BEFORE_SLACK_SECS);
-    u64::try_from(auth.valid_before)
+    u64::try_from(valid_until(payment))
         .unwrap_or(u64::MAX)
         .min(horizon)
         .saturating_add(CLAIM_GRACE_SECS)
@@ -90,6 +130,13 @@ mod tests {
         }
     }
 
+    fn paid(a: &Authorization) -> Payment {
+        Payment::Eip3009(crate::protocol::exact::ExactPayload {
+            authorization: a.clone(),
+            signature: Default::default(),
+        })
+    }
+
     #[test]
     fn the_window_has_a_six_second_buffer_and_a_bounded_horizon() {
         let a = auth(100, 1000);
@@ -97,11 +144,14 @@ mod tests {
         assert_eq!(check(&a, 995).unwrap_err().reason, reason::VALID_BEFORE);
         assert_eq!(check(&a, 99).unwrap_err().reason, reason::VALID_AFTER);
         // 1000 <= 400 + 300 + 300, but not <= 300 + 300 + 300.
-        assert!(check_for_route(&a, 300, 400).is_ok());
-        assert_eq!(check_for_route(&a, 300, 300).unwrap_err().reason, reason::VALID_BEFORE);
-        assert_eq!(claim_expiry(&a, 300, 400), 1060);
+        assert!(check_for_route(&paid(&a), 300, 400).is_ok());
         assert_eq!(
-            claim_expiry(&auth(0, u64::MAX), 300, 400),
+            check_for_route(&paid(&a), 300, 300).unwrap_err().reason,
+            reason::VALID_BEFORE
+        );
+        assert_eq!(claim_expiry(&paid(&a), 300, 400), 1060);
+        assert_eq!(
+            claim_expiry(&paid(&auth(0, u64::MAX)), 300, 400),
             400 + 300 + 300 + 60,
             "clamped to the horizon"
         );

@@ -13,6 +13,8 @@ use alloy::sol;
 
 use crate::core::secret::redact;
 use crate::protocol::exact::ExactPayload;
+use crate::protocol::payment::Payment;
+use crate::protocol::permit2::{Permit2Payload, EXACT_PROXY, PERMIT2};
 
 sol! {
     /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use. Its
@@ -28,6 +30,33 @@ sol! {
         function mint(address to, uint256 amount) external;
         function approve(address spender, uint256 value) external returns (bool);
         function allowance(address owner, address spender) external view returns (uint256);
+    }
+}
+
+sol! {
+    /// Permit2's unordered-nonce bitmap: bit `nonce & 0xff` of word `nonce >> 8` is set once used.
+    #[sol(rpc)]
+    interface IPermit2 {
+        function nonceBitmap(address owner, uint256 wordPos) external view returns (uint256);
+    }
+
+    /// The x402 exact Permit2 proxy's `settle` (the canonical ABI; selector 0x13cd3b53).
+    #[sol(rpc)]
+    interface IX402ExactPermit2Proxy {
+        struct TokenPermissions {
+            address token;
+            uint256 amount;
+        }
+        struct PermitTransferFrom {
+            TokenPermissions permitted;
+            uint256 nonce;
+            uint256 deadline;
+        }
+        struct Witness {
+            address to;
+            uint256 validAfter;
+        }
+        function settle(PermitTransferFrom permit, address owner, Witness witness, bytes signature) external;
     }
 }
 
@@ -207,9 +236,61 @@ impl Chain {
         Ok(tx)
     }
 
-    /// Runs `transferWithAuthorization` in `eth_call`: would it succeed if sent now?
-    pub async fn simulate_transfer(&self, asset: Address, p: &ExactPayload) -> Result<(), ChainError> {
-        let tx = self.transfer_call(asset, p)?;
+    /// The exact proxy's `settle` for a Permit2 payment, from this connection's key.
+    fn permit2_call(&self, p: &Permit2Payload) -> TransactionRequest {
+        let a = &p.authorization;
+        let proxy = IX402ExactPermit2Proxy::new(EXACT_PROXY, &self.provider);
+        let permit = IX402ExactPermit2Proxy::PermitTransferFrom {
+            permitted: IX402ExactPermit2Proxy::TokenPermissions {
+                token: a.token,
+                amount: a.amount,
+            },
+            nonce: a.nonce,
+            deadline: a.deadline,
+        };
+        let witness = IX402ExactPermit2Proxy::Witness {
+            to: a.to,
+            validAfter: a.valid_after,
+        };
+        let mut tx = proxy
+            .settle(permit, a.from, witness, p.signature.clone())
+            .into_transaction_request();
+        if let Some(from) = self.sender {
+            tx.set_from(from);
+        }
+        tx
+    }
+
+    /// The transaction that settles `payment` in `asset`.
+    fn settlement_call(&self, asset: Address, payment: &Payment) -> Result<TransactionRequest, ChainError> {
+        match payment {
+            Payment::Eip3009(p) => self.transfer_call(asset, p),
+            Payment::Permit2(p) => Ok(self.permit2_call(p)),
+        }
+    }
+
+    /// How much `owner` lets `spender` take of `token`.
+    pub async fn allowance(&self, token: Address, owner: Address, spender: Address) -> Result<U256, ChainError> {
+        self.token(token)
+            .allowance(owner, spender)
+            .call()
+            .await
+            .map_err(|e| ChainError::Call(e.to_string()))
+    }
+
+    /// Whether Permit2 nonce `nonce` of `owner` has been used or invalidated.
+    pub async fn permit2_nonce_used(&self, owner: Address, nonce: U256) -> Result<bool, ChainError> {
+        let word = IPermit2::new(PERMIT2, &self.provider)
+            .nonceBitmap(owner, nonce >> 8)
+            .call()
+            .await
+            .map_err(|e| ChainError::Call(e.to_string()))?;
+        Ok(word.bit((nonce & U256::from(0xff)).to::<usize>()))
+    }
+
+    /// Runs the settlement of `payment` in `eth_call`: would it succeed if sent now?
+    pub async fn simulate(&self, asset: Address, payment: &Payment) -> Result<(), ChainError> {
+        let tx = self.settlement_call(asset, payment)?;
         self.provider
             .call(tx)
             .await
@@ -258,9 +339,9 @@ impl Chain {
         })
     }
 
-    /// `transferWithAuthorization` for `p`, prepared (see [`Chain::prepare`]).
-    pub async fn prepare_transfer(&self, asset: Address, p: &ExactPayload) -> Result<Prepared<'_>, ChainError> {
-        let tx = self.transfer_call(asset, p)?;
+    /// The settlement of `payment` in `asset`, prepared (see [`Chain::prepare`]).
+    pub async fn prepare_settlement(&self, asset: Address, payment: &Payment) -> Result<Prepared<'_>, ChainError> {
+        let tx = self.settlement_call(asset, payment)?;
         self.prepare(tx).await
     }
 

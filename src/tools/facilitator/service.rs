@@ -18,6 +18,8 @@ use crate::protocol::facilitator::{
     FacilitatorRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
 };
 use crate::protocol::network::Network;
+use crate::protocol::payment::Payment;
+use crate::protocol::permit2::{Permit2Payload, PERMIT2};
 use crate::protocol::{assets, reason, v1, v2, Version, SCHEME_EXACT};
 use crate::rules::verify;
 use crate::tools::chain::{Chain, ChainError, TokenInfo, TxOutcome};
@@ -33,7 +35,7 @@ pub struct BadRequest(pub String);
 /// A readable request, parsed into typed values.
 struct Parsed {
     requirement: Requirement,
-    payment: ExactPayload,
+    payment: Payment,
     /// The network spelled as the request spelled it, echoed in the answer.
     network_wire: String,
 }
@@ -176,7 +178,7 @@ impl FacilitatorService {
                     format!("this facilitator does not serve {}", requirement.network),
                 ));
             }
-            let payment = ExactPayload::parse(&payload)?;
+            let payment = Payment::parse(requirement.transfer, &payload)?;
             Ok(Parsed {
                 requirement,
                 payment,
@@ -210,11 +212,32 @@ impl FacilitatorService {
         Ok(info)
     }
 
-    /// Every check of x402-notes §10.1 that applies to EIP-3009, local first, then chain state.
+    /// Every check of x402-notes §10.1 (EIP-3009) or §9.1 (Permit2), local first, then chain state.
     async fn check(&self, p: &Parsed, simulate: bool) -> Result<Address, Rejection> {
         let req = &p.requirement;
-        let payer = verify::check(req, &p.payment, unix_now())?;
+        let payer = verify::check_payment(req, &p.payment, unix_now())?;
         let chain = self.chain(req.network)?;
+        let simulation_failed = match &p.payment {
+            Payment::Eip3009(e) => {
+                self.check_eip3009(chain, req, e).await?;
+                reason::SIMULATION_FAILED
+            }
+            Payment::Permit2(permit) => {
+                check_permit2(chain, req, payer, permit).await?;
+                reason::PERMIT2_SIMULATION_FAILED
+            }
+        };
+        if simulate {
+            chain
+                .simulate(req.asset, &p.payment)
+                .await
+                .map_err(|e| Rejection::new(simulation_failed, e.to_string()))?;
+        }
+        Ok(payer)
+    }
+
+    /// The chain checks of an EIP-3009 payment: the token's domain, the balance, the nonce.
+    async fn check_eip3009(&self, chain: &Chain, req: &Requirement, payment: &ExactPayload) -> Result<(), Rejection> {
         let unexpected = |e: ChainError| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string());
         let info = self.token_info(chain, req.asset).await.map_err(|e| {
             Rejection::new(
@@ -237,7 +260,7 @@ impl FacilitatorService {
                 ),
             ));
         }
-        let auth = &p.payment.authorization;
+        let auth = &payment.authorization;
         let balance = chain.balance_of(req.asset, auth.from).await.map_err(unexpected)?;
         if balance < auth.value {
             return Err(Rejection::new(
@@ -255,13 +278,7 @@ impl FacilitatorService {
                 format!("nonce {} of {} is already used or cancelled", auth.nonce, auth.from),
             ));
         }
-        if simulate {
-            chain
-                .simulate_transfer(req.asset, &p.payment)
-                .await
-                .map_err(|e| Rejection::new(reason::SIMULATION_FAILED, e.to_string()))?;
-        }
-        Ok(payer)
+        Ok(())
     }
 
     /// `POST /verify`.
@@ -271,7 +288,7 @@ impl FacilitatorService {
             Ok(p) => p,
             Err(r) => return Ok(VerifyResponse::invalid(r.reason, r.message, claimed_payer(req))),
         };
-        let payer = Some(parsed.payment.authorization.from.to_string());
+        let payer = Some(parsed.payment.payer().to_string());
         Ok(match self.check(&parsed, true).await {
             Ok(_) => VerifyResponse {
                 is_valid: true,
@@ -305,8 +322,8 @@ impl FacilitatorService {
                 ));
             }
         };
-        let auth = &parsed.payment.authorization;
-        let payer = Some(auth.from.to_string());
+        let payment = &parsed.payment;
+        let payer = Some(payment.payer().to_string());
         let failed = |reason: &str, message: String, tx: String| {
             SettleResponse::failed(reason, message, payer.clone(), parsed.network_wire.clone(), tx)
         };
@@ -314,7 +331,7 @@ impl FacilitatorService {
             Ok(c) => c,
             Err(r) => return Ok(failed(r.reason, r.message, String::new())),
         };
-        let key = AuthorizationId::of(parsed.requirement.network, parsed.requirement.asset, auth);
+        let key: AuthorizationId = payment.id(parsed.requirement.network, parsed.requirement.asset);
         // The whole request, so a different payload reusing this authorization's nonce is told apart.
         let digest = req.encode().digest;
         let slot = self
@@ -345,7 +362,7 @@ impl FacilitatorService {
         if let Err(r) = self.check(&parsed, false).await {
             return Ok(failed(r.reason, r.message, String::new()));
         }
-        let prepared = match chain.prepare_transfer(parsed.requirement.asset, &parsed.payment).await {
+        let prepared = match chain.prepare_settlement(parsed.requirement.asset, payment).await {
             Ok(p) => p,
             Err(e) => return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new())),
         };
@@ -373,7 +390,7 @@ impl FacilitatorService {
             }
         }
         self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(tx = %sent.hash, payer = %auth.from, to = %auth.to, value = %auth.value, network = %parsed.requirement.network, "settlement sent");
+        tracing::info!(tx = %sent.hash, payer = %payment.payer(), to = %payment.payee(), value = %payment.amount(), network = %parsed.requirement.network, "settlement sent");
         let outcome = chain.wait(sent.hash, self.receipt_timeout).await;
         Ok(Self::conclude(
             &mut pending,
@@ -440,10 +457,48 @@ impl FacilitatorService {
     }
 }
 
+/// The chain checks of a Permit2 payment: the payer approved Permit2 for the token (else the spec's
+/// `permit2_allowance_required`, which resource servers answer with 412), holds the amount, and has not
+/// used the nonce.
+async fn check_permit2(
+    chain: &Chain,
+    req: &Requirement,
+    payer: Address,
+    permit: &Permit2Payload,
+) -> Result<(), Rejection> {
+    let unexpected = |e: ChainError| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string());
+    let amount = permit.authorization.amount;
+    let allowed = chain.allowance(req.asset, payer, PERMIT2).await.map_err(unexpected)?;
+    if allowed < amount {
+        return Err(Rejection::new(
+            reason::PERMIT2_ALLOWANCE_REQUIRED,
+            format!(
+                "{payer} has not approved Permit2 ({PERMIT2}) to move {amount} of {}: approve it once, then pay again",
+                req.asset
+            ),
+        ));
+    }
+    let balance = chain.balance_of(req.asset, payer).await.map_err(unexpected)?;
+    if balance < amount {
+        return Err(Rejection::new(
+            reason::PERMIT2_INSUFFICIENT_BALANCE,
+            format!("payer holds {balance}, needs {amount}"),
+        ));
+    }
+    let nonce = permit.authorization.nonce;
+    if chain.permit2_nonce_used(payer, nonce).await.map_err(unexpected)? {
+        return Err(Rejection::new(
+            reason::PERMIT2_INVALID_NONCE,
+            format!("Permit2 nonce {nonce} of {payer} is already used or invalidated"),
+        ));
+    }
+    Ok(())
+}
+
 /// `authorization.from` if the payload has one, for answers about payloads we could not fully parse.
 fn claimed_payer(req: &FacilitatorRequest) -> Option<String> {
-    req.payment_payload
-        .pointer("/payload/authorization/from")
-        .and_then(|v| v.as_str())
+    ["/payload/authorization/from", "/payload/permit2Authorization/from"]
+        .iter()
+        .find_map(|p| req.payment_payload.pointer(p).and_then(|v| v.as_str()))
         .map(str::to_owned)
 }
