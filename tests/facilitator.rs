@@ -395,18 +395,6 @@ fn permit2_requirements(devnet: &Devnet, pay_to: Address, amount: U256) -> Value
     })
 }
 
-/// The plain token's balance of `who`.
-async fn plain_balance(devnet: &Devnet, who: Address) -> U256 {
-    let data = format!("0x70a08231{:0>64}", alloy::hex::encode(who));
-    let out = devnet
-        .rpc(
-            "eth_call",
-            json!([{"to": devnet.state.plain_asset, "data": data}, "latest"]),
-        )
-        .await;
-    U256::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_approval() {
     use x402_gateway::protocol::permit2::EXACT_PROXY;
@@ -425,10 +413,7 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
     let (status, verify) = facilitator.post("/verify", &body).await;
     assert_eq!((status, verify["isValid"].as_bool()), (200, Some(true)), "{verify}");
     assert_eq!(verify["payer"].as_str().unwrap().parse::<Address>().unwrap(), payer);
-    let (payer_before, payee_before) = (
-        plain_balance(&devnet, payer).await,
-        plain_balance(&devnet, pay_to).await,
-    );
+    let (payer_before, payee_before) = (devnet.plain_balance(payer).await, devnet.plain_balance(pay_to).await);
     let (_, settle) = facilitator.post("/settle", &body).await;
     assert_eq!(settle["success"], true, "{settle}");
     let receipt = devnet.receipt(settle["transaction"].as_str().unwrap()).await;
@@ -437,8 +422,8 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
         receipt["to"].as_str().unwrap().to_lowercase(),
         EXACT_PROXY.to_string().to_lowercase()
     );
-    assert_eq!(plain_balance(&devnet, payer).await, payer_before - amount);
-    assert_eq!(plain_balance(&devnet, pay_to).await, payee_before + amount);
+    assert_eq!(devnet.plain_balance(payer).await, payer_before - amount);
+    assert_eq!(devnet.plain_balance(pay_to).await, payee_before + amount);
 
     // Used once: the same payload is refused on its Permit2 nonce, and nothing is sent.
     let sent = facilitator.counter("facilitator_transactions_sent_total").await;
@@ -447,7 +432,7 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
     let (_, again) = facilitator.post("/settle", &body).await;
     assert_eq!(again["success"], false, "{again}");
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
-    assert_eq!(plain_balance(&devnet, pay_to).await, payee_before + amount);
+    assert_eq!(devnet.plain_balance(pay_to).await, payee_before + amount);
 
     // A payer that never approved Permit2: the spec's reason (a resource server answers 412), no transaction.
     let unapproved_key = &devnet.state.accounts[x402_gateway::tools::devnet::UNAPPROVED_ACCOUNT - 1].private_key;

@@ -5,7 +5,7 @@ mod support;
 
 use alloy::primitives::{Address, U256};
 use serde_json::{json, Value};
-use support::{decode_header, get, node, price_table, python, run_client, Devnet, Gateway, Stack};
+use support::{decode_header, get, node, price_table, python, run_client, Gateway, Stack};
 use x402_gateway::protocol::permit2::EXACT_PROXY;
 
 /// "$0.001" of an 18-decimal token.
@@ -30,18 +30,6 @@ fn permit2_table(stack: &Stack) -> String {
         s.network, s.plain_asset
     );
     format!("{}{route}", table.replacen("assets:\n", &plain, 1))
-}
-
-/// The plain token's balance of `who`.
-async fn plain_balance(devnet: &Devnet, who: Address) -> U256 {
-    let data = format!("0x70a08231{:0>64}", alloy::hex::encode(who));
-    let out = devnet
-        .rpc(
-            "eth_call",
-            json!([{"to": devnet.state.plain_asset, "data": data}, "latest"]),
-        )
-        .await;
-    U256::from_str_radix(out.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
 
 /// A client's 200 whose receipt names a mined transaction through the exact proxy.
@@ -82,13 +70,13 @@ async fn the_official_clients_pay_a_plain_token_through_permit2_once_and_an_unap
     );
 
     let price = U256::from(PRICE);
-    let payee_before = plain_balance(&stack.devnet, stack.pay_to).await;
+    let payee_before = stack.devnet.plain_balance(stack.pay_to).await;
     for (n, (program, script, account)) in [(python(), "pay_python.py", 2), (node(), "pay_v2.mjs", 3)]
         .into_iter()
         .enumerate()
     {
         let (payer, key) = stack.devnet.account(account);
-        let payer_before = plain_balance(&stack.devnet, payer).await;
+        let payer_before = stack.devnet.plain_balance(payer).await;
         let out = run_client(&program, script, &[("URL", &url), ("PRIVATE_KEY", &key)], None);
         assert!(
             out["payment_payload"]["payload"]["permit2Authorization"].is_object(),
@@ -96,13 +84,13 @@ async fn the_official_clients_pay_a_plain_token_through_permit2_once_and_an_unap
         );
         assert_paid_through_permit2(&stack, &out).await;
         assert_eq!(
-            plain_balance(&stack.devnet, payer).await,
+            stack.devnet.plain_balance(payer).await,
             payer_before - price,
             "{script}"
         );
         let paid = U256::from(n as u64 + 1) * price;
         assert_eq!(
-            plain_balance(&stack.devnet, stack.pay_to).await,
+            stack.devnet.plain_balance(stack.pay_to).await,
             payee_before + paid,
             "{script}"
         );
@@ -112,13 +100,13 @@ async fn the_official_clients_pay_a_plain_token_through_permit2_once_and_an_unap
         let replay = get(&url, &[("payment-signature", out["payment_header"].as_str().unwrap())]).await;
         assert_eq!(replay.status(), 409, "{script}");
         assert_eq!(stack.facilitator_calls().await, calls);
-        assert_eq!(plain_balance(&stack.devnet, payer).await, payer_before - price);
+        assert_eq!(stack.devnet.plain_balance(payer).await, payer_before - price);
     }
 
     // A payer that never approved Permit2: 412 with the spec's reason, nothing moves.
     let unapproved = &stack.devnet.state.accounts[x402_gateway::tools::devnet::UNAPPROVED_ACCOUNT - 1];
     let payer: Address = unapproved.address.parse().unwrap();
-    let payer_before = plain_balance(&stack.devnet, payer).await;
+    let payer_before = stack.devnet.plain_balance(payer).await;
     let out = run_client(
         &python(),
         "pay_python.py",
@@ -128,5 +116,5 @@ async fn the_official_clients_pay_a_plain_token_through_permit2_once_and_an_unap
     assert_eq!(out["status"], 412, "{out}");
     let required = &out["payment_required"];
     assert_eq!(required["error"], "permit2_allowance_required", "{out}");
-    assert_eq!(plain_balance(&stack.devnet, payer).await, payer_before);
+    assert_eq!(stack.devnet.plain_balance(payer).await, payer_before);
 }

@@ -142,6 +142,12 @@ impl Devnet {
         self.chain().await.balance_of(self.asset(), who).await.unwrap()
     }
 
+    /// The plain token's balance of `who`.
+    pub async fn plain_balance(&self, who: Address) -> U256 {
+        let plain = self.state.plain_asset.parse().unwrap();
+        self.chain().await.balance_of(plain, who).await.unwrap()
+    }
+
     /// A raw JSON-RPC call.
     pub async fn rpc(&self, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
