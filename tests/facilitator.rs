@@ -440,7 +440,7 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
     let (_, refused) = facilitator.post("/verify", &request(&payload, &accepts)).await;
     assert_eq!(refused["isValid"], false);
     assert_eq!(refused["invalidReason"], "permit2_allowance_required", "{refused}");
-    // A payment made out for someone else is refused before the chain is asked.
+    // A payment made out for someone else is refused for it by name.
     let (other, _) = devnet.account(4);
     let (_, wrong) = facilitator
         .post(

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use alloy::primitives::U256;
@@ -53,38 +53,66 @@ async fn assert_settled(stack: &Stack, resp: reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_second_facilitator_verifies_and_settles_when_the_first_is_down() {
     let stack = Stack::start(31_337, "").await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let section = format!(
-        "facilitators:\n  - url: \"{dead}\"\n    timeout: 2s\n  - url: \"{}\"\n    timeout: 20s\n",
-        stack.facilitator.url
-    );
-    let gateway = Gateway::start(&with_facilitators(&stack, &section)).await;
     let payee = stack.devnet.balance(stack.pay_to).await;
     let calls = stack.facilitator_calls().await;
-    for (n, account) in [(1u64, 1), (2, 2)] {
-        let (resp, _) = pay(&stack, &gateway, "/paid/failover", account).await;
-        assert_settled(&stack, resp).await;
-        assert_eq!(stack.devnet.balance(stack.pay_to).await, payee + U256::from(n * PRICE));
+    // First unreachable (the health check marks it down at once); then one that passes its health checks
+    // but breaks every /verify and /settle, so each payment is failed over by the request itself.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (broken, broken_calls) = faulty_facilitator(stack.facilitator.url.clone(), &["/verify", "/settle"]).await;
+    let mut paid = 0;
+    // `verify: local` payments go to the first facilitator up and are settled there, never failed over:
+    // with the unreachable one marked down by the first health check, that is the second.
+    for (first, paths) in [
+        (dead, &["/paid/failover", "/local/failover"][..]),
+        (broken, &["/paid/failover"][..]),
+    ] {
+        let section = format!(
+            "facilitators:\n  - url: \"{first}\"\n    timeout: 2s\n  - url: \"{}\"\n    timeout: 20s\n",
+            stack.facilitator.url
+        );
+        let gateway = Gateway::start(&with_facilitators(&stack, &section)).await;
+        // The first health check runs as the gateway starts; give it the moment a refused connect takes.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        for path in paths {
+            paid += 1;
+            let (resp, _) = pay(&stack, &gateway, path, paid).await;
+            assert_settled(&stack, resp).await;
+            assert_eq!(
+                stack.devnet.balance(stack.pay_to).await,
+                payee + U256::from(paid as u64 * PRICE)
+            );
+        }
     }
     let (verify, settle, sent) = stack.facilitator_calls().await;
-    assert_eq!((verify - calls.0, settle - calls.1, sent - calls.2), (2, 2, 2));
-    // `verify: local` routes settle through the first facilitator that is up, too.
-    let (resp, _) = pay(&stack, &gateway, "/local/failover", 3).await;
-    assert_settled(&stack, resp).await;
-    assert_eq!(stack.devnet.balance(stack.pay_to).await, payee + U256::from(3 * PRICE));
+    // Two `verify: remote` payments verified by the second; all three settled by it.
+    assert_eq!((verify - calls.0, settle - calls.1, sent - calls.2), (2, 3, 3));
+    let broken_calls = broken_calls.lock().unwrap();
+    assert_eq!(
+        broken_calls.get("/verify"),
+        Some(&1),
+        "the broken one was asked first, once"
+    );
+    assert_eq!(
+        broken_calls.get("/settle"),
+        None,
+        "and never asked to settle what it did not verify"
+    );
 }
 
-/// A facilitator stand-in that injects one fault: it passes `/supported` and `/verify` on to `real`, and
-/// answers every `/settle` with a broken 500, as if it crashed mid-call.
-async fn settle_breaking_facilitator(real: String) -> (String, Arc<Mutex<u64>>) {
-    let settles = Arc::new(Mutex::new(0u64));
-    let seen = settles.clone();
+/// A facilitator stand-in that injects faults: it answers the calls to `breaks` with a broken 500, as if
+/// it crashed mid-call, passes every other call on to `real`, and counts calls by path.
+async fn faulty_facilitator(
+    real: String,
+    breaks: &'static [&'static str],
+) -> (String, Arc<Mutex<HashMap<String, u64>>>) {
+    let calls = Arc::new(Mutex::new(HashMap::new()));
+    let seen = calls.clone();
     let client = reqwest::Client::new();
     let app = axum::Router::new().fallback(move |method: Method, uri: Uri, body: Bytes| {
         let (client, real, seen) = (client.clone(), real.clone(), seen.clone());
         async move {
-            if uri.path() == "/settle" {
-                *seen.lock().unwrap() += 1;
+            *seen.lock().unwrap().entry(uri.path().to_owned()).or_insert(0) += 1;
+            if breaks.contains(&uri.path()) {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "<html>crashed</html>".to_owned());
             }
             forward(&client, &real, method, &uri, body).await
@@ -93,17 +121,18 @@ async fn settle_breaking_facilitator(real: String) -> (String, Arc<Mutex<u64>>) 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, settles)
+    (url, calls)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payment_is_settled_only_by_the_facilitator_that_verified_it() {
     let stack = Stack::start(31_337, "").await;
-    let (breaking, settles) = settle_breaking_facilitator(stack.facilitator.url.clone()).await;
-    let section = format!(
-        "facilitators:\n  - url: \"{breaking}\"\n  - url: \"{}\"\n",
-        stack.facilitator.url
-    );
+    // The first breaks /verify (so the second verifies), the second breaks /settle: the outcome is
+    // unknown, and the payment may only ever be settled again through the second.
+    let real = stack.facilitator.url.clone();
+    let (first, first_calls) = faulty_facilitator(real.clone(), &["/verify", "/settle"]).await;
+    let (second, second_calls) = faulty_facilitator(real, &["/settle"]).await;
+    let section = format!("facilitators:\n  - url: \"{first}\"\n  - url: \"{second}\"\n");
     let gateway = Gateway::start(&with_facilitators(&stack, &section)).await;
     let (payer, _) = stack.devnet.account(4);
     let (payer_before, payee_before) = (
@@ -118,13 +147,20 @@ async fn a_payment_is_settled_only_by_the_facilitator_that_verified_it() {
     // The same payment again: reconciled through the facilitator that verified it, never the other.
     let again = get(&format!("{}/paid/once", gateway.url), &[("payment-signature", &header)]).await;
     assert!(again.status().is_server_error(), "{}", again.status());
+    assert_eq!(first_calls.lock().unwrap().get("/verify"), Some(&1));
     assert_eq!(
-        *settles.lock().unwrap(),
-        2,
+        first_calls.lock().unwrap().get("/settle"),
+        None,
+        "the first never settles it"
+    );
+    assert_eq!(second_calls.lock().unwrap().get("/verify"), Some(&1));
+    assert_eq!(
+        second_calls.lock().unwrap().get("/settle"),
+        Some(&2),
         "both settle calls went to the verifying facilitator"
     );
     let (_, settled_after, _) = stack.facilitator_calls().await;
-    assert_eq!(settled_after, settled_before, "the second facilitator never settled it");
+    assert_eq!(settled_after, settled_before, "the real facilitator never settled it");
     assert_eq!(stack.devnet.balance(payer).await, payer_before);
     assert_eq!(stack.devnet.balance(stack.pay_to).await, payee_before);
 }

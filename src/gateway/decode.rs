@@ -104,7 +104,12 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
             let c: Vec<usize> = offers
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| pp.scheme == SCHEME_EXACT && Some(o.requirement.network) == network)
+                // v1 clients pay with EIP-3009 only (Permit2 offers are not in the v1 body either).
+                .filter(|(_, o)| {
+                    pp.scheme == SCHEME_EXACT
+                        && Some(o.requirement.network) == network
+                        && o.requirement.transfer == Transfer::Eip3009
+                })
                 .map(|(i, _)| i)
                 .collect();
             if c.is_empty() {

@@ -444,11 +444,15 @@ impl Remote {
                 Ok(s) => return Settlement::Failed(s),
                 Err(error) => {
                     tracing::warn!(error = %error, facilitator = %m.client.shown, "facilitator /settle failed");
-                    // Refused at the door (no connection, credentials refused): nothing was acted on.
+                    // Refused at the door (no connection, credentials refused): nothing was acted on, and
+                    // `verify: local` routes should stop picking it until a health check finds it again.
                     let refused = matches!(
                         error,
                         FacilitatorError::Unreachable { .. } | FacilitatorError::Unauthorized { .. }
                     );
+                    if refused {
+                        m.failed();
+                    }
                     let maybe_sent = !refused || sent.is_some();
                     return Settlement::Error { error, maybe_sent };
                 }

@@ -151,9 +151,9 @@ impl Requirement {
         )
     }
 
-    /// Parses a v1 requirement (as a facilitator receives it).
+    /// Parses a v1 requirement (as a facilitator receives it). v1 knows only EIP-3009.
     pub fn from_v1(r: &v1::PaymentRequirements) -> Result<Self, Rejection> {
-        Self::from_parts(
+        let parsed = Self::from_parts(
             &r.scheme,
             &r.network,
             &r.max_amount_required,
@@ -161,7 +161,14 @@ impl Requirement {
             &r.pay_to,
             r.max_timeout_seconds,
             r.extra.as_ref(),
-        )
+        )?;
+        if parsed.transfer != Transfer::Eip3009 {
+            return Err(Rejection::new(
+                reason::INVALID_REQUIREMENTS,
+                "x402 v1 payments are EIP-3009 only; Permit2 needs x402 v2",
+            ));
+        }
+        Ok(parsed)
     }
 
     fn from_parts(

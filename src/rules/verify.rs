@@ -8,7 +8,7 @@ use alloy::primitives::{keccak256, Address, B256, U256};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
-use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement};
+use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement, Transfer};
 use crate::protocol::payment::Payment;
 use crate::protocol::permit2::{self, Permit2Payload, EXACT_PROXY};
 use crate::protocol::reason;
@@ -110,12 +110,13 @@ fn recover_signer(digest: &B256, sig: &[u8], why: &'static str) -> Result<Addres
 
 /// Checks an `exact` payment, whichever way it moves the tokens, at unix time `now`; returns the payer.
 pub fn check_payment(req: &Requirement, payment: &Payment, now: u64) -> Result<Address, Rejection> {
-    match payment {
-        Payment::Eip3009(p) => check(req, p, now),
-        Payment::Permit2(p) => {
+    match (payment, req.transfer) {
+        (Payment::Eip3009(p), Transfer::Eip3009) => check(req, p, now),
+        (Payment::Permit2(p), Transfer::Permit2) => {
             window::check_permit2(&p.authorization, now)?;
             check_permit2_terms(req, &permit2::domain(req.network.chain_id).separator(), p)
         }
+        _ => Err(other_transfer()),
     }
 }
 
@@ -126,10 +127,19 @@ pub fn check_payment_terms(
     domain_separator: &B256,
     payment: &Payment,
 ) -> Result<Address, Rejection> {
-    match payment {
-        Payment::Eip3009(p) => check_terms(req, domain_separator, p),
-        Payment::Permit2(p) => check_permit2_terms(req, domain_separator, p),
+    match (payment, req.transfer) {
+        (Payment::Eip3009(p), Transfer::Eip3009) => check_terms(req, domain_separator, p),
+        (Payment::Permit2(p), Transfer::Permit2) => check_permit2_terms(req, domain_separator, p),
+        _ => Err(other_transfer()),
     }
+}
+
+/// A payment that moves the tokens another way than its offer asks: never checked under the wrong domain.
+fn other_transfer() -> Rejection {
+    Rejection::new(
+        reason::INVALID_PAYLOAD,
+        "the payment moves the tokens another way than this offer asks (EIP-3009 vs Permit2)",
+    )
 }
 
 /// The parts of a Permit2 `exact` payment that do not depend on the clock (x402-notes §9.1, in the
@@ -348,5 +358,83 @@ mod tests {
         raw[64] = 0;
         q.signature = raw.into();
         assert!(check(&req, &q, NOW).unwrap_err().message.contains("27 or 28"));
+    }
+
+    /// The Permit2 vector of contracts/PERMIT2-RESEARCH.md §1.4 (signed as the official clients sign).
+    fn permit2_case() -> (Requirement, Permit2Payload) {
+        use crate::protocol::permit2::Permit2Authorization;
+        let token = address!("5FbDB2315678afecb367f032d93F642f64180aa3");
+        let pay_to = address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
+        let amount = U256::from(10u64).pow(U256::from(18));
+        let req = Requirement {
+            network: Network::new(31_337),
+            asset: token,
+            pay_to,
+            amount,
+            max_timeout_seconds: 60,
+            eip712_name: String::new(),
+            eip712_version: String::new(),
+            transfer: Transfer::Permit2,
+        };
+        let payload = Permit2Payload {
+            authorization: Permit2Authorization {
+                from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+                token,
+                amount,
+                spender: EXACT_PROXY,
+                nonce: U256::from(12_345_678_901_234_567_890u64),
+                deadline: U256::from(1_900_000_000u64),
+                to: pay_to,
+                valid_after: U256::ZERO,
+            },
+            signature: "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c".parse().unwrap(),
+        };
+        (req, payload)
+    }
+
+    #[test]
+    fn permit2_terms_are_checked_field_by_field_under_permit2s_domain() {
+        use crate::protocol::permit2::{domain, UPTO_PROXY};
+        let (req, good) = permit2_case();
+        let separator = domain(31_337).separator();
+        let check = |p: &Permit2Payload| check_payment_terms(&req, &separator, &Payment::Permit2(p.clone()));
+        assert_eq!(check(&good), Ok(good.authorization.from));
+        let other = address!("0000000000000000000000000000000000000001");
+        type Tamper = fn(&mut Permit2Payload, Address);
+        let cases: [(Tamper, &str); 5] = [
+            (|p, _| p.authorization.spender = UPTO_PROXY, reason::PERMIT2_SPENDER),
+            (|p, a| p.authorization.to = a, reason::PERMIT2_RECIPIENT_MISMATCH),
+            (
+                |p, _| p.authorization.amount += U256::from(1),
+                reason::PERMIT2_AMOUNT_MISMATCH,
+            ),
+            (|p, a| p.authorization.token = a, reason::PERMIT2_TOKEN_MISMATCH),
+            // Signed for another nonce: recovers to someone else.
+            (|p, _| p.authorization.nonce += U256::from(1), reason::PERMIT2_SIGNATURE),
+        ];
+        for (tamper, expected) in cases {
+            let mut p = good.clone();
+            tamper(&mut p, other);
+            assert_eq!(check(&p).unwrap_err().reason, expected);
+        }
+        // Under another domain (the token's, as for EIP-3009) the signature is not the payer's.
+        let token_domain = req.domain().separator();
+        let wrong = check_payment_terms(&req, &token_domain, &Payment::Permit2(good.clone()));
+        assert_eq!(wrong.unwrap_err().reason, reason::PERMIT2_SIGNATURE);
+        // A Permit2 payment for an EIP-3009 offer is never checked at all.
+        let eip3009 = Requirement {
+            transfer: Transfer::Eip3009,
+            ..req.clone()
+        };
+        let mixed = check_payment_terms(&eip3009, &separator, &Payment::Permit2(good.clone()));
+        assert_eq!(mixed.unwrap_err().reason, reason::INVALID_PAYLOAD);
+        // The window: a deadline 6 s or less away, and a validAfter still to come.
+        assert!(check_payment(&req, &Payment::Permit2(good.clone()), 1_900_000_000 - 6).is_ok());
+        let late = check_payment(&req, &Payment::Permit2(good.clone()), 1_900_000_000 - 5);
+        assert_eq!(late.unwrap_err().reason, reason::PERMIT2_DEADLINE_EXPIRED);
+        let mut early = good;
+        early.authorization.valid_after = U256::from(1_800_000_001u64);
+        let early = check_payment(&req, &Payment::Permit2(early), 1_800_000_000);
+        assert_eq!(early.unwrap_err().reason, reason::PERMIT2_NOT_YET_VALID);
     }
 }

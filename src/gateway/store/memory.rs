@@ -193,16 +193,19 @@ impl MemoryStore {
     fn shard(&self, id: &AuthorizationId, now: u64) -> MutexGuard<'_, Shard> {
         let i = (self.hasher.hash_one(id) % SHARDS as u64) as usize;
         let mut shard = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
-        if now >= shard.next_sweep {
+        if due(&shard, now) {
             self.sweep(&mut shard, now);
         }
         shard
     }
 
-    /// Forgets the shard's expired claims.
+    /// Forgets the shard's expired claims, and failed attempts: they hold nothing and nothing reads them
+    /// here, so they must not take room from live claims.
     fn sweep(&self, shard: &mut Shard, now: u64) {
         let before = shard.claims.len();
-        shard.claims.retain(|_, h| now < h.expires_at);
+        shard
+            .claims
+            .retain(|_, h| now < h.expires_at && !matches!(h.state, State::Failed(_)));
         let gone = before - shard.claims.len();
         if gone > 0 {
             self.live.fetch_sub(gone as u64, Ordering::Relaxed);
@@ -213,13 +216,22 @@ impl MemoryStore {
         shard.next_sweep = now.saturating_add(1);
     }
 
-    /// Sweeps every shard now (the store looks full: some of it may have expired).
+    /// Sweeps every shard whose time has come (the store looks full: some of it may have expired). At
+    /// most once a second per shard, so a store that stays full is not rescanned on every request.
     fn sweep_all(&self, now: u64) {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            self.sweep(&mut shard, now);
+            if due(&shard, now) {
+                self.sweep(&mut shard, now);
+            }
         }
     }
+}
+
+/// Whether a shard is due a sweep: its second has passed, or the clock went back (a sweep scheduled on
+/// the old clock would otherwise wait out the step).
+fn due(shard: &Shard, now: u64) -> bool {
+    now >= shard.next_sweep || now.saturating_add(1) < shard.next_sweep
 }
 
 #[async_trait]
@@ -381,6 +393,48 @@ mod tests {
         assert_eq!(store.entries(), Some(2));
         assert_eq!(store.get(&id(0), NOW + 11).await.unwrap(), None);
         assert!(store.get(&id(2), NOW + 11).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_make_room() {
+        let store = MemoryStore::new(2, Clock::fixed(NOW));
+        let failed = record(ClaimState::Failed { reason: "x".into() }, NOW + 600);
+        store.insert(&id(1), failed, NOW).await.unwrap();
+        store
+            .insert(&id(2), record(ClaimState::InFlight, NOW + 600), NOW)
+            .await
+            .unwrap();
+        assert_eq!(store.entries(), Some(2));
+        // Full: the sweep a second later drops the failed attempt, which held nothing.
+        let third = record(ClaimState::InFlight, NOW + 600);
+        assert_eq!(store.insert(&id(3), third, NOW + 1).await.unwrap(), Insert::Inserted);
+        assert_eq!(store.entries(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_clock_stepped_back_does_not_postpone_sweeps() {
+        let store = MemoryStore::new(2, Clock::fixed(NOW));
+        let shard_of = |n: u64| store.hasher.hash_one(id(n)) % SHARDS as u64;
+        // A claim whose shard was swept at NOW (next sweep NOW + 1), then, an hour back, another claim
+        // in the same shard that expires ten seconds later.
+        store
+            .insert(&id(1), record(ClaimState::InFlight, NOW + 600), NOW)
+            .await
+            .unwrap();
+        let same = (2..1000).find(|&n| shard_of(n) == shard_of(1)).unwrap();
+        let back = NOW - 3600;
+        store
+            .insert(&id(same), record(ClaimState::InFlight, back + 10), back)
+            .await
+            .unwrap();
+        assert_eq!(store.entries(), Some(2));
+        // Full at back + 11: the expired one is swept, not kept until the clock reaches NOW + 1.
+        let next = record(ClaimState::InFlight, back + 600);
+        assert_eq!(
+            store.insert(&id(5000), next, back + 11).await.unwrap(),
+            Insert::Inserted
+        );
+        assert_eq!(store.get(&id(same), back + 11).await.unwrap(), None);
     }
 
     #[tokio::test]
