@@ -226,14 +226,13 @@ impl FacilitatorClient {
                 (h, None) => h.unwrap_or_default().to_owned(),
                 (None, Some(_)) => String::new(),
             };
-            let bearer = key
+            let mut bearer = key
                 .token(method.as_str(), &host, target.path(), unix_now())
                 .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
                 .ok_or_else(|| FacilitatorError::Unreachable {
                     url: url.clone(),
                     message: "could not sign a CDP token (no system randomness)".to_owned(),
                 })?;
-            let mut bearer = bearer;
             bearer.set_sensitive(true);
             rb = rb.header(AUTHORIZATION, bearer);
         }

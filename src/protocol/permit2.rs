@@ -97,11 +97,6 @@ struct WireWitness {
 }
 
 impl Permit2Payload {
-    /// Whether a scheme payload is a Permit2 one (it carries `permit2Authorization`).
-    pub fn is_permit2(payload: &Value) -> bool {
-        payload.get("permit2Authorization").is_some()
-    }
-
     /// Parses the `payload` object of a Permit2 `exact` payment: addresses, decimal integers and a hex
     /// signature, each checked once.
     pub fn parse(payload: &Value) -> Result<Self, Rejection> {
@@ -266,7 +261,6 @@ mod tests {
             }
         });
         let mut p = Permit2Payload::parse(&payload).unwrap();
-        assert!(Permit2Payload::is_permit2(&payload));
         assert_eq!(p.authorization.nonce, U256::MAX);
         let digest = signing_hash(&domain(network.chain_id).separator(), &p.authorization);
         p.signature = signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec().into();
