@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::json;
-use x402_gateway::protocol::exact::Requirement;
+use x402_gateway::protocol::exact::{Requirement, Scheme};
 use x402_gateway::protocol::network::Network;
 
 const CONCURRENCY: usize = 16;
@@ -143,6 +143,7 @@ async fn main() {
         .parse()
         .unwrap();
     let req = Requirement {
+        scheme: Scheme::Exact,
         network: Network::new(31_337),
         asset: ASSET.parse().unwrap(),
         pay_to: PAY_TO.parse::<Address>().unwrap(),

@@ -7,7 +7,7 @@ use alloy::primitives::{Address, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
 use support::{python_sign, Devnet, Facilitator};
-use x402_gateway::protocol::exact::Requirement;
+use x402_gateway::protocol::exact::{Requirement, Scheme};
 use x402_gateway::protocol::network::Network;
 
 const PRICE: u64 = 1000;
@@ -53,6 +53,7 @@ fn sign_raw_with_nonce(
 ) -> Value {
     let signer: PrivateKeySigner = key.parse().unwrap();
     let req = Requirement {
+        scheme: Scheme::Exact,
         network: Network::new(devnet.state.chain_id),
         asset: devnet.asset(),
         pay_to,

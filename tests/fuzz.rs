@@ -12,7 +12,7 @@ use alloy::primitives::{B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
 use x402_gateway::gateway::decode;
-use x402_gateway::protocol::exact::Requirement;
+use x402_gateway::protocol::exact::{Requirement, Scheme};
 use x402_gateway::protocol::network::Network;
 use x402_gateway::rules::offer::Offer;
 use x402_gateway::rules::routes::{Matching, NormalPath, PathPattern};
@@ -172,6 +172,7 @@ fn fuzz(name: &str, mut one: impl FnMut(&mut Rng) -> (String, Vec<u8>)) {
 
 fn requirement() -> Requirement {
     Requirement {
+        scheme: Scheme::Exact,
         network: Network::new(8453),
         asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".parse().unwrap(),
         pay_to: "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC".parse().unwrap(),

@@ -7,7 +7,7 @@ use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
 use support::{decode_header, encode_header, get, node, python, python_sign, run_client, Stack};
-use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement};
+use x402_gateway::protocol::exact::{Authorization, ExactPayload, Requirement, Scheme};
 
 const PRICE: u64 = 1000;
 
@@ -42,6 +42,7 @@ fn sign(stack: &Stack, key: &str, tweak: impl Fn(&mut Requirement, &mut Authoriz
     let signer: PrivateKeySigner = key.parse().unwrap();
     let now = support::now();
     let mut req = Requirement {
+        scheme: Scheme::Exact,
         network: x402_gateway::protocol::network::Network::new(stack.devnet.state.chain_id),
         asset: stack.devnet.asset(),
         pay_to: stack.pay_to,

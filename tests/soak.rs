@@ -13,7 +13,7 @@ use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::json;
 use support::{encode_header, Stack};
-use x402_gateway::protocol::exact::Requirement;
+use x402_gateway::protocol::exact::{Requirement, Scheme};
 use x402_gateway::protocol::network::Network;
 
 /// Resident memory of a process, in KiB.
@@ -47,6 +47,7 @@ async fn soak_mixed_load_through_the_sqlite_store() {
     let pid = stack.gateway.proc.child.id();
     let gw = stack.gateway.url.clone();
     let req = Requirement {
+        scheme: Scheme::Exact,
         network: Network::new(stack.devnet.state.chain_id),
         asset: stack.devnet.asset(),
         pay_to: stack.pay_to,

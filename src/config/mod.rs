@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::primitives::Address;
 use http::{HeaderName, HeaderValue, Method};
 
 use crate::core::secret::Secret;
@@ -177,6 +178,8 @@ pub struct FacilitatorSettings {
     pub headers: Vec<(HeaderName, Secret)>,
     /// A CDP API key that signs a token for every call (`auth: cdp`).
     pub cdp: Option<Arc<CdpKey>>,
+    /// The account it settles `upto` payments from, if it settles them.
+    pub address: Option<Address>,
 }
 
 impl FacilitatorSettings {
@@ -190,6 +193,7 @@ impl FacilitatorSettings {
         };
         let key = |f: &FacilitatorSettings| f.cdp.as_ref().map(|k| (k.id().to_owned(), k.public_key()));
         self.url == other.url
+            && self.address == other.address
             && self.timeout == other.timeout
             && headers(self) == headers(other)
             && key(self) == key(other)

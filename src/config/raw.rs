@@ -109,6 +109,9 @@ pub struct RawFacilitator {
     /// `auth: cdp`: the API key's secret, or a file holding it.
     pub key_secret: Option<Text>,
     pub key_secret_file: Option<Text>,
+    /// The account this facilitator settles `upto` payments from (its `/supported` upto kinds'
+    /// `extra.facilitatorAddress`): the payer signs it, and only it can settle.
+    pub address: Option<Text>,
 }
 
 /// `auth:` of a facilitator.
@@ -145,11 +148,15 @@ pub enum DefaultAction {
     Deny,
 }
 
-/// `price:` either `"$0.001"` or `{amount, asset}`.
+/// `price:`: `"$0.001"`, `{amount, asset}` (atomic units), or metered: `{upto: "$0.10", min?}` or
+/// `{upto: "100000", asset, min?}`.
 #[derive(Debug)]
 pub enum RawPrice {
     Usd(Text),
     Atomic { amount: Text, asset: Text },
+    /// `upto`: a maximum the payer authorises; the upstream says what each call cost. `asset` makes
+    /// `upto` and `min` atomic units of it; without it they are dollar strings.
+    Upto { max: Text, asset: Option<Text>, min: Option<Text> },
 }
 
 impl<'de> Deserialize<'de> for RawPrice {
@@ -161,16 +168,29 @@ impl<'de> Deserialize<'de> for RawPrice {
             asset: Text,
         }
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Upto {
+            upto: Text,
+            asset: Option<Text>,
+            min: Option<Text>,
+        }
+        #[derive(Deserialize)]
         #[serde(untagged)]
         enum Either {
             Usd(Text),
             Atomic(Atomic),
+            Upto(Upto),
         }
         match Either::deserialize(d).map_err(|_| {
-            D::Error::custom("price must be a dollar string like \"$0.001\" or {amount: \"1000\", asset: \"eip155:8453/erc20:0x…\"} (atomic units)")
+            D::Error::custom("price must be a dollar string like \"$0.001\", {amount: \"1000\", asset: \"eip155:8453/erc20:0x…\"} (atomic units), or metered: {upto: \"$0.10\", min: \"$0.001\"} (min optional; with `asset:`, atomic units)")
         })? {
             Either::Usd(t) => Ok(RawPrice::Usd(t)),
             Either::Atomic(a) => Ok(RawPrice::Atomic { amount: a.amount, asset: a.asset }),
+            Either::Upto(u) => Ok(RawPrice::Upto {
+                max: u.upto,
+                asset: u.asset,
+                min: u.min,
+            }),
         }
     }
 }

@@ -64,6 +64,8 @@ pub(super) struct Defaults {
     pub(super) case_sensitive: bool,
     /// `mode:` of routes that set none.
     pub(super) mode: Mode,
+    /// Who settles `upto` payments: the first facilitator with an `address`.
+    pub(super) upto_facilitator: Option<Address>,
 }
 
 pub(super) struct Resolver<'a> {
@@ -211,6 +213,7 @@ impl Resolver<'_> {
             max_timeout: raw.max_timeout_seconds.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
             case_sensitive: raw.case_sensitive.unwrap_or(false),
             mode: raw.mode.unwrap_or_default(),
+            upto_facilitator: facilitators.iter().flatten().find_map(|f| f.address),
         };
         let routes: Vec<Option<Route>> = raw
             .routes
@@ -411,11 +414,16 @@ impl Resolver<'_> {
             }
         }
         let cdp = self.cdp_key(f, base);
+        let address = match &f.address {
+            Some(t) => self.address(t, &at("address")).map(Some),
+            None => Some(None),
+        };
         Some(FacilitatorSettings {
             url: url?,
             timeout: timeout?,
             headers: headers?,
             cdp: cdp?,
+            address: address?,
         })
     }
 

@@ -5,11 +5,11 @@ use alloy::primitives::U256;
 use http::Method;
 
 use super::locate::PathPart::{Index, Key};
-use super::raw::{RawPrice, RawRoute};
+use super::raw::{RawPrice, RawRoute, Text};
 use super::resolve::{Defaults, Resolver, DEFAULT_UPSTREAM};
 use crate::core::money::UsdPrice;
 use crate::protocol::assets::{self, Asset};
-use crate::protocol::exact::{parse_address, parse_decimal, Requirement};
+use crate::protocol::exact::{parse_address, parse_decimal, Requirement, Scheme, Transfer};
 use crate::protocol::network::Network;
 use crate::rules::offer::Offer;
 use crate::rules::routes::{HostPattern, Matching, PathPattern};
@@ -122,11 +122,23 @@ impl Resolver<'_> {
         let priced = self.priced(r, price, i, d);
         let (pay_to, max_timeout_seconds, priced) = (pay_to?, max_timeout_seconds?, priced?);
         let mut offers: Vec<Offer> = Vec::new();
-        for (asset, amount) in priced {
+        for (asset, amount, min) in priced {
             if amount.is_zero() {
                 return self.fail(&at("price"), "the price is zero: use `free: true` for free routes");
             }
+            if min > amount {
+                return self.fail(&at("price"), "`min` is above `upto`: the least charge cannot exceed the maximum");
+            }
+            // `upto` always moves the tokens through Permit2, whatever the asset's own method.
+            let (scheme, transfer) = match (price, d.upto_facilitator) {
+                (RawPrice::Upto { .. }, Some(facilitator)) => (Scheme::Upto { facilitator }, Transfer::Permit2),
+                (RawPrice::Upto { .. }, None) => {
+                    return self.fail(&at("price"), "an `upto` price is settled by one facilitator, whose address the payer signs: set `address:` on that facilitator (the `extra.facilitatorAddress` its /supported lists for upto)")
+                }
+                _ => (Scheme::Exact, asset.transfer),
+            };
             let requirement = Requirement {
+                scheme,
                 network: Network::new(asset.chain_id),
                 asset: asset.address,
                 pay_to,
@@ -134,12 +146,12 @@ impl Resolver<'_> {
                 max_timeout_seconds,
                 eip712_name: asset.eip712_name.clone(),
                 eip712_version: asset.eip712_version.clone(),
-                transfer: asset.transfer,
+                transfer,
             };
             if offers.iter().any(|o| o.requirement == requirement) {
                 continue;
             }
-            offers.push(Offer::new(requirement, asset.symbol.clone(), asset.decimals));
+            offers.push(Offer::new(requirement, asset.symbol.clone(), asset.decimals).with_min(min));
         }
         Some(Pricing::new(
             offers,
@@ -155,12 +167,48 @@ impl Resolver<'_> {
         ))
     }
 
-    /// Each asset the price is payable in, with the amount in its atomic units.
-    fn priced(&mut self, r: &RawRoute, price: &RawPrice, i: usize, d: &Defaults) -> Option<Vec<(Asset, U256)>> {
+    /// Each asset the price is payable in, with the amount (for `upto`, the maximum) and the least charge
+    /// (zero but for `upto` with `min`) in its atomic units.
+    fn priced(
+        &mut self,
+        r: &RawRoute,
+        price: &RawPrice,
+        i: usize,
+        d: &Defaults,
+    ) -> Option<Vec<(Asset, U256, U256)>> {
+        let (amount, asset, min) = match price {
+            RawPrice::Usd(s) => (s, None, None),
+            RawPrice::Atomic { amount, asset } => (amount, Some(asset), None),
+            RawPrice::Upto { max, asset, min } => (max, asset.as_ref(), min.as_ref()),
+        };
+        let amounts = self.amounts(r, amount, asset, i, d)?;
+        let mins = match min {
+            Some(m) => self.amounts(r, m, asset, i, d)?,
+            None => Vec::new(),
+        };
+        Some(
+            amounts
+                .into_iter()
+                .enumerate()
+                .map(|(k, (asset, amount))| (asset, amount, mins.get(k).map_or(U256::ZERO, |m| m.1)))
+                .collect(),
+        )
+    }
+
+    /// A price written as `amount` (a dollar string, or atomic units of `asset`) in each asset it is
+    /// payable in.
+    fn amounts(
+        &mut self,
+        r: &RawRoute,
+        amount: &Text,
+        asset: Option<&Text>,
+        i: usize,
+        d: &Defaults,
+    ) -> Option<Vec<(Asset, U256)>> {
         let at = |k: &'static str| [Key("routes"), Index(i), Key(k)];
-        match price {
-            RawPrice::Usd(s) => {
-                let s = self.text(s, &at("price"))?;
+        match asset {
+            None => {
+                let s = self.text(amount, &at("price"))?;
                 let usd = match UsdPrice::parse(&s) {
                     Ok(u) => u,
                     Err(e) => return self.fail(&at("price"), e.to_string()),
@@ -190,7 +238,7 @@ impl Resolver<'_> {
                 }
                 Some(out)
             }
-            RawPrice::Atomic { amount, asset } => {
+            Some(asset) => {
                 if r.accepts.is_some() {
                     return self.fail(
                         &at("accepts"),

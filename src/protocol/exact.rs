@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::network::Network;
-use super::{reason, v1, v2, Version, SCHEME_EXACT};
+use super::{reason, v1, v2, Version, SCHEME_EXACT, SCHEME_UPTO};
 
 sol! {
     /// EIP-3009's signed message; field order is part of the type hash.
@@ -59,9 +59,32 @@ pub enum Transfer {
     Permit2,
 }
 
-/// A typed `exact` requirement: what the server asks for, independent of the protocol version.
+/// How much of the amount is taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `exact`: the amount, no more, no less.
+    #[default]
+    Exact,
+    /// `upto` (x402-notes §14): the amount is a maximum; the server settles what the call cost, through
+    /// the Permit2 upto proxy, from `facilitator` (the only account the payer lets settle it).
+    Upto { facilitator: Address },
+}
+
+impl Scheme {
+    /// The wire name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::Exact => SCHEME_EXACT,
+            Scheme::Upto { .. } => SCHEME_UPTO,
+        }
+    }
+}
+
+/// A typed requirement: what the server asks for, independent of the protocol version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
+    /// `exact`, or `upto` (then `amount` is the maximum and `transfer` is Permit2).
+    pub scheme: Scheme,
     pub network: Network,
     pub asset: Address,
     pub pay_to: Address,
@@ -82,6 +105,9 @@ impl Requirement {
         if self.transfer == Transfer::Permit2 {
             m.insert("assetTransferMethod".into(), json!(PERMIT2_TRANSFER_METHOD));
         }
+        if let Scheme::Upto { facilitator } = self.scheme {
+            m.insert("facilitatorAddress".into(), json!(facilitator.to_string()));
+        }
         // A Permit2 payment does not use them; clients only read them for a token's own EIP-2612 permit.
         if !self.eip712_name.is_empty() || self.transfer == Transfer::Eip3009 {
             m.insert("name".into(), json!(self.eip712_name));
@@ -93,7 +119,7 @@ impl Requirement {
     /// The v2 wire form.
     pub fn to_v2(&self) -> v2::PaymentRequirements {
         v2::PaymentRequirements {
-            scheme: SCHEME_EXACT.into(),
+            scheme: self.scheme.name().into(),
             network: self.network.caip2(),
             amount: self.amount.to_string(),
             asset: self.asset.to_string(),
@@ -181,23 +207,34 @@ impl Requirement {
         extra: Option<&Map<String, Value>>,
     ) -> Result<Self, Rejection> {
         let bad = |what: &str| Rejection::new(reason::INVALID_REQUIREMENTS, what.to_owned());
-        if scheme != SCHEME_EXACT {
-            return Err(Rejection::new(
-                reason::INVALID_SCHEME,
-                format!("scheme {scheme:?} is not supported; only \"exact\""),
-            ));
-        }
+        let field = |k: &str| extra.and_then(|e| e.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let scheme = match scheme {
+            SCHEME_EXACT => Scheme::Exact,
+            SCHEME_UPTO => Scheme::Upto {
+                facilitator: field("facilitatorAddress")
+                    .as_deref()
+                    .and_then(parse_address)
+                    .ok_or_else(|| bad("an upto requirement needs extra.facilitatorAddress, a 0x-prefixed address"))?,
+            },
+            _ => {
+                return Err(Rejection::new(
+                    reason::INVALID_SCHEME,
+                    format!("scheme {scheme:?} is not supported; \"exact\" or \"upto\""),
+                ))
+            }
+        };
         let network = Network::parse(network).ok_or_else(|| {
             Rejection::new(
                 reason::INVALID_NETWORK,
                 format!("network {network:?} is not an EVM network this server knows"),
             )
         })?;
-        let field = |k: &str| extra.and_then(|e| e.get(k)).and_then(Value::as_str).map(str::to_owned);
-        let transfer = match field("assetTransferMethod").as_deref() {
-            None | Some("eip3009") => Transfer::Eip3009,
-            Some(PERMIT2_TRANSFER_METHOD) => Transfer::Permit2,
-            Some(other) => {
+        // `upto` always moves the tokens through Permit2.
+        let transfer = match (field("assetTransferMethod").as_deref(), scheme) {
+            (None, Scheme::Upto { .. }) | (Some(PERMIT2_TRANSFER_METHOD), _) => Transfer::Permit2,
+            (None | Some("eip3009"), Scheme::Exact) => Transfer::Eip3009,
+            (Some("eip3009"), Scheme::Upto { .. }) => return Err(bad("upto is paid through Permit2, not EIP-3009")),
+            (Some(other), _) => {
                 return Err(bad(&format!(
                     "extra.assetTransferMethod {other:?} is not supported; \"eip3009\" or \"permit2\""
                 )))
@@ -214,6 +251,7 @@ impl Requirement {
             }
         };
         Ok(Requirement {
+            scheme,
             network,
             asset: parse_address(asset).ok_or_else(|| bad("asset is not a 0x-prefixed 20-byte address"))?,
             pay_to: parse_address(pay_to).ok_or_else(|| bad("payTo is not a 0x-prefixed 20-byte address"))?,

@@ -30,6 +30,18 @@ impl FacilitatorRequest {
     }
 }
 
+impl EncodedRequest {
+    /// The `/settle` request of an `upto` payment that cost `amount`: the same payment, with the
+    /// requirement's `amount` (the maximum at `/verify`) replaced by the charge, as the spec has the
+    /// resource server send it. `None` if these bytes are not a facilitator request.
+    pub fn charging(&self, amount: alloy::primitives::U256) -> Option<EncodedRequest> {
+        let mut req: FacilitatorRequest = serde_json::from_slice(&self.body).ok()?;
+        let slot = req.payment_requirements.get_mut("amount")?;
+        *slot = Value::String(amount.to_string());
+        Some(req.encode())
+    }
+}
+
 /// A facilitator request as bytes on the wire, with its SHA-256, which identifies one payment on one
 /// requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +92,9 @@ pub struct SettleResponse {
     /// Same spelling as the request used.
     #[serde(default)]
     pub network: String,
+    /// `upto`: what was charged, in atomic units (`"0"` when nothing was sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<String>,
 }
 
 impl SettleResponse {
@@ -98,6 +113,7 @@ impl SettleResponse {
             payer,
             transaction,
             network,
+            amount: None,
         }
     }
 
@@ -110,6 +126,7 @@ impl SettleResponse {
             payer,
             transaction,
             network,
+            amount: None,
         }
     }
 

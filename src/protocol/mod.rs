@@ -15,8 +15,10 @@ pub mod permit2;
 pub mod v1;
 pub mod v2;
 
-/// The only scheme this gateway speaks.
+/// The fixed-price scheme.
 pub const SCHEME_EXACT: &str = "exact";
+/// The metered scheme: the payer authorises a maximum, the server settles what the call cost.
+pub const SCHEME_UPTO: &str = "upto";
 
 /// Request header carrying a v2 payment.
 pub const HEADER_PAYMENT_SIGNATURE: &str = "payment-signature";
@@ -105,4 +107,9 @@ pub mod reason {
     pub const PERMIT2_SIMULATION_FAILED: &str = "permit2_simulation_failed";
     pub const PERMIT2_INSUFFICIENT_BALANCE: &str = "permit2_insufficient_balance";
     pub const PERMIT2_INVALID_NONCE: &str = "permit2_invalid_nonce";
+    // `upto` (the TS SDK's strings).
+    pub const UPTO_INVALID_SCHEME: &str = "invalid_upto_evm_scheme";
+    pub const UPTO_FACILITATOR_MISMATCH: &str = "upto_facilitator_mismatch";
+    pub const UPTO_SETTLEMENT_EXCEEDS_AMOUNT: &str = "invalid_upto_evm_payload_settlement_exceeds_amount";
+    pub const UPTO_TRANSACTION_FAILED: &str = "invalid_upto_evm_transaction_failed";
 }

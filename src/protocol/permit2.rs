@@ -2,6 +2,8 @@
 //! payer signs a `PermitWitnessTransferFrom` under Permit2's EIP-712 domain (no version) whose spender is
 //! the x402 exact proxy and whose witness names the recipient; the proxy moves the tokens. The contract
 //! addresses are the same on every chain (CREATE2), so they are facts of the protocol, not configuration.
+//! `upto` is the same payload with one more witness field, the facilitator allowed to settle it, and the
+//! upto proxy as spender.
 
 use alloy::primitives::{address, keccak256, Address, Bytes, B256, U256};
 use alloy::sol;
@@ -44,7 +46,34 @@ sol! {
     }
 }
 
-/// A Permit2 `exact` authorization, typed.
+/// `upto`'s EIP-712 types: the same names as `exact`'s (they are part of the type hash), with the
+/// facilitator in the witness.
+mod upto {
+    use alloy::sol;
+
+    sol! {
+        struct TokenPermissions {
+            address token;
+            uint256 amount;
+        }
+
+        struct Witness {
+            address to;
+            address facilitator;
+            uint256 validAfter;
+        }
+
+        struct PermitWitnessTransferFrom {
+            TokenPermissions permitted;
+            address spender;
+            uint256 nonce;
+            uint256 deadline;
+            Witness witness;
+        }
+    }
+}
+
+/// A Permit2 authorization (`exact`, or `upto` when the witness names a facilitator), typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permit2Authorization {
     pub from: Address,
@@ -56,9 +85,11 @@ pub struct Permit2Authorization {
     pub deadline: U256,
     pub to: Address,
     pub valid_after: U256,
+    /// `upto` only: the one account that may settle it (`msg.sender` of the proxy call).
+    pub facilitator: Option<Address>,
 }
 
-/// A Permit2 `exact` payload: the authorization and the payer's 65-byte signature.
+/// A Permit2 payload: the authorization and the payer's 65-byte signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permit2Payload {
     pub authorization: Permit2Authorization,
@@ -93,6 +124,8 @@ struct WirePermitted {
 #[serde(rename_all = "camelCase")]
 struct WireWitness {
     to: String,
+    #[serde(default)]
+    facilitator: Option<String>,
     valid_after: String,
 }
 
@@ -123,6 +156,10 @@ impl Permit2Payload {
                 deadline: int(&a.deadline, "deadline")?,
                 to: addr(&a.witness.to, "witness.to")?,
                 valid_after: int(&a.witness.valid_after, "witness.validAfter")?,
+                facilitator: match &a.witness.facilitator {
+                    Some(f) => Some(addr(f, "witness.facilitator")?),
+                    None => None,
+                },
             },
             signature,
         })
@@ -130,7 +167,30 @@ impl Permit2Payload {
 }
 
 impl Permit2Authorization {
-    /// The signed message.
+    /// The EIP-712 struct hash of the signed message, under the `upto` types when the witness names a
+    /// facilitator.
+    pub fn struct_hash(&self) -> B256 {
+        match self.facilitator {
+            None => self.to_sol().eip712_hash_struct(),
+            Some(facilitator) => upto::PermitWitnessTransferFrom {
+                permitted: upto::TokenPermissions {
+                    token: self.token,
+                    amount: self.amount,
+                },
+                spender: self.spender,
+                nonce: self.nonce,
+                deadline: self.deadline,
+                witness: upto::Witness {
+                    to: self.to,
+                    facilitator,
+                    validAfter: self.valid_after,
+                },
+            }
+            .eip712_hash_struct(),
+        }
+    }
+
+    /// The signed message of an `exact` authorization (the facilitator is not part of it).
     pub fn to_sol(&self) -> PermitWitnessTransferFrom {
         PermitWitnessTransferFrom {
             permitted: TokenPermissions {
@@ -176,7 +236,7 @@ pub fn signing_hash(domain_separator: &B256, auth: &Permit2Authorization) -> B25
     let mut buf = [0u8; 66];
     buf[..2].copy_from_slice(&[0x19, 0x01]);
     buf[2..34].copy_from_slice(domain_separator.as_slice());
-    buf[34..].copy_from_slice(auth.to_sol().eip712_hash_struct().as_slice());
+    buf[34..].copy_from_slice(auth.struct_hash().as_slice());
     keccak256(buf)
 }
 
@@ -221,6 +281,7 @@ mod tests {
             deadline: U256::from(1_900_000_000u64),
             to: address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
             valid_after: U256::ZERO,
+            facilitator: None,
         };
         let separator = domain(31_337).separator();
         assert_eq!(
@@ -239,6 +300,52 @@ mod tests {
         let sig: Bytes = "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c".parse().unwrap();
         let sig = alloy::primitives::Signature::try_from(sig.as_ref()).unwrap();
         assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), auth.from);
+    }
+
+    /// The same vector's `upto` column: the witness names the facilitator and the spender is the upto
+    /// proxy.
+    #[test]
+    fn the_upto_digest_matches_the_official_clients_vector() {
+        let auth = Permit2Authorization {
+            from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+            token: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
+            amount: U256::from(10u64).pow(U256::from(18)),
+            spender: UPTO_PROXY,
+            nonce: U256::from(12_345_678_901_234_567_890u64),
+            deadline: U256::from(1_900_000_000u64),
+            to: address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+            valid_after: U256::ZERO,
+            facilitator: Some(address!("90F79bf6EB2c4f870365E785982E1f101E93b906")),
+        };
+        let digest = signing_hash(&domain(31_337).separator(), &auth);
+        assert_eq!(
+            digest,
+            "0xe802b40b1aa0451ee01554e987b490f3b378c1adca01571c7f7f8585839fdd43"
+                .parse::<B256>()
+                .unwrap()
+        );
+        let sig: Bytes = "0x04bf9b81f1d95576f2f9adfc4075a3243fed0de0d2cbef2d481f3ed9c48594970db8cd446c348a650305b65937ed9005034e3dbf33ee6eec17b5f2c10a093fc91b".parse().unwrap();
+        let sig = alloy::primitives::Signature::try_from(sig.as_ref()).unwrap();
+        assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), auth.from);
+        assert_eq!(
+            upto::PermitWitnessTransferFrom::eip712_type_hash(&upto::PermitWitnessTransferFrom {
+                permitted: upto::TokenPermissions {
+                    token: Address::ZERO,
+                    amount: U256::ZERO
+                },
+                spender: Address::ZERO,
+                nonce: U256::ZERO,
+                deadline: U256::ZERO,
+                witness: upto::Witness {
+                    to: Address::ZERO,
+                    facilitator: Address::ZERO,
+                    validAfter: U256::ZERO
+                },
+            }),
+            "0x51dff6974ad4388c499e7fcfe838d2bd767162553a144098ce20ea661d70c2ee"
+                .parse::<B256>()
+                .unwrap()
+        );
     }
 
     #[test]

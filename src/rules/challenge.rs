@@ -209,7 +209,7 @@ pub fn is_browser(headers: &http::HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::exact::Requirement;
+    use crate::protocol::exact::{Requirement, Scheme};
     use crate::protocol::network::Network;
     use alloy::primitives::{Address, U256};
 
@@ -219,6 +219,7 @@ mod tests {
             .map(|&id| {
                 Offer::new(
                     Requirement {
+                        scheme: Scheme::Exact,
                         network: Network::new(id),
                         asset: Address::repeat_byte(1),
                         pay_to: Address::repeat_byte(2),

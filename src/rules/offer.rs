@@ -1,7 +1,7 @@
 //! One way to pay a route: the typed requirement, what a person needs to read it, and the work that does
 //! not depend on the request (the EIP-712 domain separator) done once.
 
-use alloy::primitives::B256;
+use alloy::primitives::{B256, U256};
 
 use crate::core::money::format_units;
 use crate::protocol::exact::{Requirement, Transfer};
@@ -18,6 +18,8 @@ pub struct Offer {
     /// The EIP-712 domain separator the payer signs under, computed once: the token's (EIP-3009) or
     /// Permit2's on the chain.
     pub domain_separator: B256,
+    /// `upto`: the least a successful call is charged, in atomic units (zero unless configured).
+    pub min: U256,
 }
 
 impl Offer {
@@ -32,7 +34,14 @@ impl Offer {
             symbol,
             decimals,
             domain_separator,
+            min: U256::ZERO,
         }
+    }
+
+    /// The same offer with `min` as its least charge.
+    pub fn with_min(mut self, min: U256) -> Self {
+        self.min = min;
+        self
     }
 
     /// `0.001 USDC on eip155:8453`.

@@ -8,9 +8,9 @@ use alloy::primitives::{keccak256, Address, B256, U256};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
-use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement, Transfer};
+use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement, Scheme, Transfer};
 use crate::protocol::payment::Payment;
-use crate::protocol::permit2::{self, Permit2Payload, EXACT_PROXY};
+use crate::protocol::permit2::{self, Permit2Payload, EXACT_PROXY, UPTO_PROXY};
 use crate::protocol::reason;
 use crate::rules::window;
 
@@ -150,12 +150,30 @@ fn check_permit2_terms(
     payment: &Permit2Payload,
 ) -> Result<Address, Rejection> {
     let auth = &payment.authorization;
-    if auth.spender != EXACT_PROXY {
+    let (spender, facilitator) = match req.scheme {
+        Scheme::Exact => (EXACT_PROXY, None),
+        Scheme::Upto { facilitator } => (UPTO_PROXY, Some(facilitator)),
+    };
+    if auth.spender != spender {
         return Err(Rejection::new(
             reason::PERMIT2_SPENDER,
             format!(
-                "the spender is {}, not the x402 exact proxy {EXACT_PROXY}",
-                auth.spender
+                "the spender is {}, not the x402 {} proxy {spender}",
+                auth.spender,
+                req.scheme.name()
+            ),
+        ));
+    }
+    // An `upto` witness names who may settle it; an `exact` one names nobody (the type hash differs).
+    if auth.facilitator != facilitator {
+        let named = |a: Option<Address>| a.map_or_else(|| "no facilitator".to_owned(), |a| a.to_string());
+        return Err(Rejection::new(
+            reason::UPTO_FACILITATOR_MISMATCH,
+            format!(
+                "witness.facilitator is {}, this resource's {} offer names {}",
+                named(auth.facilitator),
+                req.scheme.name(),
+                named(facilitator)
             ),
         ));
     }
@@ -208,6 +226,7 @@ mod tests {
 
     fn requirement() -> Requirement {
         Requirement {
+            scheme: Scheme::Exact,
             network: Network::new(84_532),
             asset: address!("036CbD53842c5426634e7929541eC2318f3dCF7e"),
             pay_to: address!("209693Bc6afc0C5328bA36FaF03C514EF312287C"),
@@ -367,6 +386,7 @@ mod tests {
         let pay_to = address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
         let amount = U256::from(10u64).pow(U256::from(18));
         let req = Requirement {
+            scheme: Scheme::Exact,
             network: Network::new(31_337),
             asset: token,
             pay_to,
@@ -386,6 +406,7 @@ mod tests {
                 deadline: U256::from(1_900_000_000u64),
                 to: pay_to,
                 valid_after: U256::ZERO,
+                facilitator: None,
             },
             signature: "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c".parse().unwrap(),
         };
@@ -401,8 +422,13 @@ mod tests {
         assert_eq!(check(&good), Ok(good.authorization.from));
         let other = address!("0000000000000000000000000000000000000001");
         type Tamper = fn(&mut Permit2Payload, Address);
-        let cases: [(Tamper, &str); 5] = [
+        let cases: [(Tamper, &str); 6] = [
             (|p, _| p.authorization.spender = UPTO_PROXY, reason::PERMIT2_SPENDER),
+            // An `upto` witness on an `exact` offer.
+            (
+                |p, a| p.authorization.facilitator = Some(a),
+                reason::UPTO_FACILITATOR_MISMATCH,
+            ),
             (|p, a| p.authorization.to = a, reason::PERMIT2_RECIPIENT_MISMATCH),
             (
                 |p, _| p.authorization.amount += U256::from(1),
@@ -423,6 +449,7 @@ mod tests {
         assert_eq!(wrong.unwrap_err().reason, reason::PERMIT2_SIGNATURE);
         // A Permit2 payment for an EIP-3009 offer is never checked at all.
         let eip3009 = Requirement {
+            scheme: Scheme::Exact,
             transfer: Transfer::Eip3009,
             ..req.clone()
         };
