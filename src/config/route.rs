@@ -13,7 +13,7 @@ use crate::protocol::exact::{parse_address, parse_decimal, Requirement, Scheme, 
 use crate::protocol::network::Network;
 use crate::rules::offer::Offer;
 use crate::rules::routes::{HostPattern, Matching, PathPattern};
-use crate::rules::table::{Policy, Pricing, Route};
+use crate::rules::table::{Policy, Pricing, Route, SettleMode};
 
 /// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
 const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
@@ -119,6 +119,9 @@ impl Resolver<'_> {
         } else {
             Some(max_timeout_seconds)
         };
+        if matches!(price, RawPrice::Upto { .. }) && r.settle == Some(SettleMode::Before) {
+            return self.fail(&at("settle"), "an `upto` route charges what the upstream reports, which is known only after it answered: drop `settle: before`");
+        }
         let priced = self.priced(r, price, i, d);
         let (pay_to, max_timeout_seconds, priced) = (pay_to?, max_timeout_seconds?, priced?);
         let mut offers: Vec<Offer> = Vec::new();

@@ -51,6 +51,18 @@ impl UsdPrice {
             .and_then(|m| self.mantissa.checked_mul(m))
             .ok_or_else(|| PriceError::Overflow(original.to_owned()))
     }
+
+    /// Atomic units of an asset with `decimals`, rounded down when the amount is finer than the asset
+    /// (a charge never exceeds what was asked for); `None` on overflow.
+    pub fn to_atomic_floor(&self, decimals: u8) -> Option<U256> {
+        let ten = U256::from(10u8);
+        match decimals.checked_sub(self.scale) {
+            Some(shift) => ten.checked_pow(U256::from(shift)).and_then(|m| self.mantissa.checked_mul(m)),
+            None => ten
+                .checked_pow(U256::from(self.scale - decimals))
+                .map(|d| self.mantissa / d),
+        }
+    }
 }
 
 /// Formats atomic units as a decimal token amount, e.g. `1000` with 6 decimals → `0.001`.

@@ -34,7 +34,7 @@ pub fn log(e: &Entry<'_>) {
         status = e.status,
         outcome = e.outcome.as_str(),
         payer = a.map(|a| tracing::field::display(a.payer)),
-        amount = a.map(|a| tracing::field::display(a.amount)),
+        amount = a.map(|a| tracing::field::display(a.paid())),
         network = a.map(|a| tracing::field::display(a.network)),
         transaction = a.and_then(|a| a.settled.as_ref()).map(|s| s.transaction.as_str()),
         upstream_ms = e.upstream.map(ms),

@@ -17,7 +17,7 @@ use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency;
 use crate::gateway::metrics::{Verdict, Where};
 use crate::gateway::refusal::Refusal;
-use crate::gateway::settle::{settle, Admitted};
+use crate::gateway::settle::{settle, Admitted, Metered};
 use crate::gateway::store::Store;
 use crate::gateway::verify;
 use crate::protocol::exact::{AuthorizationId, Requirement};
@@ -90,12 +90,19 @@ impl Checkout<'_> {
         metrics.verification(&requirement.network.to_string(), Where::Local, Verdict::Valid);
         let key = payment.id(requirement.network, requirement.asset);
         let meta = resource(url, &pricing.description, &pricing.mime_type);
-        let request = FacilitatorRequest {
+        let facilitator_request = FacilitatorRequest {
             x402_version: matched.version,
             payment_payload: matched.json,
             payment_requirements: requirement.to_wire(matched.version, &meta),
-        }
-        .encode();
+        };
+        let request = facilitator_request.encode();
+        let settler = requirement.settler();
+        let metered = settler.map(|settler| Metered {
+            settler,
+            min: offer.min,
+            decimals: offer.decimals,
+            request: facilitator_request,
+        });
         let version = matched.version;
         let admit = |ticket, request, reconciling| Admitted {
             version,
@@ -108,6 +115,7 @@ impl Checkout<'_> {
             settled: None,
             reconciling,
             tracked: None,
+            metered: metered.clone(),
         };
 
         let now = self.clock.now();
@@ -118,7 +126,7 @@ impl Checkout<'_> {
                         key.clone(),
                         window::claim_expiry(payment, requirement.max_timeout_seconds, now),
                         request.digest,
-                        self.remote.pick(requirement.network),
+                        self.remote.pick(requirement.network, settler),
                     )
                     .await
             }
@@ -184,7 +192,8 @@ impl Checkout<'_> {
     /// routes the settlement.
     async fn after_claim(&self, a: &mut Admitted, pricing: &Pricing) -> Result<(), Refusal> {
         if pricing.verify == VerifyMode::Remote {
-            let via = verify::remote(self.remote, &a.request, a.network).await?;
+            let settler = a.metered.as_ref().map(|m| m.settler);
+            let via = verify::remote(self.remote, &a.request, a.network, settler).await?;
             a.ticket.verified_by(via);
         }
         if pricing.settle == SettleMode::Before {

@@ -7,6 +7,7 @@
 //! is released. With a store outside the process, settled claims are also kept in a small in-process
 //! cache: a replay is refused without a store round trip.
 
+use alloy::primitives::U256;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub struct ClaimTicket {
     expires_at: u64,
     /// The facilitator (by its place in the list) that verifies and settles this payment.
     via: u8,
+    /// `upto`: what is being charged, recorded with the claim from `Settling` on.
+    charge: Option<U256>,
 }
 
 impl ClaimTicket {
@@ -63,6 +66,16 @@ impl ClaimTicket {
     /// Another facilitator verified it (the first did not answer): it settles it too.
     pub fn verified_by(&mut self, facilitator: usize) {
         self.via = facilitator_index(facilitator);
+    }
+
+    /// `upto`: settles `amount` (recorded with the claim when it is handed to the facilitator).
+    pub fn charge(&mut self, amount: U256) {
+        self.charge = Some(amount);
+    }
+
+    /// `upto`: the amount being charged, if set; a payment taken over keeps its first charge.
+    pub fn charged(&self) -> Option<U256> {
+        self.charge
     }
 }
 
@@ -152,6 +165,7 @@ impl Claims {
             expires_at,
             lease_until: now.saturating_add(lease),
             facilitator: t.via,
+            charge: t.charge,
         }
     }
 
@@ -178,6 +192,7 @@ impl Claims {
             payment,
             expires_at,
             via: facilitator_index(via),
+            charge: None,
         };
         let record = self.record(&ticket, ClaimState::InFlight, now);
         match self.store.insert(&ticket.key, record, now).await {
@@ -290,6 +305,7 @@ impl Claims {
             payment: current.payment,
             expires_at: current.expires_at,
             via: current.facilitator,
+            charge: current.charge,
         };
         let now = self.clock.now();
         let next = self.record(&ticket, ClaimState::Settling, now);

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::primitives::Address;
 use arc_swap::ArcSwapOption;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
@@ -109,6 +110,8 @@ pub struct FacilitatorClient {
     timeout: Duration,
     /// Signs a token for every call (`auth: cdp`).
     cdp: Option<Arc<CdpKey>>,
+    /// The account it settles `upto` payments from, if configured.
+    address: Option<Address>,
     /// Every call is timed here, by endpoint and result.
     metrics: Arc<Metrics>,
 }
@@ -129,6 +132,7 @@ impl FacilitatorClient {
             headers: f.header_map(),
             timeout: f.timeout,
             cdp: f.cdp.clone(),
+            address: f.address,
             metrics,
         };
         // Built once here so a client that cannot be built is a start-up error, not a per-call one.
@@ -366,10 +370,12 @@ impl Remote {
 
     /// The facilitators to ask about a payment on `network`, in order: those up and serving it; if none is
     /// up, every one serving it (a failure must not stop all payments until the next check); failing
-    /// that, the first.
-    fn candidates(&self, network: Network) -> Vec<usize> {
+    /// that, the first. An `upto` payment names the one account that may settle it (`settler`): only the
+    /// facilitator settling from it is asked.
+    fn candidates(&self, network: Network, settler: Option<Address>) -> Vec<usize> {
         let serving: Vec<usize> = (0..self.members.len())
             .filter(|&i| self.members[i].serves(network))
+            .filter(|&i| settler.is_none_or(|a| self.members[i].client.address == Some(a)))
             .collect();
         let up: Vec<usize> = serving.iter().copied().filter(|&i| self.members[i].is_up()).collect();
         match (up.is_empty(), serving.is_empty()) {
@@ -380,8 +386,8 @@ impl Remote {
     }
 
     /// The facilitator that settles a payment on `network` not verified remotely (`verify: local`).
-    pub fn pick(&self, network: Network) -> usize {
-        self.candidates(network).first().copied().unwrap_or(0)
+    pub fn pick(&self, network: Network, settler: Option<Address>) -> usize {
+        self.candidates(network, settler).first().copied().unwrap_or(0)
     }
 
     /// `/verify`, through each candidate in turn until one answers; the answer and who gave it. A
@@ -391,9 +397,10 @@ impl Remote {
         &self,
         req: &EncodedRequest,
         network: Network,
+        settler: Option<Address>,
     ) -> Result<(VerifyResponse, usize), FacilitatorError> {
         let mut last = None;
-        for i in self.candidates(network) {
+        for i in self.candidates(network, settler) {
             let m = &self.members[i];
             match m.client.verify(req).await {
                 Ok(v) => return Ok((v, i)),

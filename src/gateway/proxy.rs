@@ -29,6 +29,7 @@ use crate::gateway::store::Store;
 use crate::gateway::{access, cors, receipt, shadow};
 use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::challenge::is_browser;
+use crate::rules::charge::HEADER_SETTLEMENT_OVERRIDES;
 use crate::rules::table::{OnFacilitatorError, Pricing, Route};
 
 /// The proxy: the live configuration plus the shared stages.
@@ -344,10 +345,16 @@ impl ProxyHttp for Gateway {
         if ctx.shadow_accepted && resp.status.as_u16() < 400 && !head {
             self.metrics.shadow(ctx.route_name(), WouldDo::Settle);
         }
+        // The upstream's word to the gateway on what a metered call cost; never the client's business.
+        let overrides = match resp.headers.contains_key(HEADER_SETTLEMENT_OVERRIDES) {
+            true => resp.remove_header(HEADER_SETTLEMENT_OVERRIDES).map(|v| v.as_bytes().to_vec()),
+            false => None,
+        };
         let Some(admitted) = ctx.admitted.as_mut() else {
             return Ok(());
         };
-        let settled = settle::on_response(&self.claims, &self.remote, admitted, resp.status.as_u16(), head).await;
+        let status = resp.status.as_u16();
+        let settled = settle::on_response(&self.claims, &self.remote, admitted, status, head, overrides.as_deref()).await;
         ctx.header_ready = Some(Instant::now());
         match settled {
             Ok(Some(settled)) => {
@@ -443,7 +450,7 @@ impl ProxyHttp for Gateway {
             }
             if a.settled.is_some() {
                 let (network, asset) = (a.network.to_string(), a.asset.to_string());
-                self.metrics.revenue(ctx.route_name(), &network, &asset, a.amount);
+                self.metrics.revenue(ctx.route_name(), &network, &asset, a.paid());
             }
         }
         let total = ctx.started.elapsed();

@@ -10,9 +10,10 @@ use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency::Tracked;
 use crate::gateway::metrics::Settled;
 use crate::gateway::refusal::Refusal;
-use crate::protocol::facilitator::{EncodedRequest, SettleResponse};
+use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
 use crate::protocol::network::Network;
 use crate::protocol::{reason, Version};
+use crate::rules::charge;
 
 /// A request whose payment is verified and claimed.
 #[derive(Debug, Clone)]
@@ -32,23 +33,54 @@ pub struct Admitted {
     pub reconciling: Option<String>,
     /// The `payment-identifier` this request holds, if any.
     pub tracked: Option<Tracked>,
+    /// `upto`: `amount` is the maximum, and the upstream says what the call cost.
+    pub metered: Option<Metered>,
 }
 
-/// What the upstream's final answer (`status`) to an admitted request comes to: the settlement whose
-/// receipt goes out with it, `None` when nothing is to be settled (the upstream answered >= 400, or the
-/// request was HEAD), or the refusal that replaces the upstream's answer.
+/// What an `upto` payment's charge is held to, and the request its settlement is built from.
+#[derive(Debug, Clone)]
+pub struct Metered {
+    /// The one account the payer lets settle it (the witness's facilitator).
+    pub settler: Address,
+    /// The route's least charge, atomic units.
+    pub min: U256,
+    /// The asset's decimals (for a charge reported in dollars).
+    pub decimals: u8,
+    /// The `/verify` request; `/settle` sends it with the charge as the requirement's amount.
+    pub request: FacilitatorRequest,
+}
+
+impl Admitted {
+    /// What the payer is charged: the charge of an `upto` payment once known, else the amount.
+    pub fn paid(&self) -> U256 {
+        self.ticket.charged().unwrap_or(self.amount)
+    }
+}
+
+/// What the upstream's final answer (`status`, and for `upto` the `Settlement-Overrides` header it sent)
+/// to an admitted request comes to: the settlement whose receipt goes out with it, `None` when nothing is
+/// to be settled (the upstream answered >= 400, or the request was HEAD), or the refusal that replaces
+/// the upstream's answer.
 pub async fn on_response(
     claims: &Claims,
     remote: &Remote,
     a: &mut Admitted,
     status: u16,
     head: bool,
+    overrides: Option<&[u8]>,
 ) -> Result<Option<SettleResponse>, Refusal> {
     if let Some(s) = &a.settled {
         return Ok(Some(s.clone()));
     }
     if status >= 400 || head {
         return Ok(None);
+    }
+    if let Some(m) = &a.metered {
+        let c = charge::charge(overrides, a.amount, m.min, m.decimals);
+        if let Some(note) = &c.note {
+            tracing::warn!(payer = %a.payer, charge = %c.amount, "metered charge adjusted: {note}");
+        }
+        a.ticket.charge(c.amount);
     }
     let s = settle(claims, remote, a).await?;
     a.settled = Some(s.clone());
@@ -83,7 +115,21 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             Err(_) => return Err(Refusal::Store),
         }
     }
-    let outcome = remote.settle(&a.request, a.ticket.via()).await;
+    let charged = a.ticket.charged();
+    if charged == Some(U256::ZERO) {
+        // `upto` at zero: nothing to move, no transaction; the authorization is spent all the same.
+        return match claims.settled(&a.ticket, String::new()).await {
+            true => Ok(receipt(a, SettleResponse::settled(Some(a.payer.to_string()), a.network.wire_name(a.version), String::new()))),
+            false => Err(Refusal::SettlementPending {
+                transaction: String::new(),
+            }),
+        };
+    }
+    let charged_request = match (&a.metered, charged) {
+        (Some(m), Some(c)) => Some(m.request.charging(c).encode()),
+        _ => None,
+    };
+    let outcome = remote.settle(charged_request.as_ref().unwrap_or(&a.request), a.ticket.via()).await;
     fault::point(Point::DuringSettle).await;
     let counted = match &outcome {
         Settlement::Settled(_) => Settled::Success,
@@ -96,7 +142,7 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
     match outcome {
         Settlement::Settled(s) => {
             if claims.settled(&a.ticket, s.transaction.clone()).await {
-                Ok(s)
+                Ok(receipt(a, s))
             } else {
                 // Settled but not recorded: never served as paid unrecorded (a second request could then be
                 // served too); the claim stays unknown and the same payment is reconciled later.
@@ -129,6 +175,14 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
             Err(Refusal::Facilitator { error, settling: true })
         }
     }
+}
+
+/// The receipt of a settled payment: an `upto` one says what was charged.
+fn receipt(a: &Admitted, mut s: SettleResponse) -> SettleResponse {
+    if let Some(c) = a.ticket.charged() {
+        s.amount = Some(c.to_string());
+    }
+    s
 }
 
 /// Whether `s` reports that `transaction` itself failed on chain.

@@ -41,11 +41,17 @@ pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, 
     Err(first_err.unwrap_or_else(|| Rejection::new(reason::NO_MATCHING_REQUIREMENTS, "no offer matched")))
 }
 
-/// The facilitators' `/verify`: `Ok` with the facilitator that said valid. Counted under `network`.
-pub async fn remote(remote: &Remote, request: &EncodedRequest, network: Network) -> Result<usize, Refusal> {
+/// The facilitators' `/verify` (for `upto`, only the one settling from `settler`): `Ok` with the
+/// facilitator that said valid. Counted under `network`.
+pub async fn remote(
+    remote: &Remote,
+    request: &EncodedRequest,
+    network: Network,
+    settler: Option<Address>,
+) -> Result<usize, Refusal> {
     let shown = network.to_string();
     let count = |v| remote.metrics().verification(&shown, Where::Remote, v);
-    let (v, via) = remote.verify(request, network).await.map_err(|e| {
+    let (v, via) = remote.verify(request, network, settler).await.map_err(|e| {
         count(Verdict::Error);
         Refusal::Facilitator {
             error: e,

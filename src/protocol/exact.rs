@@ -116,6 +116,14 @@ impl Requirement {
         m
     }
 
+    /// `upto`: the account the payer lets settle it; `None` for `exact`, which anyone may settle.
+    pub fn settler(&self) -> Option<Address> {
+        match self.scheme {
+            Scheme::Exact => None,
+            Scheme::Upto { facilitator } => Some(facilitator),
+        }
+    }
+
     /// The v2 wire form.
     pub fn to_v2(&self) -> v2::PaymentRequirements {
         v2::PaymentRequirements {

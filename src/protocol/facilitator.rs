@@ -19,6 +19,17 @@ pub struct FacilitatorRequest {
 }
 
 impl FacilitatorRequest {
+    /// The `/settle` request of an `upto` payment that cost `amount`: the same payment, with the
+    /// requirement's `amount` (the maximum at `/verify`) replaced by the charge, as the spec has the
+    /// resource server send it.
+    pub fn charging(&self, amount: alloy::primitives::U256) -> FacilitatorRequest {
+        let mut req = self.clone();
+        if let Some(r) = req.payment_requirements.as_object_mut() {
+            r.insert("amount".into(), Value::String(amount.to_string()));
+        }
+        req
+    }
+
     /// Serialises the request once: the same bytes are hashed, sent to `/verify` and sent to `/settle`.
     pub fn encode(&self) -> EncodedRequest {
         use sha2::{Digest, Sha256};
@@ -30,17 +41,6 @@ impl FacilitatorRequest {
     }
 }
 
-impl EncodedRequest {
-    /// The `/settle` request of an `upto` payment that cost `amount`: the same payment, with the
-    /// requirement's `amount` (the maximum at `/verify`) replaced by the charge, as the spec has the
-    /// resource server send it. `None` if these bytes are not a facilitator request.
-    pub fn charging(&self, amount: alloy::primitives::U256) -> Option<EncodedRequest> {
-        let mut req: FacilitatorRequest = serde_json::from_slice(&self.body).ok()?;
-        let slot = req.payment_requirements.get_mut("amount")?;
-        *slot = Value::String(amount.to_string());
-        Some(req.encode())
-    }
-}
 
 /// A facilitator request as bytes on the wire, with its SHA-256, which identifies one payment on one
 /// requirement.

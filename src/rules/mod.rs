@@ -3,6 +3,7 @@
 //! every time-window rule ([`window`]). No I/O, no clock of their own: `now` is a parameter.
 
 pub mod challenge;
+pub mod charge;
 pub mod offer;
 pub mod routes;
 pub mod table;

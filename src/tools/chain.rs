@@ -14,7 +14,7 @@ use alloy::sol;
 use crate::core::secret::redact;
 use crate::protocol::exact::ExactPayload;
 use crate::protocol::payment::Payment;
-use crate::protocol::permit2::{Permit2Payload, EXACT_PROXY, PERMIT2};
+use crate::protocol::permit2::{Permit2Payload, EXACT_PROXY, PERMIT2, UPTO_PROXY};
 
 sol! {
     /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use. Its
@@ -57,6 +57,27 @@ sol! {
             uint256 validAfter;
         }
         function settle(PermitTransferFrom permit, address owner, Witness witness, bytes signature) external;
+    }
+
+    /// The x402 upto Permit2 proxy's `settle` (the canonical ABI; selector 0xff11e7b4): any amount up to
+    /// the signed ceiling, sent only by the witness's facilitator.
+    #[sol(rpc)]
+    interface IX402UptoPermit2Proxy {
+        struct TokenPermissions {
+            address token;
+            uint256 amount;
+        }
+        struct PermitTransferFrom {
+            TokenPermissions permitted;
+            uint256 nonce;
+            uint256 deadline;
+        }
+        struct Witness {
+            address to;
+            address facilitator;
+            uint256 validAfter;
+        }
+        function settle(PermitTransferFrom permit, uint256 amount, address owner, Witness witness, bytes signature) external;
     }
 }
 
@@ -236,36 +257,62 @@ impl Chain {
         Ok(tx)
     }
 
-    /// The exact proxy's `settle` for a Permit2 payment, from this connection's key.
-    fn permit2_call(&self, p: &Permit2Payload) -> TransactionRequest {
+    /// The proxy call that settles a Permit2 payment from this connection's key: the exact proxy's
+    /// `settle`, or for `upto` (a witness naming a facilitator) the upto proxy's for `amount`.
+    fn permit2_call(&self, p: &Permit2Payload, amount: U256) -> TransactionRequest {
         let a = &p.authorization;
-        let proxy = IX402ExactPermit2Proxy::new(EXACT_PROXY, &self.provider);
-        let permit = IX402ExactPermit2Proxy::PermitTransferFrom {
-            permitted: IX402ExactPermit2Proxy::TokenPermissions {
-                token: a.token,
-                amount: a.amount,
-            },
-            nonce: a.nonce,
-            deadline: a.deadline,
+        let mut tx = match a.facilitator {
+            None => IX402ExactPermit2Proxy::new(EXACT_PROXY, &self.provider)
+                .settle(
+                    IX402ExactPermit2Proxy::PermitTransferFrom {
+                        permitted: IX402ExactPermit2Proxy::TokenPermissions {
+                            token: a.token,
+                            amount: a.amount,
+                        },
+                        nonce: a.nonce,
+                        deadline: a.deadline,
+                    },
+                    a.from,
+                    IX402ExactPermit2Proxy::Witness {
+                        to: a.to,
+                        validAfter: a.valid_after,
+                    },
+                    p.signature.clone(),
+                )
+                .into_transaction_request(),
+            Some(facilitator) => IX402UptoPermit2Proxy::new(UPTO_PROXY, &self.provider)
+                .settle(
+                    IX402UptoPermit2Proxy::PermitTransferFrom {
+                        permitted: IX402UptoPermit2Proxy::TokenPermissions {
+                            token: a.token,
+                            amount: a.amount,
+                        },
+                        nonce: a.nonce,
+                        deadline: a.deadline,
+                    },
+                    amount,
+                    a.from,
+                    IX402UptoPermit2Proxy::Witness {
+                        to: a.to,
+                        facilitator,
+                        validAfter: a.valid_after,
+                    },
+                    p.signature.clone(),
+                )
+                .into_transaction_request(),
         };
-        let witness = IX402ExactPermit2Proxy::Witness {
-            to: a.to,
-            validAfter: a.valid_after,
-        };
-        let mut tx = proxy
-            .settle(permit, a.from, witness, p.signature.clone())
-            .into_transaction_request();
         if let Some(from) = self.sender {
             tx.set_from(from);
         }
         tx
     }
 
-    /// The transaction that settles `payment` in `asset`.
-    fn settlement_call(&self, asset: Address, payment: &Payment) -> Result<TransactionRequest, ChainError> {
+    /// The transaction that settles `amount` of `payment` in `asset` (only `upto` may take less than
+    /// the amount signed).
+    fn settlement_call(&self, asset: Address, payment: &Payment, amount: U256) -> Result<TransactionRequest, ChainError> {
         match payment {
             Payment::Eip3009(p) => self.transfer_call(asset, p),
-            Payment::Permit2(p) => Ok(self.permit2_call(p)),
+            Payment::Permit2(p) => Ok(self.permit2_call(p, amount)),
         }
     }
 
@@ -288,9 +335,9 @@ impl Chain {
         Ok(word.bit((nonce & U256::from(0xff)).to::<usize>()))
     }
 
-    /// Runs the settlement of `payment` in `eth_call`: would it succeed if sent now?
-    pub async fn simulate(&self, asset: Address, payment: &Payment) -> Result<(), ChainError> {
-        let tx = self.settlement_call(asset, payment)?;
+    /// Runs the settlement of `amount` of `payment` in `eth_call`: would it succeed if sent now?
+    pub async fn simulate(&self, asset: Address, payment: &Payment, amount: U256) -> Result<(), ChainError> {
+        let tx = self.settlement_call(asset, payment, amount)?;
         self.provider
             .call(tx)
             .await
@@ -339,9 +386,14 @@ impl Chain {
         })
     }
 
-    /// The settlement of `payment` in `asset`, prepared (see [`Chain::prepare`]).
-    pub async fn prepare_settlement(&self, asset: Address, payment: &Payment) -> Result<Prepared<'_>, ChainError> {
-        let tx = self.settlement_call(asset, payment)?;
+    /// The settlement of `amount` of `payment` in `asset`, prepared (see [`Chain::prepare`]).
+    pub async fn prepare_settlement(
+        &self,
+        asset: Address,
+        payment: &Payment,
+        amount: U256,
+    ) -> Result<Prepared<'_>, ChainError> {
+        let tx = self.settlement_call(asset, payment, amount)?;
         self.prepare(tx).await
     }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::B256;
+use alloy::primitives::{B256, U256};
 use async_trait::async_trait;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
@@ -119,6 +119,8 @@ struct Held {
     expires_at: u64,
     lease_until: u64,
     facilitator: u8,
+    /// Boxed: only `upto` payments have one, and every claim pays for the field.
+    charge: Option<Box<U256>>,
 }
 
 impl From<&Record> for Held {
@@ -130,6 +132,7 @@ impl From<&Record> for Held {
             expires_at: r.expires_at,
             lease_until: r.lease_until,
             facilitator: r.facilitator,
+            charge: r.charge.map(Box::new),
         }
     }
 }
@@ -143,6 +146,7 @@ impl Held {
             expires_at: self.expires_at,
             lease_until: self.lease_until,
             facilitator: self.facilitator,
+            charge: self.charge.as_deref().copied(),
         }
     }
 
@@ -357,6 +361,7 @@ mod tests {
             expires_at,
             lease_until: expires_at,
             facilitator: 1,
+            charge: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod sqlite;
 
 use std::sync::Arc;
 
+use alloy::primitives::U256;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +55,10 @@ pub struct Record {
     /// outcome is unknown is settled again only there. Absent in records written before there were lists.
     #[serde(default)]
     pub facilitator: u8,
+    /// `upto`: the amount handed to the facilitator for settlement (set from `Settling` on), so a payment
+    /// whose outcome is unknown is settled again for the same charge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge: Option<U256>,
 }
 
 /// The store failed; the request path answers 503 and never treats this as "not paid" or "paid".

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::primitives::{Address, TxHash};
+use alloy::primitives::{Address, TxHash, U256};
 use tokio::sync::Mutex;
 
 use crate::core::time::unix_now;
@@ -20,7 +20,7 @@ use crate::protocol::facilitator::{
 use crate::protocol::network::Network;
 use crate::protocol::payment::Payment;
 use crate::protocol::permit2::{Permit2Payload, PERMIT2};
-use crate::protocol::{assets, reason, v1, v2, Version, SCHEME_EXACT};
+use crate::protocol::{assets, reason, v1, v2, Version, SCHEME_EXACT, SCHEME_UPTO};
 use crate::rules::verify;
 use crate::tools::chain::{Chain, ChainError, TokenInfo, TxOutcome};
 
@@ -88,7 +88,8 @@ impl FacilitatorService {
         }
     }
 
-    /// `GET /supported`: v1 and v2 `exact` for each chain, and the settling address.
+    /// `GET /supported`: v1 and v2 `exact` for each chain, v2 `upto` where it has a key (its address is the
+    /// one `upto` payers name), and the settling address.
     pub fn supported(&self) -> SupportedResponse {
         let mut ids: Vec<u64> = self.chains.keys().copied().collect();
         ids.sort_unstable();
@@ -102,6 +103,14 @@ impl FacilitatorService {
                     scheme: SCHEME_EXACT.into(),
                     network: net.wire_name(version),
                     extra: None,
+                });
+            }
+            if let Some(sender) = self.chains.get(id).and_then(Chain::sender) {
+                kinds.push(SupportedKind {
+                    x402_version: Version::V2,
+                    scheme: SCHEME_UPTO.into(),
+                    network: net.caip2(),
+                    extra: Some(serde_json::json!({"facilitatorAddress": sender.to_string()})),
                 });
             }
         }
@@ -160,10 +169,12 @@ impl FacilitatorService {
         };
         Ok((|| {
             let requirement = requirement?;
-            if payload_scheme != SCHEME_EXACT {
+            let scheme = requirement.scheme.name();
+            if payload_scheme != scheme {
+                let why = if scheme == SCHEME_EXACT { reason::INVALID_SCHEME } else { reason::UPTO_INVALID_SCHEME };
                 return Err(Rejection::new(
-                    reason::INVALID_SCHEME,
-                    format!("payload scheme {payload_scheme:?} is not \"exact\""),
+                    why,
+                    format!("payload scheme {payload_scheme:?} is not the requirement's {scheme:?}"),
                 ));
             }
             if Network::parse(&payload_network) != Some(requirement.network) {
@@ -217,6 +228,16 @@ impl FacilitatorService {
         let req = &p.requirement;
         let payer = verify::check_payment(req, &p.payment, unix_now())?;
         let chain = self.chain(req.network)?;
+        // Only the named facilitator can settle an `upto` payment: one naming another is not ours to take.
+        if let Some(named) = req.settler().filter(|&a| Some(a) != chain.sender()) {
+            return Err(Rejection::new(
+                reason::UPTO_FACILITATOR_MISMATCH,
+                format!(
+                    "the payment names facilitator {named}; this one settles from {}",
+                    chain.sender().map_or_else(|| "no key".to_owned(), |a| a.to_string())
+                ),
+            ));
+        }
         let simulation_failed = match &p.payment {
             Payment::Eip3009(e) => {
                 self.check_eip3009(chain, req, e).await?;
@@ -229,7 +250,7 @@ impl FacilitatorService {
         };
         if simulate {
             chain
-                .simulate(req.asset, &p.payment)
+                .simulate(req.asset, &p.payment, req.amount)
                 .await
                 .map_err(|e| Rejection::new(simulation_failed, e.to_string()))?;
         }
@@ -304,7 +325,7 @@ impl FacilitatorService {
     /// is reconciled against that transaction, never sent twice.
     pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, BadRequest> {
         self.counters.settle_requests.fetch_add(1, Ordering::Relaxed);
-        let parsed = match self.parse(req)? {
+        let mut parsed = match self.parse(req)? {
             Ok(p) => p,
             Err(r) => {
                 let network = req
@@ -322,11 +343,26 @@ impl FacilitatorService {
                 ));
             }
         };
-        let payment = &parsed.payment;
-        let payer = Some(payment.payer().to_string());
+        let payer = Some(parsed.payment.payer().to_string());
         let failed = |reason: &str, message: String, tx: String| {
             SettleResponse::failed(reason, message, payer.clone(), parsed.network_wire.clone(), tx)
         };
+        // `upto`: the requirement's amount is now the charge; the payment is checked against the ceiling
+        // it signed, and at most that is moved.
+        let charge = parsed.requirement.settler().map(|_| parsed.requirement.amount);
+        if let Some(c) = charge {
+            let ceiling = parsed.payment.amount();
+            if c > ceiling {
+                return Ok(failed(
+                    reason::UPTO_SETTLEMENT_EXCEEDS_AMOUNT,
+                    format!("asked to settle {c}, above the {ceiling} the payer signed"),
+                    String::new(),
+                ));
+            }
+            parsed.requirement.amount = ceiling;
+        }
+        let amount = charge.unwrap_or(parsed.requirement.amount);
+        let payment = &parsed.payment;
         let chain = match self.chain(parsed.requirement.network) {
             Ok(c) => c,
             Err(r) => return Ok(failed(r.reason, r.message, String::new())),
@@ -349,12 +385,9 @@ impl FacilitatorService {
                 ));
             }
             let outcome = self.outcome(chain, &sent).await;
-            return Ok(Self::conclude(
-                &mut pending,
-                outcome,
-                sent.hash,
-                payer,
-                parsed.network_wire,
+            return Ok(with_charge(
+                Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire),
+                charge,
             ));
         }
         // Reference facilitators skip the simulation here; the balance and nonce checks still run, and
@@ -362,7 +395,14 @@ impl FacilitatorService {
         if let Err(r) = self.check(&parsed, false).await {
             return Ok(failed(r.reason, r.message, String::new()));
         }
-        let prepared = match chain.prepare_settlement(parsed.requirement.asset, payment).await {
+        if charge == Some(U256::ZERO) {
+            // Nothing to move: no transaction (the proxy refuses zero), and the answer says so.
+            return Ok(with_charge(
+                SettleResponse::settled(payer.clone(), parsed.network_wire.clone(), String::new()),
+                charge,
+            ));
+        }
+        let prepared = match chain.prepare_settlement(parsed.requirement.asset, payment, amount).await {
             Ok(p) => p,
             Err(e) => return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new())),
         };
@@ -392,12 +432,9 @@ impl FacilitatorService {
         self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
         tracing::info!(tx = %sent.hash, payer = %payment.payer(), to = %payment.payee(), value = %payment.amount(), network = %parsed.requirement.network, "settlement sent");
         let outcome = chain.wait(sent.hash, self.receipt_timeout).await;
-        Ok(Self::conclude(
-            &mut pending,
-            outcome,
-            sent.hash,
-            payer,
-            parsed.network_wire,
+        Ok(with_charge(
+            Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire),
+            charge,
         ))
     }
 
@@ -493,6 +530,14 @@ async fn check_permit2(
         ));
     }
     Ok(())
+}
+
+/// A successful `upto` settlement says what it charged.
+fn with_charge(mut s: SettleResponse, charge: Option<U256>) -> SettleResponse {
+    if s.success {
+        s.amount = charge.map(|c| c.to_string());
+    }
+    s
 }
 
 /// `authorization.from` if the payload has one, for answers about payloads we could not fully parse.
