@@ -56,6 +56,10 @@ struct DemoState<'a> {
     gateway_url: String,
     paid_url: String,
     free_url: String,
+    /// `upto`, at most $0.01: the echo upstream charges the request's `x-echo-charge` (atomic units).
+    metered_url: String,
+    /// `exact` through Permit2 in the plain 18-decimal token.
+    permit2_url: String,
     facilitator_url: String,
     pay_to: String,
     price_atomic: String,
@@ -94,6 +98,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .map_err(|_| "devnet facilitator key is invalid".to_owned())?;
     let rpc: url::Url = s.rpc_url.parse().map_err(|e| format!("{e}"))?;
     let chain = Chain::connect(&rpc, Some(settler)).await.map_err(|e| e.to_string())?;
+    let facilitator_address = chain.sender().ok_or("the facilitator has no key")?;
     let service = Arc::new(FacilitatorService::new(vec![chain.clone()], Duration::from_secs(30)));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.facilitator_port))
         .await
@@ -110,7 +115,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let pay_to = s.accounts.get(1).ok_or("devnet has too few accounts")?.address.clone();
     let gateway_url = format!("http://127.0.0.1:{}", args.gateway_port);
     let (paid_url, free_url) = (format!("{gateway_url}/paid/hello"), format!("{gateway_url}/free/hello"));
-    println!("[4/5] gateway: {gateway_url} (free /free/**, $0.001 for /paid/**, paid to {pay_to}); metrics on http://127.0.0.1:{}/metrics", args.admin_port);
+    let (metered_url, permit2_url) = (format!("{gateway_url}/metered/hello"), format!("{gateway_url}/token/hello"));
+    println!("[4/5] gateway: {gateway_url} (free /free/**, $0.001 for /paid/**, up to $0.01 for /metered/**, $0.001 in {} via Permit2 for /token/**, paid to {pay_to}); metrics on http://127.0.0.1:{}/metrics", s.plain_asset_symbol, args.admin_port);
     let dir = std::env::temp_dir().join(format!("x402-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config_path = dir.join("gateway.yaml");
@@ -131,6 +137,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .env("ASSET", &s.asset)
         .env("ASSET_NAME", &s.asset_name)
         .env("ASSET_VERSION", &s.asset_version)
+        .env("PLAIN_ASSET", &s.plain_asset)
+        .env("PLAIN_SYMBOL", &s.plain_asset_symbol)
+        .env("FACILITATOR_ADDRESS", facilitator_address.to_string())
         .env("STORE_PATH", dir.join("claims.db"))
         .env_remove(crate::config::FACILITATOR_URL_ENV)
         .stdout(Stdio::null())
@@ -210,6 +219,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             gateway_url: gateway_url.clone(),
             paid_url: paid_url.clone(),
             free_url,
+            metered_url,
+            permit2_url,
             facilitator_url,
             pay_to,
             price_atomic: PRICE_ATOMIC.to_string(),

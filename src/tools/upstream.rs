@@ -1,7 +1,9 @@
 //! A small JSON echo service: the demo's upstream and the tests' stand-in for "your API". It answers
 //! every request with what it received (method, path, query, headers, body), so a test can see exactly
 //! what reached the upstream; the request header `x-echo-status: <code>` makes it answer with that status, and
-//! `x-echo-delay-ms: <n>` makes it wait first, and `x-echo-pad: <n>` makes the answer n bytes longer.
+//! `x-echo-delay-ms: <n>` makes it wait first, `x-echo-pad: <n>` makes the answer n bytes longer, and
+//! `x-echo-charge: <amount>` makes it report that charge for a metered (`upto`) route, as a real API
+//! would report what a call cost, in `Settlement-Overrides`.
 
 use std::net::SocketAddr;
 
@@ -60,7 +62,12 @@ async fn echo(req: Request) -> Response {
         "served_by": "x402-gateway demo upstream",
         "pad": "x".repeat(pad),
     });
-    (status, [("x-upstream", "echo")], Json(answer)).into_response()
+    let mut resp = (status, [("x-upstream", "echo")], Json(answer)).into_response();
+    let charge = parts.headers.get("x-echo-charge").and_then(|v| v.to_str().ok());
+    if let Some(v) = charge.and_then(|c| axum::http::HeaderValue::from_str(&json!({ "amount": c }).to_string()).ok()) {
+        resp.headers_mut().insert("settlement-overrides", v);
+    }
+    resp
 }
 
 /// Serves the echo app on `listener` until the task is dropped.

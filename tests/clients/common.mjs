@@ -72,14 +72,17 @@ export function runPayClient(opts) {
       };
       const payFetch = await makePayFetch({ url, method, log, fetch: recordingFetch });
 
-      const init = { method };
+      // HEADERS: extra request headers as a JSON object (e.g. what the echo upstream should charge).
+      const init = { method, headers: JSON.parse(process.env.HEADERS || "{}") };
       if (body !== undefined) {
         init.body = body;
-        init.headers = { "Content-Type": "application/json" };
+        init.headers["Content-Type"] = "application/json";
       }
       const resp = await payFetch(url, init);
       out.status = resp.status;
       out.body = await resp.text();
+      // The upstream's charge report must never reach the client: recorded so tests can see it did not.
+      out.settlement_overrides = resp.headers.get("Settlement-Overrides");
       for (const name of responseHeaders) {
         const v = resp.headers.get(name);
         if (v) {

@@ -2,7 +2,8 @@
 """Pay an x402-protected URL with the official, unmodified PyPI `x402` v2 SDK (httpx).
 
 Run with tools/venv/bin/python (see scripts/setup).
-Env: URL, PRIVATE_KEY (0x hex), optional METHOD (default GET), BODY, TIMEOUT (seconds, default 30).
+Env: URL, PRIVATE_KEY (0x hex), optional METHOD (default GET), BODY, TIMEOUT (seconds, default 30),
+HEADERS (extra request headers, a JSON object).
 Prints ONE JSON line on stdout:
   {"status", "body", "payment_response", "payment_response_header",
    "payment_header", "payment_header_name", "payment_payload", "payment_required", ["error"]}
@@ -11,6 +12,8 @@ Exit 0 if the final response was 2xx, else 1. Diagnostics go to stderr.
 SDK configuration used (no modification of the SDK):
   * register_exact_evm_client(): ExactEvmScheme for "eip155:*" (any chain id) plus the v1
     scheme for every legacy network name.
+  * client.register("eip155:*", UptoEvmScheme(account)): the metered scheme, which no helper
+    registers; the client picks whichever scheme the 402 offers.
   * set_spend_controls(False): the 2.x client by default only pays "default" assets
     (known USDC etc.) up to a USD cap and refuses any other token; a test token on anvil is
     not a default asset, so the controls are switched off.
@@ -36,6 +39,7 @@ from x402.http import x402HTTPClient
 from x402.http.clients.httpx import x402_httpx_transport
 from x402.http.utils import decode_payment_response_header, safe_base64_decode
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.mechanisms.evm.upto import UptoEvmScheme
 
 PAY_HEADERS = ("PAYMENT-SIGNATURE", "X-PAYMENT")
 
@@ -85,6 +89,7 @@ async def main() -> int:
     account = Account.from_key(private_key)
     client = x402Client()
     register_exact_evm_client(client, account)  # eip155:* + all v1 network names
+    client.register("eip155:*", UptoEvmScheme(account))  # metered routes; no helper registers it
     client.set_spend_controls(False)  # allow non-default assets, no amount cap
     log(f"payer {account.address}; {method} {url}")
 
@@ -103,13 +108,16 @@ async def main() -> int:
         async with httpx.AsyncClient(
             transport=x402_httpx_transport(client, recorder), timeout=timeout
         ) as http:
-            kwargs: dict[str, object] = {}
+            headers: dict[str, str] = json.loads(os.environ.get("HEADERS") or "{}")
+            kwargs: dict[str, object] = {"headers": headers}
             if body is not None:
                 kwargs["content"] = body.encode()
-                kwargs["headers"] = {"Content-Type": "application/json"}
+                headers["Content-Type"] = "application/json"
             resp = await http.request(method, url, **kwargs)
         out["status"] = resp.status_code
         out["body"] = resp.text
+        # The upstream's charge report must never reach the client: recorded so tests can see it did not.
+        out["settlement_overrides"] = resp.headers.get("Settlement-Overrides")
         for name in ("PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE"):
             value = resp.headers.get(name)
             if value:
