@@ -1,4 +1,4 @@
-//! An `exact` payment's payload, whichever way it moves the tokens: EIP-3009 or Permit2. What the
+//! A payment's payload, whichever way it moves the tokens: EIP-3009, or Permit2 (`exact` or `upto`). What the
 //! requirement's `extra.assetTransferMethod` says decides how the payload is read.
 
 use alloy::primitives::{Address, U256};
@@ -22,6 +22,14 @@ impl Payment {
             Transfer::Eip3009 => Payment::Eip3009(ExactPayload::parse(payload)?),
             Transfer::Permit2 => Payment::Permit2(Permit2Payload::parse(payload)?),
         })
+    }
+
+    /// The scheme `payload` a payer sends.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Payment::Eip3009(p) => p.to_json(),
+            Payment::Permit2(p) => p.to_json(),
+        }
     }
 
     /// Who pays (as the payload claims it; the signature check proves it).

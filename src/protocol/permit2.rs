@@ -166,6 +166,31 @@ impl Permit2Payload {
     }
 }
 
+impl Permit2Payload {
+    /// The wire form, as the official clients spell it (decimal strings; the witness's facilitator only for
+    /// `upto`, between `to` and `validAfter`).
+    pub fn to_json(&self) -> Value {
+        let a = &self.authorization;
+        let mut witness = serde_json::Map::new();
+        witness.insert("to".into(), Value::String(a.to.to_string()));
+        if let Some(f) = a.facilitator {
+            witness.insert("facilitator".into(), Value::String(f.to_string()));
+        }
+        witness.insert("validAfter".into(), Value::String(a.valid_after.to_string()));
+        serde_json::json!({
+            "signature": self.signature.to_string(),
+            "permit2Authorization": {
+                "from": a.from.to_string(),
+                "permitted": {"token": a.token.to_string(), "amount": a.amount.to_string()},
+                "spender": a.spender.to_string(),
+                "nonce": a.nonce.to_string(),
+                "deadline": a.deadline.to_string(),
+                "witness": witness,
+            }
+        })
+    }
+}
+
 impl Permit2Authorization {
     /// The EIP-712 struct hash of the signed message, under the `upto` types when the witness names a
     /// facilitator.
@@ -369,6 +394,7 @@ mod tests {
         });
         let mut p = Permit2Payload::parse(&payload).unwrap();
         assert_eq!(p.authorization.nonce, U256::MAX);
+        assert_eq!(Permit2Payload::parse(&p.to_json()).unwrap(), p);
         let digest = signing_hash(&domain(network.chain_id).separator(), &p.authorization);
         p.signature = signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec().into();
         let sig = alloy::primitives::Signature::try_from(p.signature.as_ref()).unwrap();

@@ -219,8 +219,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             gateway_url: gateway_url.clone(),
             paid_url: paid_url.clone(),
             free_url,
-            metered_url,
-            permit2_url,
+            metered_url: metered_url.clone(),
+            permit2_url: permit2_url.clone(),
             facilitator_url,
             pay_to,
             price_atomic: PRICE_ATOMIC.to_string(),
@@ -229,10 +229,16 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         write_json_atomically(path, &state).map_err(|e| e.to_string())?;
     }
     println!("      gateway log: {}", log_path.display());
+    let key = s.accounts.get(2).map_or("", |a| a.private_key.as_str());
+    println!("\nDemo running. Pay again with:\n  X402_PRIVATE_KEY={key} x402-gateway pay {paid_url}");
+    println!("Metered: authorise up to $0.01, pay what the upstream reports (here x-echo-charge, atomic units):");
+    println!("  X402_PRIVATE_KEY={key} x402-gateway pay -H 'x-echo-charge: 2500' {metered_url}");
     println!(
-        "\nDemo running. Pay again with:\n  X402_PRIVATE_KEY={} x402-gateway pay {paid_url}\nCtrl-C stops everything.",
-        s.accounts.get(2).map_or("", |a| a.private_key.as_str())
+        "Any ERC-20 through Permit2: $0.001 in {} (18 decimals, so 10^15 atomic units):",
+        s.plain_asset_symbol
     );
+    println!("  X402_PRIVATE_KEY={key} x402-gateway pay --max-amount 1000000000000000 {permit2_url}");
+    println!("Ctrl-C stops everything.");
     shutdown_signal().await;
     let _ = gateway.kill().await;
     devnet.stop().await;

@@ -1,6 +1,7 @@
 //! `x402-gateway pay`: a curl-like paying client for operators, and the demo's client. Sends the request,
-//! reads the 402 offer (v2 header, or the v1 body), signs an EIP-3009 authorization locally, retries with
-//! the payment header, and returns every step so the caller can show it.
+//! reads the 402 offer (v2 header, or the v1 body), signs locally (an EIP-3009 authorization, or a Permit2
+//! one for a Permit2 or `upto` offer), retries with the payment header, and returns every step so the
+//! caller can show it.
 
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use crate::core::time::unix_now;
-use crate::protocol::exact::{Authorization, ExactPayload, Requirement};
+use crate::protocol::exact::{Authorization, ExactPayload, Requirement, Scheme, Transfer};
+use crate::protocol::payment::Payment;
+use crate::protocol::permit2::{self, Permit2Authorization, Permit2Payload, EXACT_PROXY, UPTO_PROXY};
 use crate::protocol::facilitator::SettleResponse;
 use crate::protocol::{codec, v1, v2, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::window;
@@ -63,7 +66,8 @@ pub struct Transcript {
     pub offer: Option<(Version, Value)>,
     /// The typed requirement that was signed.
     pub requirement: Option<Requirement>,
-    pub authorization: Option<Authorization>,
+    /// What was signed.
+    pub payment: Option<Payment>,
     pub status: u16,
     pub receipt: Option<SettleResponse>,
     pub body: String,
@@ -96,7 +100,7 @@ pub async fn pay(
         first_status: first.status().as_u16(),
         offer: None,
         requirement: None,
-        authorization: None,
+        payment: None,
         status: 0,
         receipt: None,
         body: String::new(),
@@ -110,9 +114,8 @@ pub async fn pay(
     let body = first.bytes().await.unwrap_or_default();
     let offers = offers(header.as_ref().map(HeaderValue::as_bytes), &body, req.v1)?;
     let (version, offer, requirement, resource) = choose(offers, req.max_amount, confirm)?;
-    let (valid_after, valid_before) = window::for_client(unix_now(), requirement.max_timeout_seconds);
-    let authorization = authorize(signer, &requirement, valid_after, valid_before);
-    let payload = sign(signer, &requirement, authorization.clone())?.to_json();
+    let payment = sign_payment(signer, &requirement, unix_now())?;
+    let payload = payment.to_json();
     let (name, value) = match version {
         Version::V2 => {
             let mut p = json!({"x402Version": 2, "accepted": offer, "payload": payload});
@@ -136,8 +139,48 @@ pub async fn pay(
     t.body = paid.text().await.unwrap_or_default();
     t.offer = Some((version, offer));
     t.requirement = Some(requirement);
-    t.authorization = Some(authorization);
+    t.payment = Some(payment);
     Ok(t)
+}
+
+/// Signs a payment for `req` at unix time `now`, the way its offer moves the tokens.
+pub fn sign_payment(signer: &PrivateKeySigner, req: &Requirement, now: u64) -> Result<Payment, PayError> {
+    Ok(match req.transfer {
+        Transfer::Eip3009 => {
+            let (valid_after, valid_before) = window::for_client(now, req.max_timeout_seconds);
+            Payment::Eip3009(sign(signer, req, authorize(signer, req, valid_after, valid_before))?)
+        }
+        Transfer::Permit2 => Payment::Permit2(sign_permit2(signer, req, now)?),
+    })
+}
+
+/// A Permit2 authorization for `req` as the official clients make one: the proxy of its scheme as
+/// spender, a random nonce, valid from 0 to `now + maxTimeoutSeconds`; for `upto`, the facilitator the
+/// offer names and its maximum.
+fn sign_permit2(signer: &PrivateKeySigner, req: &Requirement, now: u64) -> Result<Permit2Payload, PayError> {
+    let spender = match req.scheme {
+        Scheme::Exact => EXACT_PROXY,
+        Scheme::Upto { .. } => UPTO_PROXY,
+    };
+    let authorization = Permit2Authorization {
+        from: signer.address(),
+        token: req.asset,
+        amount: req.amount,
+        spender,
+        nonce: U256::from_be_bytes(B256::random().0),
+        deadline: U256::from(now.saturating_add(req.max_timeout_seconds)),
+        to: req.pay_to,
+        valid_after: U256::ZERO,
+        facilitator: req.settler(),
+    };
+    let digest = permit2::signing_hash(&permit2::domain(req.network.chain_id).separator(), &authorization);
+    let signature = signer
+        .sign_hash_sync(&digest)
+        .map_err(|e| PayError::Sign(e.to_string()))?;
+    Ok(Permit2Payload {
+        authorization,
+        signature: Bytes::from(signature.as_bytes()),
+    })
 }
 
 /// An authorization from `signer` paying exactly `req`, valid between the two unix times, with a fresh
@@ -294,15 +337,24 @@ pub async fn run(args: PayArgs) -> Result<(), String> {
 /// The transcript as the CLI and the demo print it.
 pub fn describe(t: &Transcript) -> String {
     let mut out = String::new();
-    if let (Some((version, offer)), Some(r), Some(a)) = (&t.offer, &t.requirement, &t.authorization) {
+    if let (Some((version, offer)), Some(r), Some(p)) = (&t.offer, &t.requirement, &t.payment) {
         out.push_str(&format!(
             "402 Payment Required: offer (x402 v{}) {}\n",
             u8::from(*version),
             offer
         ));
+        let signed = match p {
+            Payment::Eip3009(e) => format!("EIP-3009 authorization, nonce {}", e.authorization.nonce),
+            Payment::Permit2(e) => format!("Permit2 authorization, nonce {}", e.authorization.nonce),
+        };
+        let up_to = if r.settler().is_some() { "up to " } else { "" };
         out.push_str(&format!(
-            "signed EIP-3009 authorization: {} pays {} atomic units of {} on {} to {}, nonce {}\n",
-            a.from, a.value, r.asset, r.network, a.to, a.nonce
+            "signed {signed}: {} pays {up_to}{} atomic units of {} on {} to {}\n",
+            p.payer(),
+            p.amount(),
+            r.asset,
+            r.network,
+            p.payee()
         ));
     }
     out.push_str(&format!("status {}\n", t.status));
