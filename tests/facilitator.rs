@@ -455,3 +455,64 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
     assert_eq!(wrong["invalidReason"], "invalid_permit2_recipient_mismatch", "{wrong}");
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
 }
+
+/// An `upto` requirement of at most `amount` of the devnet's 6-decimal token, settled by `facilitator`.
+fn upto_requirements(devnet: &Devnet, pay_to: Address, amount: u64, facilitator: &str) -> Value {
+    json!({
+        "scheme": "upto",
+        "network": devnet.state.network,
+        "amount": amount.to_string(),
+        "asset": devnet.state.asset,
+        "payTo": pay_to.to_string(),
+        "maxTimeoutSeconds": 60,
+        "extra": {"assetTransferMethod": "permit2", "facilitatorAddress": facilitator},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upto_payment_settles_the_charge_never_above_the_ceiling_and_only_by_its_facilitator() {
+    use x402_gateway::protocol::permit2::UPTO_PROXY;
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let own: PrivateKeySigner = devnet.state.facilitator_private_key.parse().unwrap();
+    let own = own.address().to_string();
+    let (payer, key) = devnet.account(2);
+    let (pay_to, _) = devnet.account(3);
+    let sign = |accepts: &Value| {
+        let challenge = json!({"x402Version": 2, "resource": {"url": "http://api.example/ai", "description": "", "mimeType": "application/json"}, "accepts": [accepts]});
+        python_sign(&challenge, &key)
+    };
+    let at = |accepts: &Value, charge: u64| {
+        let mut r = accepts.clone();
+        r["amount"] = json!(charge.to_string());
+        r
+    };
+    let accepts = upto_requirements(&devnet, pay_to, 10_000, &own);
+    let payload = sign(&accepts);
+    let (_, verify) = facilitator.post("/verify", &request(&payload, &accepts)).await;
+    assert_eq!(verify["isValid"], true, "{verify}");
+
+    // Asked to settle more than the payer signed: refused by name, nothing sent.
+    let sent = facilitator.counter("facilitator_transactions_sent_total").await;
+    let (_, over) = facilitator.post("/settle", &request(&payload, &at(&accepts, 10_001))).await;
+    assert_eq!(over["errorReason"], "invalid_upto_evm_payload_settlement_exceeds_amount", "{over}");
+    // Zero: success, no transaction, the answer says 0.
+    let (_, zero) = facilitator.post("/settle", &request(&payload, &at(&accepts, 0))).await;
+    assert_eq!((zero["success"].clone(), zero["transaction"].clone(), zero["amount"].clone()), (json!(true), json!(""), json!("0")), "{zero}");
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
+
+    // The charge: exactly that moves, through the upto proxy.
+    let before = (devnet.balance(payer).await, devnet.balance(pay_to).await);
+    let (_, settled) = facilitator.post("/settle", &request(&payload, &at(&accepts, 4321))).await;
+    assert_eq!((settled["success"].clone(), settled["amount"].clone()), (json!(true), json!("4321")), "{settled}");
+    let receipt = devnet.receipt(settled["transaction"].as_str().unwrap()).await;
+    assert_eq!(receipt["to"].as_str().unwrap().to_lowercase(), UPTO_PROXY.to_string().to_lowercase());
+    assert_eq!(devnet.balance(payer).await, before.0 - U256::from(4321));
+    assert_eq!(devnet.balance(pay_to).await, before.1 + U256::from(4321));
+
+    // A payment naming another facilitator is not ours to settle (the proxy would refuse our sender).
+    let (other, _) = devnet.account(5);
+    let theirs = upto_requirements(&devnet, pay_to, 10_000, &other.to_string());
+    let (_, refused) = facilitator.post("/verify", &request(&sign(&theirs), &theirs)).await;
+    assert_eq!(refused["invalidReason"], "upto_facilitator_mismatch", "{refused}");
+}

@@ -11,7 +11,8 @@ stdout: ONE JSON line, the PaymentPayload exactly as the SDK serialises it befor
 Exit 0 on success, 1 on error (message on stderr and {"error": ...} on stdout).
 
 The payload comes from x402ClientSync.create_payment_payload() with the same configuration as
-pay_python.py: register_exact_evm_client() ("eip155:*" + all v1 names) and spend controls off
+pay_python.py: register_exact_evm_client() ("eip155:*" + all v1 names), UptoEvmScheme on "eip155:*",
+and spend controls off
 (so any asset / amount is signed).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from x402 import x402ClientSync
 from x402.http.utils import encode_payment_signature_header
 from x402.extensions.payment_identifier import append_payment_identifier_to_extensions
 from x402.mechanisms.evm.exact import register_exact_evm_client
+from x402.mechanisms.evm.upto import UptoEvmScheme
 from x402.schemas import PaymentRequired, PaymentRequiredV1
 
 
@@ -42,7 +44,9 @@ def main() -> int:
         else:
             payment_required = PaymentRequired.model_validate(raw)
         client = x402ClientSync()
-        register_exact_evm_client(client, Account.from_key(os.environ["PRIVATE_KEY"]))
+        account = Account.from_key(os.environ["PRIVATE_KEY"])
+        register_exact_evm_client(client, account)
+        client.register("eip155:*", UptoEvmScheme(account))
         client.set_spend_controls(False)
         payment_id = os.environ.get("PAYMENT_ID")
         if payment_id:
