@@ -172,6 +172,11 @@ impl FacilitatorClient {
         Ok(s)
     }
 
+    /// The account it settles `upto` payments from, if configured.
+    pub fn address(&self) -> Option<Address> {
+        self.address
+    }
+
     /// `GET /supported`.
     pub async fn supported(&self) -> Result<SupportedResponse, FacilitatorError> {
         let (status, s) = self.call(reqwest::Method::GET, Endpoint::Supported, None).await?;

@@ -4,6 +4,7 @@
 //! fails readiness only once the last good answers are older than `health.stale_after`; it never fails
 //! liveness. The same checks tell the request path which facilitator is up and what each serves.
 
+use alloy::primitives::Address;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use crate::gateway::metrics::Metrics;
 use crate::gateway::store::Store;
 use crate::protocol::facilitator::SupportedResponse;
 use crate::protocol::network::Network;
-use crate::protocol::SCHEME_EXACT;
+use crate::protocol::{SCHEME_EXACT, SCHEME_UPTO};
 
 /// The least time a background check is given, however short the interval.
 const MIN_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -155,6 +156,9 @@ async fn check_facilitators(remote: &Remote, wanted: &BTreeSet<Network>, bound: 
     for m in remote.members() {
         match tokio::time::timeout(bound, m.client.supported()).await {
             Ok(Ok(s)) => {
+                if let Some(problem) = m.client.address().and_then(|a| upto_signer_problem(&s, a)) {
+                    tracing::warn!(facilitator = %m.client.shown(), "{problem}; `upto` payments will be refused");
+                }
                 let networks = exact_networks(&s);
                 served.extend(networks.iter().copied());
                 m.checked(networks);
@@ -190,4 +194,44 @@ fn exact_networks(s: &SupportedResponse) -> BTreeSet<Network> {
         .filter(|k| k.scheme == SCHEME_EXACT)
         .filter_map(|k| Network::parse(&k.network))
         .collect()
+}
+
+/// Why a facilitator configured to settle `upto` from `address` may not: its `/supported` lists no `upto`
+/// kind from that account.
+fn upto_signer_problem(s: &SupportedResponse, address: Address) -> Option<String> {
+    let listed: Vec<String> = s
+        .kinds
+        .iter()
+        .filter(|k| k.scheme == SCHEME_UPTO)
+        .filter_map(|k| k.extra.as_ref()?.get("facilitatorAddress")?.as_str().map(str::to_owned))
+        .collect();
+    let ours = listed.iter().any(|l| l.parse::<Address>().ok() == Some(address));
+    match (ours, listed.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(format!("its /supported lists no `upto` kind, but `address: {address}` is configured for upto routes")),
+        (false, false) => Some(format!(
+            "its /supported settles `upto` from {}, not the configured `address: {address}`: set `address:` to the one it lists",
+            listed.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_configured_upto_address_must_be_one_the_facilitator_lists() {
+        let ours: Address = "0x90F79bf6EB2c4f870365E785982E1f101E93b906".parse().unwrap();
+        let supported = |kinds: serde_json::Value| -> SupportedResponse {
+            serde_json::from_value(json!({ "kinds": kinds })).unwrap()
+        };
+        let listing = |a: &str| supported(json!([{"x402Version": 2, "scheme": "upto", "network": "eip155:8453", "extra": {"facilitatorAddress": a}}]));
+        assert_eq!(upto_signer_problem(&listing(&ours.to_string().to_lowercase()), ours), None);
+        let other = upto_signer_problem(&listing("0x0000000000000000000000000000000000000001"), ours).unwrap();
+        assert!(other.contains("0x0000000000000000000000000000000000000001") && other.contains("set `address:`"), "{other}");
+        let none = upto_signer_problem(&supported(json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:8453"}])), ours);
+        assert!(none.unwrap().contains("no `upto` kind"));
+    }
 }
