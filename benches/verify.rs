@@ -148,6 +148,7 @@ fn claims() {
         expires_at: now + 600,
         lease_until: now + 300,
         facilitator: 0,
+        charge: None,
     };
     let mut i = 0u64;
     time("claim insert (memory store)", 200_000, || {

@@ -106,20 +106,36 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     let payer: Address = state["accounts"][3]["address"].as_str().unwrap().parse().unwrap();
     let payer_before = chain.balance_of(asset, payer).await.unwrap();
     let out = std::process::Command::new(support::bin())
-        .args(["pay", "-H", "x-echo-charge: 2500", state["metered_url"].as_str().unwrap()])
+        .args([
+            "pay",
+            "-H",
+            "x-echo-charge: 2500",
+            state["metered_url"].as_str().unwrap(),
+        ])
         .env("X402_PRIVATE_KEY", key)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("Permit2 authorization") && text.contains("\"amount\":\"2500\""), "{text}");
-    assert_eq!(chain.balance_of(asset, payer).await.unwrap(), payer_before - U256::from(2500));
+    assert!(
+        text.contains("Permit2 authorization") && text.contains("\"amount\":\"2500\""),
+        "{text}"
+    );
+    assert_eq!(
+        chain.balance_of(asset, payer).await.unwrap(),
+        payer_before - U256::from(2500)
+    );
 
     // The plain 18-decimal token through Permit2: $0.001 is 10^15 atomic units.
     let plain: Address = state["plain_asset"].as_str().unwrap().parse().unwrap();
     let plain_before = chain.balance_of(plain, pay_to).await.unwrap();
     let out = std::process::Command::new(support::bin())
-        .args(["pay", "--max-amount", "1000000000000000", state["permit2_url"].as_str().unwrap()])
+        .args([
+            "pay",
+            "--max-amount",
+            "1000000000000000",
+            state["permit2_url"].as_str().unwrap(),
+        ])
         .env("X402_PRIVATE_KEY", key)
         .output()
         .unwrap();

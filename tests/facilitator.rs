@@ -209,9 +209,14 @@ async fn supported_lists_v1_and_v2_kinds_and_the_signer() {
         kinds.contains(&json!({"x402Version": 2, "scheme": "exact", "network": "eip155:84532"})),
         "{s}"
     );
-    assert_eq!(kinds.len(), 2, "{s}");
-    assert_eq!(s["extensions"], json!([]));
     let signer: PrivateKeySigner = devnet.state.facilitator_private_key.parse().unwrap();
+    // `upto` (v2 only), naming the account it settles from: the address upto payers sign.
+    assert!(
+        kinds.contains(&json!({"x402Version": 2, "scheme": "upto", "network": "eip155:84532", "extra": {"facilitatorAddress": signer.address().to_string()}})),
+        "{s}"
+    );
+    assert_eq!(kinds.len(), 3, "{s}");
+    assert_eq!(s["extensions"], json!([]));
     assert_eq!(s["signers"]["eip155:*"], json!([signer.address().to_string()]));
 }
 
@@ -494,19 +499,41 @@ async fn an_upto_payment_settles_the_charge_never_above_the_ceiling_and_only_by_
 
     // Asked to settle more than the payer signed: refused by name, nothing sent.
     let sent = facilitator.counter("facilitator_transactions_sent_total").await;
-    let (_, over) = facilitator.post("/settle", &request(&payload, &at(&accepts, 10_001))).await;
-    assert_eq!(over["errorReason"], "invalid_upto_evm_payload_settlement_exceeds_amount", "{over}");
+    let (_, over) = facilitator
+        .post("/settle", &request(&payload, &at(&accepts, 10_001)))
+        .await;
+    assert_eq!(
+        over["errorReason"], "invalid_upto_evm_payload_settlement_exceeds_amount",
+        "{over}"
+    );
     // Zero: success, no transaction, the answer says 0.
     let (_, zero) = facilitator.post("/settle", &request(&payload, &at(&accepts, 0))).await;
-    assert_eq!((zero["success"].clone(), zero["transaction"].clone(), zero["amount"].clone()), (json!(true), json!(""), json!("0")), "{zero}");
+    assert_eq!(
+        (
+            zero["success"].clone(),
+            zero["transaction"].clone(),
+            zero["amount"].clone()
+        ),
+        (json!(true), json!(""), json!("0")),
+        "{zero}"
+    );
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
 
     // The charge: exactly that moves, through the upto proxy.
     let before = (devnet.balance(payer).await, devnet.balance(pay_to).await);
-    let (_, settled) = facilitator.post("/settle", &request(&payload, &at(&accepts, 4321))).await;
-    assert_eq!((settled["success"].clone(), settled["amount"].clone()), (json!(true), json!("4321")), "{settled}");
+    let (_, settled) = facilitator
+        .post("/settle", &request(&payload, &at(&accepts, 4321)))
+        .await;
+    assert_eq!(
+        (settled["success"].clone(), settled["amount"].clone()),
+        (json!(true), json!("4321")),
+        "{settled}"
+    );
     let receipt = devnet.receipt(settled["transaction"].as_str().unwrap()).await;
-    assert_eq!(receipt["to"].as_str().unwrap().to_lowercase(), UPTO_PROXY.to_string().to_lowercase());
+    assert_eq!(
+        receipt["to"].as_str().unwrap().to_lowercase(),
+        UPTO_PROXY.to_string().to_lowercase()
+    );
     assert_eq!(devnet.balance(payer).await, before.0 - U256::from(4321));
     assert_eq!(devnet.balance(pay_to).await, before.1 + U256::from(4321));
 

@@ -322,3 +322,34 @@ async fn every_call_to_a_cdp_facilitator_carries_a_fresh_valid_token_and_a_wrong
     assert!(log.contains("refused the gateway's credentials (HTTP 401)"), "{log}");
     assert!(!log.contains(&wrong) && !log.contains(&secret));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upto_payment_goes_only_to_the_facilitator_it_names_even_when_another_is_first() {
+    use alloy::signers::local::PrivateKeySigner;
+    let stack = Stack::start(31_337, "").await;
+    // The first is healthy and would verify anything; only the second settles from the address upto
+    // payers sign, so only it may see the payment.
+    let (first, first_calls) = faulty_facilitator(stack.facilitator.url.clone(), &[]).await;
+    let settler: PrivateKeySigner = stack.devnet.state.facilitator_private_key.parse().unwrap();
+    let section = format!(
+        "facilitators:\n  - url: \"{first}\"\n  - url: \"{}\"\n    address: \"{}\"\n",
+        stack.facilitator.url,
+        settler.address()
+    );
+    let table = format!(
+        "{}  - path: /metered/**\n    price: {{upto: \"$0.01\"}}\n",
+        with_facilitators(&stack, &section)
+    );
+    let gateway = Gateway::start(&table).await;
+    let payee = stack.devnet.balance(stack.pay_to).await;
+    let (resp, _) = pay(&stack, &gateway, "/metered/one", 6).await;
+    assert_settled(&stack, resp).await;
+    // No report from the upstream: the maximum, $0.01.
+    assert_eq!(stack.devnet.balance(stack.pay_to).await, payee + U256::from(10 * PRICE));
+    let first_calls = first_calls.lock().unwrap();
+    assert_eq!(
+        (first_calls.get("/verify"), first_calls.get("/settle")),
+        (None, None),
+        "the facilitator the payment does not name was asked: {first_calls:?}"
+    );
+}

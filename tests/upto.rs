@@ -68,10 +68,20 @@ async fn the_official_clients_pay_what_the_upstream_charges_never_more_than_the_
         .find(|k| k["scheme"] == "upto")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(kind["extra"]["facilitatorAddress"], facilitator.to_string(), "{supported}");
+    assert_eq!(
+        kind["extra"]["facilitatorAddress"],
+        facilitator.to_string(),
+        "{supported}"
+    );
 
     // (reported by the upstream, charged): below, at, zero, above the maximum (capped), and a share.
-    let charges = [("2500", 2500u64), ("10000", MAX), ("0", 0), ("25000", MAX), ("12.5%", 1250)];
+    let charges = [
+        ("2500", 2500u64),
+        ("10000", MAX),
+        ("0", 0),
+        ("25000", MAX),
+        ("12.5%", 1250),
+    ];
     let mut payee_gained = U256::ZERO;
     for (program, script, account) in [(python(), "pay_python.py", 2), (node(), "pay_v2.mjs", 3)] {
         let (payer, key) = stack.devnet.account(account);
@@ -89,7 +99,11 @@ async fn the_official_clients_pay_what_the_upstream_charges_never_more_than_the_
             );
             let case = format!("{script} reporting {reported}");
             assert_eq!(out["status"], 200, "{case}: {out}");
-            assert_eq!(out["settlement_overrides"], Value::Null, "{case}: the report reached the client");
+            assert_eq!(
+                out["settlement_overrides"],
+                Value::Null,
+                "{case}: the report reached the client"
+            );
             let payload = &out["payment_payload"];
             assert_eq!(payload["accepted"]["scheme"], "upto", "{case}");
             assert_eq!(
@@ -114,7 +128,11 @@ async fn the_official_clients_pay_what_the_upstream_charges_never_more_than_the_
             }
             let charged = U256::from(charged);
             assert_eq!(stack.devnet.balance(payer).await, payer_before - charged, "{case}");
-            assert_eq!(stack.devnet.balance(stack.pay_to).await, payee_before + charged, "{case}");
+            assert_eq!(
+                stack.devnet.balance(stack.pay_to).await,
+                payee_before + charged,
+                "{case}"
+            );
             payee_gained += charged;
 
             // The authorization served its one response, even at zero: the same payment again is refused.

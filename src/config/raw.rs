@@ -153,10 +153,17 @@ pub enum DefaultAction {
 #[derive(Debug)]
 pub enum RawPrice {
     Usd(Text),
-    Atomic { amount: Text, asset: Text },
+    Atomic {
+        amount: Text,
+        asset: Text,
+    },
     /// `upto`: a maximum the payer authorises; the upstream says what each call cost. `asset` makes
     /// `upto` and `min` atomic units of it; without it they are dollar strings.
-    Upto { max: Text, asset: Option<Text>, min: Option<Text> },
+    Upto {
+        max: Text,
+        asset: Option<Text>,
+        min: Option<Text>,
+    },
 }
 
 impl<'de> Deserialize<'de> for RawPrice {

@@ -130,7 +130,10 @@ impl Resolver<'_> {
                 return self.fail(&at("price"), "the price is zero: use `free: true` for free routes");
             }
             if min > amount {
-                return self.fail(&at("price"), "`min` is above `upto`: the least charge cannot exceed the maximum");
+                return self.fail(
+                    &at("price"),
+                    "`min` is above `upto`: the least charge cannot exceed the maximum",
+                );
             }
             // `upto` always moves the tokens through Permit2, whatever the asset's own method.
             let (scheme, transfer) = match (price, d.upto_facilitator) {
@@ -172,13 +175,7 @@ impl Resolver<'_> {
 
     /// Each asset the price is payable in, with the amount (for `upto`, the maximum) and the least charge
     /// (zero but for `upto` with `min`) in its atomic units.
-    fn priced(
-        &mut self,
-        r: &RawRoute,
-        price: &RawPrice,
-        i: usize,
-        d: &Defaults,
-    ) -> Option<Vec<(Asset, U256, U256)>> {
+    fn priced(&mut self, r: &RawRoute, price: &RawPrice, i: usize, d: &Defaults) -> Option<Vec<(Asset, U256, U256)>> {
         let (amount, asset, min) = match price {
             RawPrice::Usd(s) => (s, None, None),
             RawPrice::Atomic { amount, asset } => (amount, Some(asset), None),

@@ -245,21 +245,48 @@ fn upto_offers_the_maximum_through_permit2_from_the_facilitators_address_with_a_
     .unwrap();
     let offer = |i: usize| c.table.routes[i].pricing.as_ref().unwrap().offers[0].clone();
     let ai = offer(0);
-    assert_eq!(ai.requirement.scheme, Scheme::Upto { facilitator: settler.parse().unwrap() });
-    assert_eq!(ai.requirement.transfer, Transfer::Permit2, "upto moves even USDC through Permit2");
+    assert_eq!(
+        ai.requirement.scheme,
+        Scheme::Upto {
+            facilitator: settler.parse().unwrap()
+        }
+    );
+    assert_eq!(
+        ai.requirement.transfer,
+        Transfer::Permit2,
+        "upto moves even USDC through Permit2"
+    );
     assert_eq!((ai.requirement.amount, ai.min), (U256::from(100_000), U256::from(1000)));
     let wire = ai.requirement.to_v2();
     assert_eq!(wire.scheme, "upto");
     assert_eq!(wire.extra.as_ref().unwrap()["facilitatorAddress"], settler);
-    assert_eq!(ai.domain_separator, crate::protocol::permit2::domain(31_337).separator());
+    assert_eq!(
+        ai.domain_separator,
+        crate::protocol::permit2::domain(31_337).separator()
+    );
     let rows = offer(1);
     assert_eq!((rows.requirement.amount, rows.min), (U256::from(500), U256::ZERO));
 
     // Without a facilitator address, with `settle: before`, or a min above the maximum: refused, with the fix.
     let cases = [
-        (BASE.to_owned(), "price: {upto: \"$0.10\"}", "routes[0].price", "set `address:`"),
-        (with_address.clone(), "price: {upto: \"$0.10\"}\n    settle: before", "routes[0].settle", "drop `settle: before`"),
-        (with_address, "price: {upto: \"$0.10\", min: \"$0.20\"}", "routes[0].price", "`min` is above `upto`"),
+        (
+            BASE.to_owned(),
+            "price: {upto: \"$0.10\"}",
+            "routes[0].price",
+            "set `address:`",
+        ),
+        (
+            with_address.clone(),
+            "price: {upto: \"$0.10\"}\n    settle: before",
+            "routes[0].settle",
+            "drop `settle: before`",
+        ),
+        (
+            with_address,
+            "price: {upto: \"$0.10\", min: \"$0.20\"}",
+            "routes[0].price",
+            "`min` is above `upto`",
+        ),
     ];
     for (base, price, field, hint) in cases {
         let src = format!("{base}accepts: [eip155:31337]\nroutes:\n  - path: /a\n    {price}\n");

@@ -57,7 +57,9 @@ impl UsdPrice {
     pub fn to_atomic_floor(&self, decimals: u8) -> Option<U256> {
         let ten = U256::from(10u8);
         match decimals.checked_sub(self.scale) {
-            Some(shift) => ten.checked_pow(U256::from(shift)).and_then(|m| self.mantissa.checked_mul(m)),
+            Some(shift) => ten
+                .checked_pow(U256::from(shift))
+                .and_then(|m| self.mantissa.checked_mul(m)),
             None => ten
                 .checked_pow(U256::from(self.scale - decimals))
                 .map(|d| self.mantissa / d),

@@ -12,7 +12,7 @@ use alloy::primitives::Address;
 use crate::core::time::Clock;
 use crate::gateway::claims::{ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::gateway::decode::{self, Matched, Presented};
-use crate::gateway::facilitator::Remote;
+use crate::gateway::facilitator::{no_settler, Remote};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency;
 use crate::gateway::metrics::{Verdict, Where};
@@ -119,6 +119,13 @@ impl Checkout<'_> {
         };
 
         let now = self.clock.now();
+        let via = self
+            .remote
+            .pick(requirement.network, settler)
+            .ok_or_else(|| Refusal::Facilitator {
+                error: no_settler(settler),
+                settling: false,
+            })?;
         let claimed = match window::check_for_route(payment, requirement.max_timeout_seconds, now) {
             Ok(()) => {
                 self.claims
@@ -126,7 +133,7 @@ impl Checkout<'_> {
                         key.clone(),
                         window::claim_expiry(payment, requirement.max_timeout_seconds, now),
                         request.digest,
-                        self.remote.pick(requirement.network, settler),
+                        via,
                     )
                     .await
             }

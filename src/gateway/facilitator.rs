@@ -294,6 +294,19 @@ impl FacilitatorClient {
     }
 }
 
+/// Why no facilitator was asked: none is configured, or none settles from the account an `upto` payment
+/// names (its `address:` was changed without a restart, or the offer came from elsewhere).
+pub fn no_settler(settler: Option<Address>) -> FacilitatorError {
+    let message = match settler {
+        Some(a) => format!("no configured facilitator settles upto payments from {a} (facilitator `address:`; a change takes a restart)"),
+        None => "no facilitator is configured".to_owned(),
+    };
+    FacilitatorError::Unreachable {
+        url: String::new(),
+        message,
+    }
+}
+
 /// What a settlement came to.
 #[derive(Debug)]
 pub enum Settlement {
@@ -378,9 +391,15 @@ impl Remote {
     /// that, the first. An `upto` payment names the one account that may settle it (`settler`): only the
     /// facilitator settling from it is asked.
     fn candidates(&self, network: Network, settler: Option<Address>) -> Vec<usize> {
+        // The payer's signature binds an `upto` payment to one account: only the facilitator settling from
+        // it may take it, whatever its `/supported` says, and none at all if no configured one does.
+        if let Some(a) = settler {
+            return (0..self.members.len())
+                .filter(|&i| self.members[i].client.address == Some(a))
+                .collect();
+        }
         let serving: Vec<usize> = (0..self.members.len())
             .filter(|&i| self.members[i].serves(network))
-            .filter(|&i| settler.is_none_or(|a| self.members[i].client.address == Some(a)))
             .collect();
         let up: Vec<usize> = serving.iter().copied().filter(|&i| self.members[i].is_up()).collect();
         match (up.is_empty(), serving.is_empty()) {
@@ -390,9 +409,10 @@ impl Remote {
         }
     }
 
-    /// The facilitator that settles a payment on `network` not verified remotely (`verify: local`).
-    pub fn pick(&self, network: Network, settler: Option<Address>) -> usize {
-        self.candidates(network, settler).first().copied().unwrap_or(0)
+    /// The facilitator that settles a payment on `network` not verified remotely (`verify: local`); `None`
+    /// for an `upto` payment naming an account no configured facilitator settles from.
+    pub fn pick(&self, network: Network, settler: Option<Address>) -> Option<usize> {
+        self.candidates(network, settler).first().copied()
     }
 
     /// `/verify`, through each candidate in turn until one answers; the answer and who gave it. A
@@ -416,10 +436,7 @@ impl Remote {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| FacilitatorError::Unreachable {
-            url: String::new(),
-            message: "no facilitator is configured".to_owned(),
-        }))
+        Err(last.unwrap_or_else(|| no_settler(settler)))
     }
 
     /// `/settle` through facilitator `via` (the one that verified the payment; never another), with one

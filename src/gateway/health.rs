@@ -157,7 +157,7 @@ async fn check_facilitators(remote: &Remote, wanted: &BTreeSet<Network>, bound: 
         match tokio::time::timeout(bound, m.client.supported()).await {
             Ok(Ok(s)) => {
                 if let Some(problem) = m.client.address().and_then(|a| upto_signer_problem(&s, a)) {
-                    tracing::warn!(facilitator = %m.client.shown(), "{problem}; `upto` payments will be refused");
+                    tracing::warn!(facilitator = %m.client.shown(), "{problem}; it may refuse the `upto` payments naming that address");
                 }
                 let networks = exact_networks(&s);
                 served.extend(networks.iter().copied());
@@ -227,11 +227,24 @@ mod tests {
         let supported = |kinds: serde_json::Value| -> SupportedResponse {
             serde_json::from_value(json!({ "kinds": kinds })).unwrap()
         };
-        let listing = |a: &str| supported(json!([{"x402Version": 2, "scheme": "upto", "network": "eip155:8453", "extra": {"facilitatorAddress": a}}]));
-        assert_eq!(upto_signer_problem(&listing(&ours.to_string().to_lowercase()), ours), None);
+        let listing = |a: &str| {
+            supported(
+                json!([{"x402Version": 2, "scheme": "upto", "network": "eip155:8453", "extra": {"facilitatorAddress": a}}]),
+            )
+        };
+        assert_eq!(
+            upto_signer_problem(&listing(&ours.to_string().to_lowercase()), ours),
+            None
+        );
         let other = upto_signer_problem(&listing("0x0000000000000000000000000000000000000001"), ours).unwrap();
-        assert!(other.contains("0x0000000000000000000000000000000000000001") && other.contains("set `address:`"), "{other}");
-        let none = upto_signer_problem(&supported(json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:8453"}])), ours);
+        assert!(
+            other.contains("0x0000000000000000000000000000000000000001") && other.contains("set `address:`"),
+            "{other}"
+        );
+        let none = upto_signer_problem(
+            &supported(json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:8453"}])),
+            ours,
+        );
         assert!(none.unwrap().contains("no `upto` kind"));
     }
 }

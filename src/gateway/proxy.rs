@@ -334,6 +334,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        // The upstream's word to the gateway on what a metered call cost; never the client's business.
+        let overrides = match resp.headers.contains_key(HEADER_SETTLEMENT_OVERRIDES) {
+            true => resp
+                .remove_header(HEADER_SETTLEMENT_OVERRIDES)
+                .map(|v| v.as_bytes().to_vec()),
+            false => None,
+        };
         // 1xx (100 Continue, 103 Early Hints) is not the answer: nothing to settle yet.
         if !is_final(resp.status) {
             return Ok(());
@@ -345,16 +352,12 @@ impl ProxyHttp for Gateway {
         if ctx.shadow_accepted && resp.status.as_u16() < 400 && !head {
             self.metrics.shadow(ctx.route_name(), WouldDo::Settle);
         }
-        // The upstream's word to the gateway on what a metered call cost; never the client's business.
-        let overrides = match resp.headers.contains_key(HEADER_SETTLEMENT_OVERRIDES) {
-            true => resp.remove_header(HEADER_SETTLEMENT_OVERRIDES).map(|v| v.as_bytes().to_vec()),
-            false => None,
-        };
         let Some(admitted) = ctx.admitted.as_mut() else {
             return Ok(());
         };
         let status = resp.status.as_u16();
-        let settled = settle::on_response(&self.claims, &self.remote, admitted, status, head, overrides.as_deref()).await;
+        let settled =
+            settle::on_response(&self.claims, &self.remote, admitted, status, head, overrides.as_deref()).await;
         ctx.header_ready = Some(Instant::now());
         match settled {
             Ok(Some(settled)) => {

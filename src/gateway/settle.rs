@@ -100,6 +100,16 @@ pub fn kept_receipt(a: &Admitted) -> Option<(&'static str, String)> {
 /// Before `/settle` is called the claim is marked `Settling`, so a crash or a lost answer leaves the
 /// payment in doubt, never free for reuse; a request that no longer holds its claim settles nothing.
 pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<SettleResponse, Refusal> {
+    // An `upto` payment is settled for its charge, never for the maximum the `/verify` bytes carry.
+    if a.metered.is_some() && a.ticket.charged().is_none() {
+        return Err(Refusal::PaymentRequired {
+            reason: Some(format!(
+                "{}: no charge was set for this metered payment",
+                reason::UPTO_INVALID_SCHEME
+            )),
+            receipt: None,
+        });
+    }
     if a.reconciling.is_none() {
         match claims.settling(&a.ticket).await {
             Ok(true) => {}
@@ -119,7 +129,10 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
     if charged == Some(U256::ZERO) {
         // `upto` at zero: nothing to move, no transaction; the authorization is spent all the same.
         return match claims.settled(&a.ticket, String::new()).await {
-            true => Ok(receipt(a, SettleResponse::settled(Some(a.payer.to_string()), a.network.wire_name(a.version), String::new()))),
+            true => Ok(receipt(
+                a,
+                SettleResponse::settled(Some(a.payer.to_string()), a.network.wire_name(a.version), String::new()),
+            )),
             false => Err(Refusal::SettlementPending {
                 transaction: String::new(),
             }),
@@ -129,7 +142,9 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
         (Some(m), Some(c)) => Some(m.request.charging(c).encode()),
         _ => None,
     };
-    let outcome = remote.settle(charged_request.as_ref().unwrap_or(&a.request), a.ticket.via()).await;
+    let outcome = remote
+        .settle(charged_request.as_ref().unwrap_or(&a.request), a.ticket.via())
+        .await;
     fault::point(Point::DuringSettle).await;
     let counted = match &outcome {
         Settlement::Settled(_) => Settled::Success,
@@ -180,14 +195,19 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
 /// The receipt of a settled payment: an `upto` one says what was charged.
 fn receipt(a: &Admitted, mut s: SettleResponse) -> SettleResponse {
     if let Some(c) = a.ticket.charged() {
-        s.amount = Some(c.to_string());
+        let charged = c.to_string();
+        if s.amount.as_ref().is_some_and(|said| *said != charged) {
+            tracing::warn!(payer = %a.payer, charge = %charged, facilitator_said = ?s.amount, transaction = %s.transaction, "the facilitator reports settling another amount than the charge it was sent");
+        }
+        s.amount = Some(charged);
     }
     s
 }
 
 /// Whether `s` reports that `transaction` itself failed on chain.
 fn reverted(s: &SettleResponse, transaction: &str) -> bool {
-    s.error_reason.as_deref() == Some(reason::TRANSACTION_FAILED) && s.transaction == transaction
+    let failed = [reason::TRANSACTION_FAILED, reason::UPTO_TRANSACTION_FAILED];
+    s.error_reason.as_deref().is_some_and(|r| failed.contains(&r)) && s.transaction == transaction
 }
 
 /// Marks the claim in doubt with the best known transaction and says so.

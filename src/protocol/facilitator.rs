@@ -41,7 +41,6 @@ impl FacilitatorRequest {
     }
 }
 
-
 /// A facilitator request as bytes on the wire, with its SHA-256, which identifies one payment on one
 /// requirement.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,11 +29,17 @@ struct Overrides {
 /// `max` and at least `min` atomic units of an asset with `decimals`.
 pub fn charge(header: Option<&[u8]>, max: U256, min: U256, decimals: u8) -> Charge {
     let Some(raw) = header else {
-        return Charge { amount: max, note: None };
+        return Charge {
+            amount: max,
+            note: None,
+        };
     };
     let asked = serde_json::from_slice::<Overrides>(raw)
         .map_err(|_| "is not JSON like {\"amount\": \"1000\"}".to_owned())
-        .and_then(|o| amount(&o.amount, max, decimals).ok_or_else(|| format!("amount {:?} is not atomic units, \"<n>%\" or \"$<x>\"", o.amount)));
+        .and_then(|o| {
+            amount(&o.amount, max, decimals)
+                .ok_or_else(|| format!("amount {:?} is not atomic units, \"<n>%\" or \"$<x>\"", o.amount))
+        });
     match asked {
         Err(why) => Charge {
             amount: max,
@@ -41,11 +47,15 @@ pub fn charge(header: Option<&[u8]>, max: U256, min: U256, decimals: u8) -> Char
         },
         Ok(a) if a > max => Charge {
             amount: max,
-            note: Some(format!("the upstream asked for {a}, above the maximum the payer signed: capped at {max}")),
+            note: Some(format!(
+                "the upstream asked for {a}, above the maximum the payer signed: capped at {max}"
+            )),
         },
         Ok(a) if a < min => Charge {
             amount: min,
-            note: Some(format!("the upstream asked for {a}, below the route's min: charged {min}")),
+            note: Some(format!(
+                "the upstream asked for {a}, below the route's min: charged {min}"
+            )),
         },
         Ok(a) => Charge { amount: a, note: None },
     }
@@ -81,7 +91,10 @@ mod tests {
 
     #[test]
     fn each_spelling_is_read_and_held_to_the_terms() {
-        assert_eq!(charge(None, U256::from(10_000), U256::ZERO, 6).amount, U256::from(10_000));
+        assert_eq!(
+            charge(None, U256::from(10_000), U256::ZERO, 6).amount,
+            U256::from(10_000)
+        );
         assert_eq!(c(r#"{"amount":"2500"}"#, 10_000, 0), (2500, false));
         assert_eq!(c(r#"{"amount":"0"}"#, 10_000, 0), (0, false));
         assert_eq!(c(r#"{"amount":"10000"}"#, 10_000, 0), (10_000, false));
@@ -94,10 +107,20 @@ mod tests {
         assert_eq!(c(r#"{"amount":"$0.0040009"}"#, 10_000, 0), (4000, false));
         assert_eq!(c(r#"{"amount":"5"}"#, 10_000, 100), (100, true));
         assert_eq!(c(r#"{"amount":"0"}"#, 10_000, 100), (100, true));
-        for bad in [r#"{"amount":"-1"}"#, r#"{"amount":"1e3"}"#, r#"{"amount":"0x10"}"#, "2500", r#"{"amount":"1.234%"}"#, r#"{"amount":"$"}"#] {
+        for bad in [
+            r#"{"amount":"-1"}"#,
+            r#"{"amount":"1e3"}"#,
+            r#"{"amount":"0x10"}"#,
+            "2500",
+            r#"{"amount":"1.234%"}"#,
+            r#"{"amount":"$"}"#,
+        ] {
             assert_eq!(c(bad, 10_000, 0), (10_000, true), "{bad}");
         }
         // Larger than any U256 percent product: malformed, not a wrap-around.
-        assert_eq!(c(&format!(r#"{{"amount":"{}%"}}"#, "9".repeat(80)), 10_000, 0), (10_000, true));
+        assert_eq!(
+            c(&format!(r#"{{"amount":"{}%"}}"#, "9".repeat(80)), 10_000, 0),
+            (10_000, true)
+        );
     }
 }

@@ -309,7 +309,12 @@ impl Chain {
 
     /// The transaction that settles `amount` of `payment` in `asset` (only `upto` may take less than
     /// the amount signed).
-    fn settlement_call(&self, asset: Address, payment: &Payment, amount: U256) -> Result<TransactionRequest, ChainError> {
+    fn settlement_call(
+        &self,
+        asset: Address,
+        payment: &Payment,
+        amount: U256,
+    ) -> Result<TransactionRequest, ChainError> {
         match payment {
             Payment::Eip3009(p) => self.transfer_call(asset, p),
             Payment::Permit2(p) => Ok(self.permit2_call(p, amount)),

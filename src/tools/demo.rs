@@ -115,7 +115,10 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     let pay_to = s.accounts.get(1).ok_or("devnet has too few accounts")?.address.clone();
     let gateway_url = format!("http://127.0.0.1:{}", args.gateway_port);
     let (paid_url, free_url) = (format!("{gateway_url}/paid/hello"), format!("{gateway_url}/free/hello"));
-    let (metered_url, permit2_url) = (format!("{gateway_url}/metered/hello"), format!("{gateway_url}/token/hello"));
+    let (metered_url, permit2_url) = (
+        format!("{gateway_url}/metered/hello"),
+        format!("{gateway_url}/token/hello"),
+    );
     println!("[4/5] gateway: {gateway_url} (free /free/**, $0.001 for /paid/**, up to $0.01 for /metered/**, $0.001 in {} via Permit2 for /token/**, paid to {pay_to}); metrics on http://127.0.0.1:{}/metrics", s.plain_asset_symbol, args.admin_port);
     let dir = std::env::temp_dir().join(format!("x402-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

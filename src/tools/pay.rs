@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 
 use crate::core::time::unix_now;
 use crate::protocol::exact::{Authorization, ExactPayload, Requirement, Scheme, Transfer};
+use crate::protocol::facilitator::SettleResponse;
 use crate::protocol::payment::Payment;
 use crate::protocol::permit2::{self, Permit2Authorization, Permit2Payload, EXACT_PROXY, UPTO_PROXY};
-use crate::protocol::facilitator::SettleResponse;
 use crate::protocol::{codec, v1, v2, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::window;
 

@@ -171,7 +171,11 @@ impl FacilitatorService {
             let requirement = requirement?;
             let scheme = requirement.scheme.name();
             if payload_scheme != scheme {
-                let why = if scheme == SCHEME_EXACT { reason::INVALID_SCHEME } else { reason::UPTO_INVALID_SCHEME };
+                let why = if scheme == SCHEME_EXACT {
+                    reason::INVALID_SCHEME
+                } else {
+                    reason::UPTO_INVALID_SCHEME
+                };
                 return Err(Rejection::new(
                     why,
                     format!("payload scheme {payload_scheme:?} is not the requirement's {scheme:?}"),
@@ -402,7 +406,10 @@ impl FacilitatorService {
                 charge,
             ));
         }
-        let prepared = match chain.prepare_settlement(parsed.requirement.asset, payment, amount).await {
+        let prepared = match chain
+            .prepare_settlement(parsed.requirement.asset, payment, amount)
+            .await
+        {
             Ok(p) => p,
             Err(e) => return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new())),
         };
