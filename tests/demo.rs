@@ -67,13 +67,7 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     let before = chain.balance_of(asset, pay_to).await.unwrap();
 
     let key = state["accounts"][3]["private_key"].as_str().unwrap();
-    let out = std::process::Command::new(support::bin())
-        .args(["pay", state["paid_url"].as_str().unwrap()])
-        .env("X402_PRIVATE_KEY", key)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let text = paid(pay_cli(&["pay", state["paid_url"].as_str().unwrap()], key));
     assert!(
         text.contains("status 200") && text.contains("\"success\":true"),
         "{text}"
@@ -93,11 +87,10 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     );
 
     // A cap below the price is refused without paying.
-    let out = std::process::Command::new(support::bin())
-        .args(["pay", "--max-amount", "999", state["paid_url"].as_str().unwrap()])
-        .env("X402_PRIVATE_KEY", key)
-        .output()
-        .unwrap();
+    let out = pay_cli(
+        &["pay", "--max-amount", "999", state["paid_url"].as_str().unwrap()],
+        key,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--max-amount"));
     assert_eq!(chain.balance_of(asset, pay_to).await.unwrap(), before + price);
@@ -105,18 +98,15 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     // Metering by hand: the echo upstream charges what `x-echo-charge` says, and only that moves.
     let payer: Address = state["accounts"][3]["address"].as_str().unwrap().parse().unwrap();
     let payer_before = chain.balance_of(asset, payer).await.unwrap();
-    let out = std::process::Command::new(support::bin())
-        .args([
+    let text = paid(pay_cli(
+        &[
             "pay",
             "-H",
             "x-echo-charge: 2500",
             state["metered_url"].as_str().unwrap(),
-        ])
-        .env("X402_PRIVATE_KEY", key)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        ],
+        key,
+    ));
     assert!(
         text.contains("Permit2 authorization") && text.contains("\"amount\":\"2500\""),
         "{text}"
@@ -129,18 +119,15 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     // The plain 18-decimal token through Permit2: $0.001 is 10^15 atomic units.
     let plain: Address = state["plain_asset"].as_str().unwrap().parse().unwrap();
     let plain_before = chain.balance_of(plain, pay_to).await.unwrap();
-    let out = std::process::Command::new(support::bin())
-        .args([
+    paid(pay_cli(
+        &[
             "pay",
             "--max-amount",
             "1000000000000000",
             state["permit2_url"].as_str().unwrap(),
-        ])
-        .env("X402_PRIVATE_KEY", key)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        ],
+        key,
+    ));
     assert_eq!(
         chain.balance_of(plain, pay_to).await.unwrap(),
         plain_before + U256::from(1_000_000_000_000_000u64)
@@ -158,4 +145,20 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
         metrics.contains("x402_requests_total") && metrics.contains("outcome=\"paid\""),
         "{metrics}"
     );
+}
+
+/// Runs `x402-gateway pay` with `args` as the payer whose key is `key`.
+fn pay_cli(args: &[&str], key: &str) -> std::process::Output {
+    std::process::Command::new(support::bin())
+        .args(args)
+        .env("X402_PRIVATE_KEY", key)
+        .output()
+        .unwrap()
+}
+
+/// The output of a `pay` that succeeded.
+fn paid(out: std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
 }

@@ -14,14 +14,14 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
-use support::{decode_header, encode_header, free_port, get, now, price_table, python_sign, Gateway, Stack};
+use support::{decode_header, encode_header, free_port, get, now, python_sign, Gateway, Stack};
 
 const PRICE: u64 = 1000;
 
 /// The stack's price table with `section` in place of its one `facilitator:`.
 fn with_facilitators(stack: &Stack, section: &str) -> String {
     let url = &stack.facilitator.url;
-    let table = price_table(&stack.devnet, &stack.upstream.url, url, stack.pay_to, "");
+    let table = stack.table("");
     let one = format!("facilitator:\n  url: \"{url}\"\n  timeout: 20s\n");
     assert!(table.contains(&one));
     table.replace(&one, section)

@@ -547,7 +547,7 @@ async fn case_and_spelling_variants_of_a_priced_path_are_priced() {
 fn with_payment_id_routes(stack: &Stack, extra: &str) -> String {
     format!(
         "{}  - path: /ided/**\n    price: \"$0.001\"\n    payment_identifier: optional\n  - path: /idreq/**\n    price: \"$0.001\"\n    payment_identifier: required\n",
-        support::price_table(&stack.devnet, &stack.upstream.url, &stack.facilitator.url, stack.pay_to, extra)
+        stack.table(extra)
     )
 }
 

@@ -5,7 +5,7 @@ mod support;
 
 use alloy::primitives::{Address, U256};
 use serde_json::{json, Value};
-use support::{decode_header, get, node, price_table, python, run_client, Gateway, Stack};
+use support::{decode_header, get, node, python, run_client, Gateway, Stack};
 use x402_gateway::protocol::permit2::EXACT_PROXY;
 
 /// "$0.001" of an 18-decimal token.
@@ -14,13 +14,7 @@ const PRICE: u64 = 1_000_000_000_000_000;
 /// The stack's price table plus the plain token (paid through Permit2) and `/token/**` priced in it.
 fn permit2_table(stack: &Stack) -> String {
     let s = &stack.devnet.state;
-    let table = price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &stack.facilitator.url,
-        stack.pay_to,
-        "",
-    );
+    let table = stack.table("");
     let plain = format!(
         "assets:\n  - network: \"{}\"\n    address: \"{}\"\n    decimals: 18\n    symbol: PLAIN\n    transfer: permit2\n",
         s.network, s.plain_asset

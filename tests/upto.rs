@@ -7,7 +7,7 @@ mod support;
 use alloy::primitives::{Address, U256};
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
-use support::{decode_header, get, node, price_table, python, run_client, Gateway, Stack};
+use support::{decode_header, get, node, python, run_client, Gateway, Stack};
 use x402_gateway::protocol::permit2::UPTO_PROXY;
 
 /// "$0.01" of the devnet's 6-decimal token: the most a call may cost.
@@ -21,13 +21,7 @@ fn facilitator_address(stack: &Stack) -> Address {
 
 /// The stack's price table with the facilitator's address and `/metered/**` priced `upto` $0.01.
 fn metered_table(stack: &Stack, min: &str) -> String {
-    let table = price_table(
-        &stack.devnet,
-        &stack.upstream.url,
-        &stack.facilitator.url,
-        stack.pay_to,
-        "",
-    );
+    let table = stack.table("");
     let table = table.replacen(
         "  timeout: 20s\n",
         &format!("  timeout: 20s\n  address: \"{}\"\n", facilitator_address(stack)),

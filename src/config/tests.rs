@@ -264,6 +264,10 @@ fn upto_offers_the_maximum_through_permit2_from_the_facilitators_address_with_a_
         ai.domain_separator,
         crate::protocol::permit2::domain(31_337).separator()
     );
+    assert_eq!(
+        ai.display(),
+        format!("up to 0.1 tokens on eip155:31337, at least 0.001, settled by {settler}")
+    );
     let rows = offer(1);
     assert_eq!((rows.requirement.amount, rows.min), (U256::from(500), U256::ZERO));
 

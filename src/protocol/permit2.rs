@@ -293,21 +293,27 @@ mod tests {
         );
     }
 
-    /// The vector in contracts/PERMIT2-RESEARCH.md §1.4, signed with eth_account as the official clients
-    /// sign: our digest must be theirs, and their signature must recover to the payer.
-    #[test]
-    fn the_digest_and_signature_match_the_official_clients_vector() {
-        let auth = Permit2Authorization {
+    /// The authorization of contracts/PERMIT2-RESEARCH.md §1.4's vector, for `spender` and, for `upto`,
+    /// a facilitator.
+    fn vector(spender: Address, facilitator: Option<Address>) -> Permit2Authorization {
+        Permit2Authorization {
             from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
             token: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
             amount: U256::from(10u64).pow(U256::from(18)),
-            spender: EXACT_PROXY,
+            spender,
             nonce: U256::from(12_345_678_901_234_567_890u64),
             deadline: U256::from(1_900_000_000u64),
             to: address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
             valid_after: U256::ZERO,
-            facilitator: None,
-        };
+            facilitator,
+        }
+    }
+
+    /// The vector in contracts/PERMIT2-RESEARCH.md §1.4, signed with eth_account as the official clients
+    /// sign: our digest must be theirs, and their signature must recover to the payer.
+    #[test]
+    fn the_digest_and_signature_match_the_official_clients_vector() {
+        let auth = vector(EXACT_PROXY, None);
         let separator = domain(31_337).separator();
         assert_eq!(
             separator,
@@ -331,17 +337,7 @@ mod tests {
     /// proxy.
     #[test]
     fn the_upto_digest_matches_the_official_clients_vector() {
-        let auth = Permit2Authorization {
-            from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
-            token: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
-            amount: U256::from(10u64).pow(U256::from(18)),
-            spender: UPTO_PROXY,
-            nonce: U256::from(12_345_678_901_234_567_890u64),
-            deadline: U256::from(1_900_000_000u64),
-            to: address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
-            valid_after: U256::ZERO,
-            facilitator: Some(address!("90F79bf6EB2c4f870365E785982E1f101E93b906")),
-        };
+        let auth = vector(UPTO_PROXY, Some(address!("90F79bf6EB2c4f870365E785982E1f101E93b906")));
         let digest = signing_hash(&domain(31_337).separator(), &auth);
         assert_eq!(
             digest,

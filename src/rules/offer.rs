@@ -44,13 +44,17 @@ impl Offer {
         self
     }
 
-    /// `0.001 USDC on eip155:8453`.
+    /// `0.001 USDC on eip155:8453`; metered: `up to 0.1 USDC on eip155:8453, at least 0.001, settled by 0x…`.
     pub fn display(&self) -> String {
-        format!(
-            "{} {} on {}",
-            format_units(self.requirement.amount, self.decimals),
-            self.symbol,
-            self.requirement.network
-        )
+        let units = |a: U256| format_units(a, self.decimals);
+        let (symbol, network) = (&self.symbol, self.requirement.network);
+        match self.requirement.settler() {
+            None => format!("{} {symbol} on {network}", units(self.requirement.amount)),
+            Some(settler) => format!(
+                "up to {} {symbol} on {network}, at least {}, settled by {settler}",
+                units(self.requirement.amount),
+                units(self.min)
+            ),
+        }
     }
 }

@@ -40,18 +40,20 @@ sol! {
         function nonceBitmap(address owner, uint256 wordPos) external view returns (uint256);
     }
 
+    /// Permit2's signed permit, as both x402 proxies take it.
+    struct TokenPermissions {
+        address token;
+        uint256 amount;
+    }
+    struct PermitTransferFrom {
+        TokenPermissions permitted;
+        uint256 nonce;
+        uint256 deadline;
+    }
+
     /// The x402 exact Permit2 proxy's `settle` (the canonical ABI; selector 0x13cd3b53).
     #[sol(rpc)]
     interface IX402ExactPermit2Proxy {
-        struct TokenPermissions {
-            address token;
-            uint256 amount;
-        }
-        struct PermitTransferFrom {
-            TokenPermissions permitted;
-            uint256 nonce;
-            uint256 deadline;
-        }
         struct Witness {
             address to;
             uint256 validAfter;
@@ -63,15 +65,6 @@ sol! {
     /// the signed ceiling, sent only by the witness's facilitator.
     #[sol(rpc)]
     interface IX402UptoPermit2Proxy {
-        struct TokenPermissions {
-            address token;
-            uint256 amount;
-        }
-        struct PermitTransferFrom {
-            TokenPermissions permitted;
-            uint256 nonce;
-            uint256 deadline;
-        }
         struct Witness {
             address to;
             address facilitator;
@@ -261,17 +254,18 @@ impl Chain {
     /// `settle`, or for `upto` (a witness naming a facilitator) the upto proxy's for `amount`.
     fn permit2_call(&self, p: &Permit2Payload, amount: U256) -> TransactionRequest {
         let a = &p.authorization;
+        let permit = PermitTransferFrom {
+            permitted: TokenPermissions {
+                token: a.token,
+                amount: a.amount,
+            },
+            nonce: a.nonce,
+            deadline: a.deadline,
+        };
         let mut tx = match a.facilitator {
             None => IX402ExactPermit2Proxy::new(EXACT_PROXY, &self.provider)
                 .settle(
-                    IX402ExactPermit2Proxy::PermitTransferFrom {
-                        permitted: IX402ExactPermit2Proxy::TokenPermissions {
-                            token: a.token,
-                            amount: a.amount,
-                        },
-                        nonce: a.nonce,
-                        deadline: a.deadline,
-                    },
+                    permit,
                     a.from,
                     IX402ExactPermit2Proxy::Witness {
                         to: a.to,
@@ -282,14 +276,7 @@ impl Chain {
                 .into_transaction_request(),
             Some(facilitator) => IX402UptoPermit2Proxy::new(UPTO_PROXY, &self.provider)
                 .settle(
-                    IX402UptoPermit2Proxy::PermitTransferFrom {
-                        permitted: IX402UptoPermit2Proxy::TokenPermissions {
-                            token: a.token,
-                            amount: a.amount,
-                        },
-                        nonce: a.nonce,
-                        deadline: a.deadline,
-                    },
+                    permit,
                     amount,
                     a.from,
                     IX402UptoPermit2Proxy::Witness {

@@ -411,14 +411,16 @@ impl Stack {
     /// Another gateway on this stack's devnet and upstream, with its own facilitator URL and `extra`
     /// top-level keys.
     pub async fn gateway_with(&self, facilitator: &str, extra: &str) -> Gateway {
-        Gateway::start(&price_table(
-            &self.devnet,
-            &self.upstream.url,
-            facilitator,
-            self.pay_to,
-            extra,
-        ))
-        .await
+        Gateway::start(&self.table_with(facilitator, extra)).await
+    }
+
+    /// The standard price table on this stack, with its facilitator and `extra` top-level keys.
+    pub fn table(&self, extra: &str) -> String {
+        self.table_with(&self.facilitator.url, extra)
+    }
+
+    fn table_with(&self, facilitator: &str, extra: &str) -> String {
+        price_table(&self.devnet, &self.upstream.url, facilitator, self.pay_to, extra)
     }
 
     /// Fetches the 402 for `path` and returns its decoded `PAYMENT-REQUIRED`.
