@@ -75,38 +75,63 @@ impl Transaction {
     }
 }
 
-/// [`ClaimState`], compact.
+/// [`ClaimState`], compact, with an `upto` payment's charge where a record must keep it (while its
+/// settlement outcome is unknown), boxed because every claim pays for the widest variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     InFlight,
-    Settling,
+    Settling(Option<Box<U256>>),
     Settled(Transaction),
     InDoubt(Transaction),
+    InDoubtCharged(Box<(Transaction, U256)>),
     Failed(Box<str>),
 }
 
-impl From<&ClaimState> for State {
-    fn from(s: &ClaimState) -> Self {
-        match s {
-            ClaimState::InFlight => State::InFlight,
-            ClaimState::Settling => State::Settling,
-            ClaimState::Settled { transaction } => State::Settled(Transaction::of(transaction)),
-            ClaimState::InDoubt { transaction } => State::InDoubt(Transaction::of(transaction)),
-            ClaimState::Failed { reason } => State::Failed(reason.as_str().into()),
+impl State {
+    fn of(s: &ClaimState, charge: Option<U256>) -> Self {
+        match (s, charge) {
+            (ClaimState::InFlight, _) => State::InFlight,
+            (ClaimState::Settling, c) => State::Settling(c.map(Box::new)),
+            (ClaimState::Settled { transaction }, _) => State::Settled(Transaction::of(transaction)),
+            (ClaimState::InDoubt { transaction }, None) => State::InDoubt(Transaction::of(transaction)),
+            (ClaimState::InDoubt { transaction }, Some(c)) => {
+                State::InDoubtCharged(Box::new((Transaction::of(transaction), c)))
+            }
+            (ClaimState::Failed { reason }, _) => State::Failed(reason.as_str().into()),
         }
     }
-}
 
-impl From<&State> for ClaimState {
-    fn from(s: &State) -> Self {
-        match s {
-            State::InFlight => ClaimState::InFlight,
-            State::Settling => ClaimState::Settling,
-            State::Settled(t) => ClaimState::Settled { transaction: t.text() },
-            State::InDoubt(t) => ClaimState::InDoubt { transaction: t.text() },
-            State::Failed(reason) => ClaimState::Failed {
-                reason: reason.to_string(),
-            },
+    /// The state, and the charge it keeps.
+    fn claim(&self) -> (ClaimState, Option<U256>) {
+        match self {
+            State::InFlight => (ClaimState::InFlight, None),
+            State::Settling(c) => (ClaimState::Settling, c.as_deref().copied()),
+            State::Settled(t) => (ClaimState::Settled { transaction: t.text() }, None),
+            State::InDoubt(t) => (ClaimState::InDoubt { transaction: t.text() }, None),
+            State::InDoubtCharged(b) => (
+                ClaimState::InDoubt {
+                    transaction: b.0.text(),
+                },
+                Some(b.1),
+            ),
+            State::Failed(reason) => (
+                ClaimState::Failed {
+                    reason: reason.to_string(),
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Whether this is `s` (whatever charge it keeps).
+    fn is(&self, s: &ClaimState) -> bool {
+        match (self, s) {
+            (State::InFlight, ClaimState::InFlight) | (State::Settling(_), ClaimState::Settling) => true,
+            (State::Settled(t), ClaimState::Settled { transaction })
+            | (State::InDoubt(t), ClaimState::InDoubt { transaction }) => *t == Transaction::of(transaction),
+            (State::InDoubtCharged(b), ClaimState::InDoubt { transaction }) => b.0 == Transaction::of(transaction),
+            (State::Failed(r), ClaimState::Failed { reason }) => **r == **reason,
+            _ => false,
         }
     }
 }
@@ -119,34 +144,32 @@ struct Held {
     expires_at: u64,
     lease_until: u64,
     facilitator: u8,
-    /// Boxed: only `upto` payments have one, and every claim pays for the field.
-    charge: Option<Box<U256>>,
 }
 
 impl From<&Record> for Held {
     fn from(r: &Record) -> Self {
         Held {
-            state: State::from(&r.state),
+            state: State::of(&r.state, r.charge),
             payment: r.payment,
             holder: r.holder,
             expires_at: r.expires_at,
             lease_until: r.lease_until,
             facilitator: r.facilitator,
-            charge: r.charge.map(Box::new),
         }
     }
 }
 
 impl Held {
     fn record(&self) -> Record {
+        let (state, charge) = self.state.claim();
         Record {
-            state: ClaimState::from(&self.state),
+            state,
             payment: self.payment,
             holder: self.holder,
             expires_at: self.expires_at,
             lease_until: self.lease_until,
             facilitator: self.facilitator,
-            charge: self.charge.as_deref().copied(),
+            charge,
         }
     }
 
@@ -288,7 +311,7 @@ impl Store for MemoryStore {
             return Ok(false);
         };
         let h = held.get();
-        if h.holder != holder || now >= h.expires_at || h.state != State::from(state) {
+        if h.holder != holder || now >= h.expires_at || !h.state.is(state) {
             return Ok(false);
         }
         match next {
@@ -380,6 +403,41 @@ mod tests {
             Transaction::Hash(B256::repeat_byte(0xab)),
             "a canonical hash is kept as its 32 bytes"
         );
+    }
+
+    /// An `upto` charge is kept while the outcome is unknown, and a swap matches its state whatever it keeps.
+    #[tokio::test]
+    async fn an_upto_charge_is_kept_while_the_outcome_is_unknown() {
+        let store = MemoryStore::new(10, Clock::fixed(NOW));
+        let charged = |state| Record {
+            charge: Some(U256::from(2500)),
+            ..record(state, NOW + 60)
+        };
+        let settling = charged(ClaimState::Settling);
+        store.insert(&id(1), settling.clone(), NOW).await.unwrap();
+        assert_eq!(store.get(&id(1), NOW).await.unwrap(), Some(settling.clone()));
+        let in_doubt = charged(ClaimState::InDoubt {
+            transaction: format!("0x{}", "cd".repeat(32)),
+        });
+        let key = id(1);
+        let swapped = store.swap(
+            &key,
+            settling.holder,
+            &ClaimState::Settling,
+            Some(in_doubt.clone()),
+            NOW,
+        );
+        assert!(swapped.await.unwrap());
+        assert_eq!(store.get(&id(1), NOW).await.unwrap(), Some(in_doubt.clone()));
+        let settled = charged(ClaimState::Settled {
+            transaction: String::new(),
+        });
+        assert!(store
+            .swap(&id(1), in_doubt.holder, &in_doubt.state, Some(settled), NOW)
+            .await
+            .unwrap());
+        // Settled: nothing is settled again, so the charge is not kept.
+        assert_eq!(store.get(&id(1), NOW).await.unwrap().unwrap().charge, None);
     }
 
     #[tokio::test]

@@ -56,7 +56,8 @@ pub struct Record {
     #[serde(default)]
     pub facilitator: u8,
     /// `upto`: the amount handed to the facilitator for settlement (set from `Settling` on), so a payment
-    /// whose outcome is unknown is settled again for the same charge.
+    /// whose outcome is unknown is settled again for the same charge (the memory store keeps it only
+    /// while the outcome is unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub charge: Option<U256>,
 }
