@@ -335,12 +335,9 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         // The upstream's word to the gateway on what a metered call cost; never the client's business.
-        let overrides = match resp.headers.contains_key(HEADER_SETTLEMENT_OVERRIDES) {
-            true => resp
-                .remove_header(HEADER_SETTLEMENT_OVERRIDES)
-                .map(|v| v.as_bytes().to_vec()),
-            false => None,
-        };
+        let overrides = resp
+            .remove_header(HEADER_SETTLEMENT_OVERRIDES)
+            .map(|v| v.as_bytes().to_vec());
         // 1xx (100 Continue, 103 Early Hints) is not the answer: nothing to settle yet.
         if !is_final(resp.status) {
             return Ok(());

@@ -193,15 +193,14 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
 }
 
 /// The receipt of a settled payment: an `upto` one says what was charged.
-fn receipt(a: &Admitted, mut s: SettleResponse) -> SettleResponse {
-    if let Some(c) = a.ticket.charged() {
-        let charged = c.to_string();
-        if s.amount.as_ref().is_some_and(|said| *said != charged) {
-            tracing::warn!(payer = %a.payer, charge = %charged, facilitator_said = ?s.amount, transaction = %s.transaction, "the facilitator reports settling another amount than the charge it was sent");
+fn receipt(a: &Admitted, s: SettleResponse) -> SettleResponse {
+    let charge = a.ticket.charged();
+    if let (Some(c), Some(said)) = (charge, &s.amount) {
+        if *said != c.to_string() {
+            tracing::warn!(payer = %a.payer, charge = %c, facilitator_said = %said, transaction = %s.transaction, "the facilitator reports settling another amount than the charge it was sent");
         }
-        s.amount = Some(charged);
     }
-    s
+    s.charged(charge)
 }
 
 /// Whether `s` reports that `transaction` itself failed on chain.

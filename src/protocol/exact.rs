@@ -291,10 +291,15 @@ impl Requirement {
 /// The EIP-712 digest of `auth` under a domain whose separator is already known (`0x1901 ‖ separator ‖
 /// hashStruct`); the gateway computes each offer's separator once, at config time.
 pub fn signing_hash(domain_separator: &B256, auth: &Authorization) -> B256 {
+    eip712_digest(domain_separator, &auth.to_sol().eip712_hash_struct())
+}
+
+/// EIP-712's digest, `keccak256(0x1901 ‖ domain separator ‖ hashStruct)`: what every payer signs.
+pub fn eip712_digest(domain_separator: &B256, struct_hash: &B256) -> B256 {
     let mut buf = [0u8; 66];
     buf[..2].copy_from_slice(&[0x19, 0x01]);
     buf[2..34].copy_from_slice(domain_separator.as_slice());
-    buf[34..].copy_from_slice(auth.to_sol().eip712_hash_struct().as_slice());
+    buf[34..].copy_from_slice(struct_hash.as_slice());
     alloy::primitives::keccak256(buf)
 }
 

@@ -129,6 +129,14 @@ impl SettleResponse {
         }
     }
 
+    /// The same answer saying, if it succeeded, that it charged `amount` (`upto`; `None` leaves it as is).
+    pub fn charged(mut self, amount: Option<alloy::primitives::U256>) -> Self {
+        if let (true, Some(a)) = (self.success, amount) {
+            self.amount = Some(a.to_string());
+        }
+        self
+    }
+
     /// Whether the facilitator broadcast a transaction whose outcome it has not seen yet.
     pub fn is_pending(&self) -> bool {
         !self.success && self.error_reason.as_deref() == Some(super::reason::SETTLEMENT_PENDING)

@@ -5,13 +5,13 @@
 //! `upto` is the same payload with one more witness field, the facilitator allowed to settle it, and the
 //! upto proxy as spender.
 
-use alloy::primitives::{address, keccak256, Address, Bytes, B256, U256};
+use alloy::primitives::{address, Address, Bytes, B256, U256};
 use alloy::sol;
 use alloy::sol_types::{Eip712Domain, SolStruct};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::exact::{parse_address, parse_decimal, AuthorizationId, Rejection};
+use super::exact::{eip712_digest, parse_address, parse_decimal, AuthorizationId, Rejection, Scheme};
 use super::network::Network;
 use super::reason;
 
@@ -164,9 +164,7 @@ impl Permit2Payload {
             signature,
         })
     }
-}
 
-impl Permit2Payload {
     /// The wire form, as the official clients spell it (decimal strings; the witness's facilitator only for
     /// `upto`, between `to` and `validAfter`).
     pub fn to_json(&self) -> Value {
@@ -258,15 +256,19 @@ pub fn domain(chain_id: u64) -> Eip712Domain {
 /// The digest the payer signs, under Permit2's domain separator on the chain (see [`domain`]; the gateway
 /// computes it once per offer).
 pub fn signing_hash(domain_separator: &B256, auth: &Permit2Authorization) -> B256 {
-    let mut buf = [0u8; 66];
-    buf[..2].copy_from_slice(&[0x19, 0x01]);
-    buf[2..34].copy_from_slice(domain_separator.as_slice());
-    buf[34..].copy_from_slice(auth.struct_hash().as_slice());
-    keccak256(buf)
+    eip712_digest(domain_separator, &auth.struct_hash())
+}
+
+/// The proxy a payment of `scheme` names as its spender (and the only contract that can use it).
+pub fn spender(scheme: Scheme) -> Address {
+    match scheme {
+        Scheme::Exact => EXACT_PROXY,
+        Scheme::Upto { .. } => UPTO_PROXY,
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -293,9 +295,12 @@ mod tests {
         );
     }
 
+    /// The official clients' signature of the `exact` vector below (eth_account, anvil key #1).
+    pub(crate) const EXACT_SIGNATURE: &str = "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c";
+
     /// The authorization of contracts/PERMIT2-RESEARCH.md §1.4's vector, for `spender` and, for `upto`,
     /// a facilitator.
-    fn vector(spender: Address, facilitator: Option<Address>) -> Permit2Authorization {
+    pub(crate) fn vector(spender: Address, facilitator: Option<Address>) -> Permit2Authorization {
         Permit2Authorization {
             from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
             token: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
@@ -328,7 +333,7 @@ mod tests {
                 .parse::<B256>()
                 .unwrap()
         );
-        let sig: Bytes = "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c".parse().unwrap();
+        let sig: Bytes = EXACT_SIGNATURE.parse().unwrap();
         let sig = alloy::primitives::Signature::try_from(sig.as_ref()).unwrap();
         assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), auth.from);
     }

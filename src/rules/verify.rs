@@ -8,9 +8,9 @@ use alloy::primitives::{keccak256, Address, B256, U256};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
-use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement, Scheme, Transfer};
+use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement, Transfer};
 use crate::protocol::payment::Payment;
-use crate::protocol::permit2::{self, Permit2Payload, EXACT_PROXY, UPTO_PROXY};
+use crate::protocol::permit2::{self, Permit2Payload};
 use crate::protocol::reason;
 use crate::rules::window;
 
@@ -150,10 +150,7 @@ fn check_permit2_terms(
     payment: &Permit2Payload,
 ) -> Result<Address, Rejection> {
     let auth = &payment.authorization;
-    let (spender, facilitator) = match req.scheme {
-        Scheme::Exact => (EXACT_PROXY, None),
-        Scheme::Upto { facilitator } => (UPTO_PROXY, Some(facilitator)),
-    };
+    let (spender, facilitator) = (permit2::spender(req.scheme), req.settler());
     if auth.spender != spender {
         return Err(Rejection::new(
             reason::PERMIT2_SPENDER,
@@ -215,7 +212,7 @@ fn check_permit2_terms(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::exact::Authorization;
+    use crate::protocol::exact::{Authorization, Scheme};
     use crate::protocol::network::Network;
     use alloy::primitives::{address, b256, Bytes, Signature};
     use alloy::sol_types::SolStruct;
@@ -381,34 +378,22 @@ mod tests {
 
     /// The Permit2 vector of contracts/PERMIT2-RESEARCH.md §1.4 (signed as the official clients sign).
     fn permit2_case() -> (Requirement, Permit2Payload) {
-        use crate::protocol::permit2::Permit2Authorization;
-        let token = address!("5FbDB2315678afecb367f032d93F642f64180aa3");
-        let pay_to = address!("3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
-        let amount = U256::from(10u64).pow(U256::from(18));
+        use crate::protocol::permit2::tests::{vector, EXACT_SIGNATURE};
+        let authorization = vector(permit2::EXACT_PROXY, None);
         let req = Requirement {
             scheme: Scheme::Exact,
             network: Network::new(31_337),
-            asset: token,
-            pay_to,
-            amount,
+            asset: authorization.token,
+            pay_to: authorization.to,
+            amount: authorization.amount,
             max_timeout_seconds: 60,
             eip712_name: String::new(),
             eip712_version: String::new(),
             transfer: Transfer::Permit2,
         };
         let payload = Permit2Payload {
-            authorization: Permit2Authorization {
-                from: address!("70997970C51812dc3A010C7d01b50e0d17dc79C8"),
-                token,
-                amount,
-                spender: EXACT_PROXY,
-                nonce: U256::from(12_345_678_901_234_567_890u64),
-                deadline: U256::from(1_900_000_000u64),
-                to: pay_to,
-                valid_after: U256::ZERO,
-                facilitator: None,
-            },
-            signature: "0x95d6206fa8109b1f912798e82ad1497871fb1d284cc8679d59afd26e233a43a16f4509a628f749aa6955ee903f2472d4d93f74bb01fb441ffac568381d04838c1c".parse().unwrap(),
+            authorization,
+            signature: EXACT_SIGNATURE.parse().unwrap(),
         };
         (req, payload)
     }

@@ -12,10 +12,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use crate::core::time::unix_now;
-use crate::protocol::exact::{Authorization, ExactPayload, Requirement, Scheme, Transfer};
+use crate::protocol::exact::{Authorization, ExactPayload, Requirement, Transfer};
 use crate::protocol::facilitator::SettleResponse;
 use crate::protocol::payment::Payment;
-use crate::protocol::permit2::{self, Permit2Authorization, Permit2Payload, EXACT_PROXY, UPTO_PROXY};
+use crate::protocol::permit2::{self, Permit2Authorization, Permit2Payload};
 use crate::protocol::{codec, v1, v2, Version, HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::window;
 
@@ -158,15 +158,11 @@ pub fn sign_payment(signer: &PrivateKeySigner, req: &Requirement, now: u64) -> R
 /// spender, a random nonce, valid from 0 to `now + maxTimeoutSeconds`; for `upto`, the facilitator the
 /// offer names and its maximum.
 fn sign_permit2(signer: &PrivateKeySigner, req: &Requirement, now: u64) -> Result<Permit2Payload, PayError> {
-    let spender = match req.scheme {
-        Scheme::Exact => EXACT_PROXY,
-        Scheme::Upto { .. } => UPTO_PROXY,
-    };
     let authorization = Permit2Authorization {
         from: signer.address(),
         token: req.asset,
         amount: req.amount,
-        spender,
+        spender: permit2::spender(req.scheme),
         nonce: U256::from_be_bytes(B256::random().0),
         deadline: U256::from(now.saturating_add(req.max_timeout_seconds)),
         to: req.pay_to,

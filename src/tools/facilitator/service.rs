@@ -371,7 +371,7 @@ impl FacilitatorService {
             Ok(c) => c,
             Err(r) => return Ok(failed(r.reason, r.message, String::new())),
         };
-        let key: AuthorizationId = payment.id(parsed.requirement.network, parsed.requirement.asset);
+        let key = payment.id(parsed.requirement.network, parsed.requirement.asset);
         // The whole request, so a different payload reusing this authorization's nonce is told apart.
         let digest = req.encode().digest;
         let slot = self
@@ -389,10 +389,7 @@ impl FacilitatorService {
                 ));
             }
             let outcome = self.outcome(chain, &sent).await;
-            return Ok(with_charge(
-                Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire),
-                charge,
-            ));
+            return Ok(Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire).charged(charge));
         }
         // Reference facilitators skip the simulation here; the balance and nonce checks still run, and
         // gas estimation simulates the call anyway.
@@ -401,10 +398,8 @@ impl FacilitatorService {
         }
         if charge == Some(U256::ZERO) {
             // Nothing to move: no transaction (the proxy refuses zero), and the answer says so.
-            return Ok(with_charge(
-                SettleResponse::settled(payer.clone(), parsed.network_wire.clone(), String::new()),
-                charge,
-            ));
+            let nothing = SettleResponse::settled(payer.clone(), parsed.network_wire.clone(), String::new());
+            return Ok(nothing.charged(charge));
         }
         let prepared = match chain
             .prepare_settlement(parsed.requirement.asset, payment, amount)
@@ -437,12 +432,9 @@ impl FacilitatorService {
             }
         }
         self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(tx = %sent.hash, payer = %payment.payer(), to = %payment.payee(), value = %payment.amount(), network = %parsed.requirement.network, "settlement sent");
+        tracing::info!(tx = %sent.hash, payer = %payment.payer(), to = %payment.payee(), value = %amount, network = %parsed.requirement.network, "settlement sent");
         let outcome = chain.wait(sent.hash, self.receipt_timeout).await;
-        Ok(with_charge(
-            Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire),
-            charge,
-        ))
+        Ok(Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire).charged(charge))
     }
 
     /// The outcome of a sent settlement, noticing one the chain dropped.
@@ -537,14 +529,6 @@ async fn check_permit2(
         ));
     }
     Ok(())
-}
-
-/// A successful `upto` settlement says what it charged.
-fn with_charge(mut s: SettleResponse, charge: Option<U256>) -> SettleResponse {
-    if s.success {
-        s.amount = charge.map(|c| c.to_string());
-    }
-    s
 }
 
 /// `authorization.from` if the payload has one, for answers about payloads we could not fully parse.
