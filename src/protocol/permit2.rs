@@ -47,16 +47,12 @@ sol! {
 }
 
 /// `upto`'s EIP-712 types: the same names as `exact`'s (they are part of the type hash), with the
-/// facilitator in the witness.
+/// facilitator in the witness; `TokenPermissions` is the one above.
 mod upto {
+    use super::TokenPermissions;
     use alloy::sol;
 
     sol! {
-        struct TokenPermissions {
-            address token;
-            uint256 amount;
-        }
-
         struct Witness {
             address to;
             address facilitator;
@@ -196,7 +192,7 @@ impl Permit2Authorization {
         match self.facilitator {
             None => self.to_sol().eip712_hash_struct(),
             Some(facilitator) => upto::PermitWitnessTransferFrom {
-                permitted: upto::TokenPermissions {
+                permitted: TokenPermissions {
                     token: self.token,
                     amount: self.amount,
                 },
@@ -355,7 +351,7 @@ pub(crate) mod tests {
         assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), auth.from);
         assert_eq!(
             upto::PermitWitnessTransferFrom::eip712_type_hash(&upto::PermitWitnessTransferFrom {
-                permitted: upto::TokenPermissions {
+                permitted: TokenPermissions {
                     token: Address::ZERO,
                     amount: U256::ZERO
                 },
