@@ -668,3 +668,116 @@ async fn a_payment_identifier_makes_a_retry_get_the_first_answer_and_never_a_sec
         "three payments, three charges"
     );
 }
+
+/// Sends `method` to `url` with `headers`.
+async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = reqwest::Client::new().request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_method_the_priced_route_does_not_sell_never_reaches_the_upstream_for_free() {
+    let stack = Stack::start(31_337, "").await;
+    // The README's first example: GET priced, everything else free; plus a free POST listed by name.
+    let routes = "  - path: /search/public\n    methods: [POST]\n    free: true\n  - path: /search/**\n    methods: [GET]\n    price: \"$0.001\"\n  - path: /**\n    free: true\n";
+    let gw = support::Gateway::start(&format!("{}{routes}", stack.table(""))).await;
+    let url = |p: &str| format!("{}{p}", gw.url);
+    assert_eq!(send("GET", &url("/search/q"), &[]).await.status(), 402);
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let resp = send(method, &url("/search/q"), &[]).await;
+        assert_eq!(resp.status(), 405, "{method}");
+        assert_eq!(resp.headers()["allow"], "GET", "{method}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("served_by"), "{method} reached the upstream: {body}");
+        assert!(body.contains("method_not_allowed"), "{body}");
+    }
+    // A method override cannot smuggle a priced GET through a free method, nor re-label a paid one.
+    for (method, path) in [("POST", "/search/q"), ("GET", "/search/q"), ("POST", "/search/public")] {
+        for header in ["x-http-method-override", "x-http-method", "x-method-override"] {
+            let resp = send(method, &url(path), &[(header, "GET")]).await;
+            assert!(
+                resp.status() == 400 || resp.status() == 405,
+                "{method} {path} {header}: {}",
+                resp.status()
+            );
+            assert!(
+                !resp.text().await.unwrap().contains("served_by"),
+                "{method} {path} {header}"
+            );
+        }
+    }
+    // What the config lists by name stays free, and paths no priced route sells are untouched.
+    let listed: Value = send("POST", &url("/search/public"), &[]).await.json().await.unwrap();
+    assert_eq!(listed["path"], "/search/public");
+    let other: Value = send("DELETE", &url("/elsewhere"), &[("x-http-method-override", "GET")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        other["headers"]["x-http-method-override"], "GET",
+        "free paths pass as they are"
+    );
+    // A browser's preflight for the priced path is answered by the gateway.
+    let preflight = send(
+        "OPTIONS",
+        &url("/search/q"),
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(preflight.status(), 204);
+
+    // `check` warns about the gap it closes.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &file,
+        format!("{}{routes}", stack.table("")).replace("{listen}", "127.0.0.1:1"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("warning: route \"/search/**\" sells GET only"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_response_carries_no_permission_for_a_shared_cache() {
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(7);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/cached").await, &key));
+    let resp = get(
+        &format!("{}/paid/cached", stack.gateway.url),
+        &[
+            ("payment-signature", &header),
+            ("x-echo-header", "cache-control: public, max-age=60, s-maxage=600"),
+            ("x-echo-header", "cdn-cache-control: max-age=600"),
+            ("x-echo-header", "surrogate-control: max-age=600"),
+            ("x-echo-header", "cloudflare-cdn-cache-control: max-age=600"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("payment-response"));
+    let cache_control: Vec<_> = resp.headers().get_all("cache-control").iter().collect();
+    assert_eq!(cache_control, ["max-age=60, private"]);
+    for h in ["cdn-cache-control", "surrogate-control", "cloudflare-cdn-cache-control"] {
+        assert!(!resp.headers().contains_key(h), "{h} passed through");
+    }
+    // The free route's caching is the upstream's business.
+    let free = get(
+        &format!("{}/free/cached", stack.gateway.url),
+        &[("x-echo-header", "cache-control: public, s-maxage=600")],
+    )
+    .await;
+    assert_eq!(free.headers()["cache-control"], "public, s-maxage=600");
+}

@@ -683,6 +683,18 @@ async fn fail_open_serves_unpaid_and_counts_it_only_where_allowed() {
     let resp = get(&format!("{}/open/x", gw.url), &[("payment-signature", &header)]).await;
     assert_eq!(resp.status(), 200, "served unpaid");
     assert!(!resp.headers().contains_key("payment-response"));
+    // One signature serves at most one unpaid response: the same one again is spent, not served.
+    let again = get(&format!("{}/open/x", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(again.status(), 402, "a spent signature buys nothing more");
+    let reason = decode_header(again.headers().get("payment-required").unwrap().to_str().unwrap());
+    assert!(
+        reason["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid_exact_evm_nonce_already_used"),
+        "{reason}"
+    );
+    assert!(!again.text().await.unwrap().contains("served_by"));
     let header = encode_header(&python_sign(&challenge(&format!("{}/paid/x", gw.url)).await, &key));
     let resp = get(&format!("{}/paid/x", gw.url), &[("payment-signature", &header)]).await;
     assert_eq!(resp.status(), 503, "deny (the default) refuses");
@@ -697,8 +709,8 @@ async fn fail_open_serves_unpaid_and_counts_it_only_where_allowed() {
     assert!(!resp.text().await.unwrap().contains("served_by"));
 
     assert_eq!(stack.devnet.balance(payer).await, before);
-    // Start-up's probe (unmatched), three challenges, the fail-open and two refusals.
-    let m = metric_reaches(&gw, "x402_requests_total", &[], 7.0).await;
+    // Start-up's probe (unmatched), three challenges, the fail-open, the spent replay and two refusals.
+    let m = metric_reaches(&gw, "x402_requests_total", &[], 8.0).await;
     assert_eq!(
         sample(
             &m,
@@ -716,5 +728,5 @@ async fn fail_open_serves_unpaid_and_counts_it_only_where_allowed() {
         ),
         Some(1.0)
     );
-    file_contains(&gw.log, "serving unpaid").await;
+    file_contains(&gw.log, "serving this payment once, unpaid").await;
 }

@@ -250,6 +250,64 @@ async fn a_settlement_that_went_pending_is_never_called_failed_by_a_fresh_judgem
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_failed_settle_that_names_a_transaction_is_in_doubt_never_a_new_challenge() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(6);
+    let tx = format!("0x{}", "ef".repeat(32));
+    // A fake facilitator that injects one fault, as the Go reference answers when it broadcast and then gave
+    // up waiting for the receipt.
+    let gave_up = json!({"success": false, "errorReason": "unexpected_settle_error", "transaction": tx, "network": stack.devnet.state.network});
+    let (url, settles) = scripted_facilitator((200, json!({"isValid": true})), (200, gave_up)).await;
+    let gw = stack.gateway_with(&url, "").await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/gave-up").await, &key));
+    for attempt in 1..=2u64 {
+        let resp = get(&format!("{}/paid/gave-up", gw.url), &[("payment-signature", &header)]).await;
+        assert_eq!(resp.status(), 504, "attempt {attempt}: in doubt");
+        assert!(
+            !resp.headers().contains_key("payment-required"),
+            "attempt {attempt}: never asked to pay again"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["transaction"],
+            tx.as_str(),
+            "attempt {attempt}: the transaction is kept: {body}"
+        );
+        assert_eq!(settles.load(Ordering::SeqCst), attempt, "re-settled, not challenged");
+    }
+    // A failure made before anything was broadcast is still definite: a fresh 402 with the reason.
+    let refused = json!({"success": false, "errorReason": "invalid_exact_evm_insufficient_balance", "transaction": "", "network": stack.devnet.state.network});
+    let (url, _) = scripted_facilitator((200, json!({"isValid": true})), (200, refused)).await;
+    let gw = stack.gateway_with(&url, "").await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/refused").await, &key));
+    let resp = get(&format!("{}/paid/refused", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 402);
+    let receipt = decode_header(resp.headers().get("payment-response").unwrap().to_str().unwrap());
+    assert_eq!(receipt["errorReason"], "invalid_exact_evm_insufficient_balance");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limiting_facilitator_is_never_a_reason_to_serve_unpaid() {
+    use std::sync::atomic::Ordering;
+    let stack = Stack::start(31_337, "").await;
+    let (_, key) = stack.devnet.account(7);
+    // A fake facilitator that injects one fault: HTTP 429 on /verify, which anyone can cause by flooding it.
+    let (url, settles) = scripted_facilitator((429, json!({"isValid": true})), (200, json!({}))).await;
+    let open = "  - path: /open/**\n    price: \"$0.001\"\n    on_facilitator_error: allow\n";
+    let table = support::price_table(&stack.devnet, &stack.upstream.url, &url, stack.pay_to, "");
+    let gw = support::Gateway::start(&format!("{table}{open}")).await;
+    let challenge = get(&format!("{}/open/x", gw.url), &[]).await;
+    let offer = decode_header(challenge.headers()["payment-required"].to_str().unwrap());
+    let header = encode_header(&python_sign(&offer, &key));
+    let resp = get(&format!("{}/open/x", gw.url), &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 503, "refused, though the route fails open");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["reason"], "facilitator_rate_limited", "{body}");
+    assert_eq!(settles.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn facilitator_answering_garbage_means_502_and_no_content() {
     let stack = Stack::start(31_337, "").await;
     let (_, key) = stack.devnet.account(2);

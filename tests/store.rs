@@ -426,6 +426,39 @@ async fn a_payment_identifier_outcome_survives_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_second_gateway_on_the_same_sqlite_file_refuses_to_start_and_the_first_keeps_its_records() {
+    let stack = Stack::start(31_337, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("claims.db");
+    let yaml = table(&stack, &format!("sqlite:{}", db.display()), &stack.facilitator.url, "");
+    let second = dir.path().join("second.yaml");
+    std::fs::write(&second, yaml.replace("{listen}", &format!("127.0.0.1:{}", free_port()))).unwrap();
+    let gw = Restartable::start(&yaml, dir, &[]).await;
+    let (_, key) = stack.devnet.account(8);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/locked").await, &key));
+    let url = format!("{}/paid/locked", gw.url);
+    assert_eq!(get(&url, &[("payment-signature", &header)]).await.status(), 200);
+
+    let name = "gateway-second-on-one-sqlite-file";
+    let mut other = support::spawn(name, &["run", "-c", second.to_str().unwrap()], &[]);
+    let mut exit = None;
+    wait_until("the second gateway to exit", Duration::from_secs(30), || {
+        exit = other.child.try_wait().unwrap();
+        exit.is_some()
+    })
+    .await;
+    assert!(!exit.unwrap().success(), "refused to start");
+    let log = std::fs::read_to_string(support::repo().join(format!("target/test-logs/{name}.log"))).unwrap();
+    assert!(
+        log.contains(&format!("{} is in use by process", db.display())) && log.contains("redis"),
+        "the error names the file and says what to do: {log}"
+    );
+    // The first one's records are untouched: the payment is still spent.
+    let replay = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(replay.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_payment_being_settled_is_not_settled_again_by_a_request_on_another_replica() {
     let stack = Stack::start(31_337, "").await;
     let redis = Redis::start_on(free_port()).await;

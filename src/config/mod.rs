@@ -183,6 +183,11 @@ pub struct FacilitatorSettings {
 }
 
 impl FacilitatorSettings {
+    /// The URL as output shows it: scheme, host and port (facilitators put API keys in paths and queries).
+    pub fn shown(&self) -> String {
+        url::Url::parse(&self.url).map_or_else(|_| "(invalid URL)".to_owned(), |u| crate::core::secret::redact(&u))
+    }
+
     /// Whether `other` calls the same facilitator the same way (URL, timeout, headers, key).
     pub fn same_as(&self, other: &FacilitatorSettings) -> bool {
         let headers = |f: &FacilitatorSettings| {
@@ -270,8 +275,8 @@ impl Config {
             self.facilitators
                 .iter()
                 .map(|f| match &f.cdp {
-                    Some(k) => format!("{} (CDP key {})", f.url, k.id()),
-                    None => f.url.clone(),
+                    Some(k) => format!("{} (CDP key {})", f.shown(), k.id()),
+                    None => f.shown(),
                 })
                 .collect::<Vec<_>>()
                 .join(", then "),
@@ -312,6 +317,9 @@ impl Config {
                     }
                 }
             }
+        }
+        for gap in self.table.gaps() {
+            let _ = writeln!(out, "warning: {gap}");
         }
         out
     }

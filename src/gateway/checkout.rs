@@ -12,7 +12,7 @@ use alloy::primitives::Address;
 use crate::core::time::Clock;
 use crate::gateway::claims::{ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::gateway::decode::{self, Matched, Presented};
-use crate::gateway::facilitator::{no_settler, Remote};
+use crate::gateway::facilitator::{no_settler, FacilitatorError, Remote};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency;
 use crate::gateway::metrics::{Verdict, Where};
@@ -24,8 +24,19 @@ use crate::protocol::exact::{AuthorizationId, Requirement};
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
 use crate::protocol::{reason, Version};
 use crate::rules::challenge::resource;
-use crate::rules::table::{Pricing, SettleMode, VerifyMode};
+use crate::rules::table::{OnFacilitatorError, Pricing, SettleMode, VerifyMode};
 use crate::rules::window;
+
+/// What checkout comes to, when it does not refuse.
+#[derive(Debug)]
+pub enum Admission {
+    /// Verified and claimed: proxy, then settle.
+    Paid(Box<Admitted>),
+    /// The facilitator could not verify it, on a route that fails open (`on_facilitator_error: allow`):
+    /// served once, unpaid. Its authorization is spent before anything is served, so one signature never
+    /// buys a second unpaid response.
+    Unpaid(FacilitatorError),
+}
 
 /// The parts checkout needs.
 pub struct Checkout<'a> {
@@ -37,7 +48,7 @@ pub struct Checkout<'a> {
 
 impl Checkout<'_> {
     /// Runs a presented payment through every check; on success the authorization is claimed.
-    pub async fn admit(&self, presented: Presented, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
+    pub async fn admit(&self, presented: Presented, pricing: &Pricing, url: &str) -> Result<Admission, Refusal> {
         let matched = decode::match_offer(presented, &pricing.offers).map_err(|e| Refusal::PaymentRequired {
             reason: Some(e.reason()),
             receipt: None,
@@ -53,22 +64,19 @@ impl Checkout<'_> {
             self.claims.lease(),
         )
         .await?;
-        match self.checked(matched, pricing, url).await {
-            Ok(mut a) => {
-                a.tracked = tracked;
-                Ok(a)
-            }
-            Err(r) => {
-                if let Some(t) = &tracked {
-                    idempotency::abandon(self.store, t).await;
-                }
-                Err(r)
-            }
+        let checked = self.checked(matched, pricing, url).await;
+        if let Ok(Admission::Paid(mut a)) = checked {
+            a.tracked = tracked;
+            return Ok(Admission::Paid(a));
         }
+        if let Some(t) = &tracked {
+            idempotency::abandon(self.store, t).await;
+        }
+        checked
     }
 
     /// Every check after the identifier, through the claim and the facilitator's `/verify`.
-    async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admitted, Refusal> {
+    async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admission, Refusal> {
         // A payment this process already settled is refused before any signature work: a replay costs a
         // cache lookup. (`from` is unverified here, but it is part of the settled payment's identity.)
         let payment = &matched.payment;
@@ -95,7 +103,18 @@ impl Checkout<'_> {
             payment_payload: matched.json,
             payment_requirements: requirement.to_wire(matched.version, &meta),
         };
-        let request = facilitator_request.encode();
+        let mut request = facilitator_request.encode();
+        if matched.version == Version::V1 {
+            // A v1 requirement names the URL, which the payer did not sign: a payment whose outcome is
+            // unknown is the same payment whatever URL it comes back on, so the URL is left out of its
+            // identity.
+            let anywhere = FacilitatorRequest {
+                payment_requirements: requirement
+                    .to_wire(Version::V1, &resource("", &pricing.description, &pricing.mime_type)),
+                ..facilitator_request.clone()
+            };
+            request.digest = anywhere.encode().digest;
+        }
         let settler = requirement.settler();
         let metered = settler.map(|settler| Metered {
             settler,
@@ -153,18 +172,29 @@ impl Checkout<'_> {
                 let ticket = self.reconcile(&key, &request, &transaction).await?;
                 let mut admitted = admit(ticket, request, Some(transaction));
                 admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
-                return Ok(admitted);
+                return Ok(Admission::Paid(Box::new(admitted)));
             }
             Err(e) => return Err(claim_refusal(e, version, requirement, payer)),
         };
         fault::point(Point::AfterClaim).await;
         let mut admitted = admit(ticket, request, None);
-        if let Err(r) = self.after_claim(&mut admitted, pricing).await {
-            // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
-            self.claims.release(&admitted.ticket).await;
-            return Err(r);
+        match self.after_claim(&mut admitted, pricing).await {
+            Ok(()) => Ok(Admission::Paid(Box::new(admitted))),
+            Err(Refusal::Facilitator { error, settling: false }) if fails_open(&error, pricing) => {
+                // Spent before anything is served: one signature, at most one unpaid response.
+                if self.claims.served_unpaid(&admitted.ticket).await {
+                    Ok(Admission::Unpaid(error))
+                } else {
+                    self.claims.release(&admitted.ticket).await;
+                    Err(Refusal::Facilitator { error, settling: false })
+                }
+            }
+            Err(r) => {
+                // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
+                self.claims.release(&admitted.ticket).await;
+                Err(r)
+            }
         }
-        Ok(admitted)
     }
 
     /// Takes over a payment whose settlement outcome is unknown, for this request to settle it again. Only
@@ -210,6 +240,13 @@ impl Checkout<'_> {
     }
 }
 
+/// Whether a facilitator that could not verify a payment lets the route serve it unpaid: only where the
+/// operator allowed it, and never when the facilitator is rate-limiting us (anyone can cause that by
+/// flooding it).
+fn fails_open(error: &FacilitatorError, pricing: &Pricing) -> bool {
+    pricing.on_facilitator_error == OnFacilitatorError::Allow && !matches!(error, FacilitatorError::Throttled { .. })
+}
+
 /// Whether a claim's settlement outcome is unknown (handed to the facilitator, no answer recorded).
 fn is_unknown(state: &ClaimState) -> bool {
     matches!(state, ClaimState::Settling | ClaimState::InDoubt { .. })
@@ -219,7 +256,7 @@ fn claim_refusal(e: ClaimRefusal, version: Version, requirement: &Requirement, p
     match &e {
         ClaimRefusal::Full => Refusal::Busy(e.to_string()),
         ClaimRefusal::Store(_) => Refusal::Store,
-        ClaimRefusal::InFlight => Refusal::PaymentRequired {
+        ClaimRefusal::InFlight | ClaimRefusal::ServedUnpaid => Refusal::PaymentRequired {
             reason: Some(format!("{}: {e}", reason::NONCE_ALREADY_USED)),
             receipt: None,
         },

@@ -38,6 +38,8 @@ pub enum ClaimRefusal {
         "this payment was already submitted for settlement (transaction {transaction}); its outcome is not known yet"
     )]
     InDoubt { transaction: String },
+    #[error("this payment was already used: it paid for nothing, but a response was served while the payment facilitator was unavailable; sign a new payment")]
+    ServedUnpaid,
     #[error("the gateway is tracking too many unsettled payments right now; retry shortly")]
     Full,
     #[error("the payment store is unavailable; retry shortly")]
@@ -96,6 +98,7 @@ impl From<ClaimState> for ClaimRefusal {
                 transaction: String::new(),
             },
             ClaimState::InDoubt { transaction } => ClaimRefusal::InDoubt { transaction },
+            ClaimState::ServedUnpaid => ClaimRefusal::ServedUnpaid,
         }
     }
 }
@@ -146,9 +149,10 @@ impl Claims {
 
     fn record(&self, t: &ClaimTicket, state: ClaimState, now: u64) -> Record {
         let (lease, expires_at) = match state {
-            ClaimState::InFlight | ClaimState::Settled { .. } | ClaimState::Failed { .. } => {
-                (self.lease_secs, t.expires_at)
-            }
+            ClaimState::InFlight
+            | ClaimState::Settled { .. }
+            | ClaimState::ServedUnpaid
+            | ClaimState::Failed { .. } => (self.lease_secs, t.expires_at),
             ClaimState::Settling => (
                 self.settle_lease_secs,
                 t.expires_at.max(now.saturating_add(UNKNOWN_OUTCOME_SECS)),
@@ -282,6 +286,17 @@ impl Claims {
         let _ = self
             .advance(t, &ClaimState::Settling, Some(ClaimState::Failed { reason }))
             .await;
+    }
+
+    /// Spends an in-flight claim on one response served unpaid (the facilitator could not verify it, on a
+    /// route that fails open): the authorization never serves again. `false`: it could not be recorded (the
+    /// store failed, or the claim is no longer this request's), so nothing may be served.
+    pub async fn served_unpaid(&self, t: &ClaimTicket) -> bool {
+        matches!(
+            self.advance(t, &ClaimState::InFlight, Some(ClaimState::ServedUnpaid))
+                .await,
+            Ok(true)
+        )
     }
 
     /// Frees an in-flight claim (nothing was sent for settlement). A claim already handed to the

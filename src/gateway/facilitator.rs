@@ -17,7 +17,6 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use serde::de::DeserializeOwned;
 
 use crate::config::FacilitatorSettings;
-use crate::core::secret::redact;
 use crate::core::time::unix_now;
 use crate::gateway::metrics::Metrics;
 use crate::protocol::cdp::CdpKey;
@@ -46,6 +45,10 @@ pub enum FacilitatorError {
     /// Its credentials were refused: a configuration error, named as such for the operator.
     #[error("facilitator {url} refused the gateway's credentials (HTTP {status}): check its `auth`/`key_id`/`key_secret` or `headers`")]
     Unauthorized { url: String, status: u16 },
+    /// HTTP 429: it is rate-limiting this gateway. Nothing was acted on; never a reason to serve unpaid
+    /// (anyone can cause it by flooding the facilitator).
+    #[error("facilitator {url} is rate-limiting the gateway (HTTP 429)")]
+    Throttled { url: String },
 }
 
 impl FacilitatorError {
@@ -58,6 +61,7 @@ impl FacilitatorError {
             FacilitatorError::BadAnswer { .. } => "facilitator_bad_answer",
             FacilitatorError::Failed { .. } => "facilitator_failed",
             FacilitatorError::Unauthorized { .. } => "facilitator_unauthorized",
+            FacilitatorError::Throttled { .. } => "facilitator_rate_limited",
         }
     }
 
@@ -70,6 +74,7 @@ impl FacilitatorError {
             FacilitatorError::BadAnswer { .. } => "the payment facilitator gave an answer the gateway cannot read",
             FacilitatorError::Failed { .. } => "the payment facilitator reported a failure",
             FacilitatorError::Unauthorized { .. } => "the payment facilitator refused this gateway; retry later",
+            FacilitatorError::Throttled { .. } => "the payment facilitator is busy; retry later",
         }
     }
 }
@@ -119,7 +124,7 @@ pub struct FacilitatorClient {
 impl FacilitatorClient {
     /// A client for the facilitator `f` describes.
     pub fn new(f: &FacilitatorSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let shown = url::Url::parse(&f.url).map_or_else(|_| "(invalid URL)".to_owned(), |u| redact(&u));
+        let shown = f.shown();
         let base = f.url.trim_end_matches('/');
         let parse = |e: Endpoint| {
             reqwest::Url::parse(&format!("{base}{}", e.path())).map_err(|err| format!("facilitator URL {shown}: {err}"))
@@ -273,6 +278,9 @@ impl FacilitatorClient {
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {
             return Err(FacilitatorError::Unauthorized { url, status });
+        }
+        if status == 429 {
+            return Err(FacilitatorError::Throttled { url });
         }
         let body = resp.bytes().await.map_err(|e| FacilitatorError::Interrupted {
             url: url.clone(),
@@ -476,7 +484,9 @@ impl Remote {
                     // `verify: local` routes should stop picking it until a health check finds it again.
                     let refused = matches!(
                         error,
-                        FacilitatorError::Unreachable { .. } | FacilitatorError::Unauthorized { .. }
+                        FacilitatorError::Unreachable { .. }
+                            | FacilitatorError::Unauthorized { .. }
+                            | FacilitatorError::Throttled { .. }
                     );
                     if refused {
                         m.failed();

@@ -1,9 +1,12 @@
-//! Test-only fault hooks. With `X402_TEST_PAUSE_AT=<point>` and `X402_TEST_PAUSE_FILE=<path>` in its
-//! environment, the gateway stops a request at that point, writes the file and waits forever, so a test can
-//! kill the process there with SIGKILL and see what a crash at the worst moment leaves behind. Without them
-//! (production) a point is one comparison against an unset value read once.
+//! Test-only fault hooks, compiled in only with the `test-faults` feature (`scripts/test` builds with it; a
+//! binary built to run has none). With `X402_TEST_PAUSE_AT=<point>` and `X402_TEST_PAUSE_FILE=<path>` in its
+//! environment, such a gateway stops a request at that point, writes the file and waits forever, so a test
+//! can kill the process there with SIGKILL and see what a crash at the worst moment leaves behind. Without
+//! the feature a point is an empty function.
 
+#[cfg(feature = "test-faults")]
 use std::path::PathBuf;
+#[cfg(feature = "test-faults")]
 use std::sync::OnceLock;
 
 /// A place in a paid request where a crash is interesting.
@@ -17,6 +20,7 @@ pub enum Point {
     AfterSettle,
 }
 
+#[cfg(feature = "test-faults")]
 impl Point {
     fn name(self) -> &'static str {
         match self {
@@ -27,6 +31,7 @@ impl Point {
     }
 }
 
+#[cfg(feature = "test-faults")]
 fn armed() -> &'static Option<(String, PathBuf)> {
     static ARMED: OnceLock<Option<(String, PathBuf)>> = OnceLock::new();
     ARMED.get_or_init(|| {
@@ -37,6 +42,7 @@ fn armed() -> &'static Option<(String, PathBuf)> {
 }
 
 /// Pauses forever at `point` if a test armed it.
+#[cfg(feature = "test-faults")]
 pub async fn point(point: Point) {
     if let Some((at, file)) = armed() {
         if at == point.name() {
@@ -46,3 +52,7 @@ pub async fn point(point: Point) {
         }
     }
 }
+
+/// Without the `test-faults` feature there is nowhere to pause.
+#[cfg(not(feature = "test-faults"))]
+pub async fn point(_: Point) {}

@@ -10,7 +10,7 @@ use crate::gateway::decode::{self, PaymentError, Presented};
 use crate::gateway::metrics::Outcome;
 use crate::gateway::refusal::Refusal;
 use crate::rules::routes::NormalPath;
-use crate::rules::table::{Mode, Pricing, RouteTable, Unmatched};
+use crate::rules::table::{Mode, Pricing, Route, RouteTable, Unmatched};
 
 /// What the gateway does with a request.
 pub enum Decision<'t> {
@@ -94,7 +94,11 @@ pub fn classify<'t>(req: &RequestHeader, table: &'t RouteTable) -> Intake<'t> {
         );
     }
     let rewrite_path = path.rewritten.then(|| path.to_path());
-    let Some((index, route)) = table.find(&req.method, host, &path) else {
+    let found = table.find(&req.method, host, &path);
+    if let Some(refused) = priced_path_guard(req, table, host, &path, found) {
+        return refused;
+    }
+    let Some((index, route)) = found else {
         let decision = match table.unmatched {
             Unmatched::Pass { upstream } => {
                 return Intake {
@@ -126,6 +130,63 @@ pub fn classify<'t>(req: &RequestHeader, table: &'t RouteTable) -> Intake<'t> {
         rewrite_path,
         decision,
     }
+}
+
+/// Headers some frameworks read as the method (Express' method-override, ASP.NET, Symfony, Rails):
+/// on a priced path the upstream must see the method that was priced.
+const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// What a request on a priced path gets before routing goes on, if not the route `found` for it: a
+/// method the priced route does not sell is refused (405) unless a free route lists it by name, its
+/// preflight is answered by the gateway, and a method-override header is refused (400).
+fn priced_path_guard<'t>(
+    req: &RequestHeader,
+    table: &'t RouteTable,
+    host: &str,
+    path: &NormalPath,
+    found: Option<(usize, &'t Route)>,
+) -> Option<Intake<'t>> {
+    let on_priced_route = found.is_some_and(|(_, r)| r.enforces());
+    let other = if on_priced_route {
+        None
+    } else {
+        table.priced_for_other_methods(&req.method, host, path)
+    };
+    if !on_priced_route && other.is_none() {
+        return None;
+    }
+    let answer = |refusal, outcome, route| {
+        let mut i = Intake::answer(refusal, outcome);
+        i.route = route;
+        Some(i)
+    };
+    if let Some((index, priced)) = other {
+        if cors::is_preflight(req) {
+            return Some(Intake {
+                route: Some(index),
+                upstream: Some(priced.upstream),
+                rewrite_path: None,
+                decision: Decision::Preflight,
+            });
+        }
+        if !found.is_some_and(|(_, r)| r.lists(&req.method)) {
+            let allow = priced
+                .methods
+                .iter()
+                .flatten()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return answer(Refusal::MethodNotAllowed { allow }, Outcome::Denied, Some(index));
+        }
+    }
+    if let Some(h) = METHOD_OVERRIDES.iter().find(|h| req.headers.contains_key(**h)) {
+        let refusal = Refusal::BadRequest(format!(
+            "the {h} header is not accepted on a priced path: send the method itself"
+        ));
+        return answer(refusal, Outcome::BadRequest, found.map(|(i, _)| i));
+    }
+    None
 }
 
 /// A priced route: challenge, refuse an unreadable payment, or check it out.

@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` implementation: one method per phase, each a few lines that call a stage and
 //! keep its result in the request context (ARCHITECTURE.md traces one paid request through them).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorType, Result};
 
 use crate::core::time::Clock;
-use crate::gateway::checkout::Checkout;
+use crate::gateway::checkout::{Admission, Checkout};
 use crate::gateway::claims::Claims;
 use crate::gateway::decode::{self, Presented};
 use crate::gateway::drain::{InFlight, Requests};
@@ -30,7 +31,7 @@ use crate::gateway::{access, cors, receipt, shadow};
 use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::challenge::is_browser;
 use crate::rules::charge::HEADER_SETTLEMENT_OVERRIDES;
-use crate::rules::table::{OnFacilitatorError, Pricing, Route};
+use crate::rules::table::{Pricing, Route};
 
 /// The proxy: the live configuration plus the shared stages.
 pub struct Gateway {
@@ -146,18 +147,19 @@ impl Gateway {
 impl Gateway {
     /// The pricing a payment is judged by: the route's, unless the payment was made out for other terms
     /// that a retired price table quoted for this request within that route's `maxTimeoutSeconds` before
-    /// it was replaced, to the same recipient (a changed `pay_to` is never honoured). Chosen before any
-    /// side effect, so a payment is checked out once, under one set of terms.
+    /// it was replaced, to the same recipient (a changed `pay_to` is never honoured). An old quote brings
+    /// its offers only: how the payment is enforced (verify, settle, fail-open, identifiers) is the current
+    /// route's. Chosen before any side effect, so a payment is checked out once, under one set of terms.
     fn quoted<'g>(
         &self,
         req: &RequestHeader,
         gen: &'g Generations,
         pricing: &'g Pricing,
         p: &Presented,
-    ) -> &'g Pricing {
+    ) -> Cow<'g, Pricing> {
         let now = self.clock.now();
         if gen.honoured(now).next().is_none() || decode::quotes(p, &pricing.offers) {
-            return pricing;
+            return Cow::Borrowed(pricing);
         }
         let same_recipient = |old: &Pricing| {
             old.offers.iter().all(|o| {
@@ -176,10 +178,12 @@ impl Gateway {
                 && decode::quotes(p, &old_pricing.offers)
             {
                 tracing::info!("payment made out to a retired price table's quote; honoured");
-                return old_pricing;
+                let mut honoured = pricing.clone();
+                honoured.offers.clone_from(&old_pricing.offers);
+                return Cow::Owned(honoured);
             }
         }
-        pricing
+        Cow::Borrowed(pricing)
     }
 
     /// Checks out a presented payment: admitted, refused, or (the facilitator could not verify, on a route
@@ -199,19 +203,15 @@ impl Gateway {
             clock: &self.clock,
         };
         let pricing = self.quoted(session.req_header(), gen, pricing, &presented);
-        let result = checkout.admit(presented, pricing, &ctx.url).await;
+        let result = checkout.admit(presented, &pricing, &ctx.url).await;
         match result {
-            Ok(a) => {
+            Ok(Admission::Paid(a)) => {
                 self.metrics.claims_in_flight.inc();
-                ctx.admitted = Some(a);
+                ctx.admitted = Some(*a);
                 Ok(false)
             }
-            // Only a failed /verify: once /settle was asked, the payment may have been sent, and serving it
-            // unpaid now would serve it twice once it is reconciled.
-            Err(Refusal::Facilitator { error, settling: false })
-                if pricing.on_facilitator_error == OnFacilitatorError::Allow =>
-            {
-                tracing::warn!(route = ctx.route_name(), error = %error, "facilitator could not verify; serving unpaid (on_facilitator_error: allow)");
+            Ok(Admission::Unpaid(error)) => {
+                tracing::warn!(route = ctx.route_name(), error = %error, "facilitator could not verify; serving this payment once, unpaid (on_facilitator_error: allow)");
                 ctx.outcome = Outcome::FailOpen;
                 Ok(false)
             }
@@ -345,6 +345,11 @@ impl ProxyHttp for Gateway {
         ctx.upstream_took = ctx.upstream_sent.map(|t| t.elapsed());
         ctx.header_ready = Some(Instant::now());
         cors::expose(session.req_header(), resp, ctx.pricing().is_some())?;
+        // Whatever a priced route's upstream answers (paid, served unpaid under `allow`, an error) no
+        // shared cache may keep it to serve to someone who did not pay.
+        if ctx.route().is_some_and(Route::enforces) {
+            receipt::make_private(resp)?;
+        }
         let head = session.req_header().method == Method::HEAD;
         if ctx.shadow_accepted && resp.status.as_u16() < 400 && !head {
             self.metrics.shadow(ctx.route_name(), WouldDo::Settle);

@@ -24,6 +24,8 @@ pub enum Refusal {
     BadRequest(String),
     /// 404: unmatched under `default: deny`.
     NotFound,
+    /// 405: the path is priced for other methods (`allow`), and no free route lists this one.
+    MethodNotAllowed { allow: String },
     /// 502/503/504: the facilitator failed; nothing was served. `settling`: it failed at `/settle`, so the
     /// payment may have been sent (never served unpaid, whatever the route allows).
     Facilitator { error: FacilitatorError, settling: bool },
@@ -117,7 +119,7 @@ impl Refusal {
             Refusal::PaymentRequired { reason: None, .. } => Outcome::Challenged,
             Refusal::PaymentRequired { .. } => Outcome::RefusedPayment,
             Refusal::BadRequest(_) => Outcome::BadRequest,
-            Refusal::NotFound => Outcome::Denied,
+            Refusal::NotFound | Refusal::MethodNotAllowed { .. } => Outcome::Denied,
             Refusal::Facilitator { .. } => Outcome::FacilitatorError,
             Refusal::SettlementPending { .. } => Outcome::RefusedPending,
             Refusal::Busy(_) | Refusal::Store => Outcome::RefusedUnavailable,
@@ -136,6 +138,7 @@ impl Refusal {
             Refusal::PaymentRequired { .. } => 402,
             Refusal::BadRequest(_) => 400,
             Refusal::NotFound => 404,
+            Refusal::MethodNotAllowed { .. } => 405,
             Refusal::Facilitator {
                 error: FacilitatorError::BadAnswer { .. } | FacilitatorError::Interrupted { .. },
                 ..
@@ -144,7 +147,8 @@ impl Refusal {
                 error:
                     FacilitatorError::Unreachable { .. }
                     | FacilitatorError::Failed { .. }
-                    | FacilitatorError::Unauthorized { .. },
+                    | FacilitatorError::Unauthorized { .. }
+                    | FacilitatorError::Throttled { .. },
                 ..
             }
             | Refusal::Busy(_)
@@ -186,6 +190,14 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
         }
         Refusal::BadRequest(m) => json!({ "error": m }),
         Refusal::NotFound => json!({ "error": "no route matches this request" }),
+        Refusal::MethodNotAllowed { allow } => {
+            let mut a = json_answer(
+                status,
+                json!({ "error": "method_not_allowed", "message": format!("this path is sold for {allow} only; no route serves this method here") }),
+            );
+            a.headers.push(("allow", allow.clone()));
+            return a;
+        }
         // The detail (with the facilitator's redacted URL) is in the log; the client gets a stable code.
         Refusal::Facilitator { error: e, .. } => {
             json!({ "error": "facilitator_unavailable", "reason": e.code(), "message": e.public_message() })

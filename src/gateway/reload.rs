@@ -68,8 +68,10 @@ impl Reloader {
         let path = self.path.clone();
         let metrics = self.metrics.clone();
         // Reading, resolving upstream names and building every route's 402 is blocking work.
+        let running = started.clone();
         let built = tokio::task::spawn_blocking(move || {
             let config = crate::config::load(&path, &ProcessEnv).map_err(|e| e.to_string())?;
+            unsettled_upto(&running, &config)?;
             Live::new(config, &metrics)
         })
         .await
@@ -112,8 +114,52 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     checks.iter().filter(|(_, same)| !same).map(|(f, _)| *f).collect()
 }
 
+/// Refuses a config whose `upto` offers name a settling account no running facilitator settles from (a
+/// changed `facilitator.address`): its payers would sign for a facilitator this process cannot reach,
+/// since facilitators take a restart.
+fn unsettled_upto(running: &Config, new: &Config) -> Result<(), String> {
+    let settles = |a: &alloy::primitives::Address| running.facilitators.iter().any(|f| f.address.as_ref() == Some(a));
+    let offers = new
+        .table
+        .routes
+        .iter()
+        .filter_map(|r| r.pricing.as_ref())
+        .flat_map(|p| &p.offers);
+    match offers.filter_map(|o| o.requirement.settler()).find(|a| !settles(a)) {
+        Some(a) => Err(format!(
+            "upto routes would offer facilitator account {a}, which no running facilitator settles from: a change to `facilitator.address` takes a restart"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Whether the facilitators are the same, in the same order (secrets compared, never shown).
 fn same_facilitators(old: &Config, new: &Config) -> bool {
     let (a, b) = (&old.facilitators, &new.facilitators);
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(address: &str) -> Config {
+        let yaml = format!(
+            "facilitator:\n  url: http://127.0.0.1:4020\n  address: \"{address}\"\nupstreams:\n  default: http://127.0.0.1:3000\npay_to: \"0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC\"\naccepts: [eip155:84532]\nroutes:\n  - path: /ai/**\n    price: {{upto: \"$0.10\"}}\n"
+        );
+        crate::config::parse(&yaml, "t.yaml", &HashMap::<String, String>::new()).unwrap()
+    }
+
+    #[test]
+    fn a_reload_offering_upto_from_an_account_no_running_facilitator_settles_from_is_refused() {
+        let running = config("0x90F79bf6EB2c4f870365E785982E1f101E93b906");
+        assert_eq!(unsettled_upto(&running, &running.clone()), Ok(()));
+        let moved = config("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65");
+        let err = unsettled_upto(&running, &moved).unwrap_err();
+        assert!(
+            err.contains("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65") && err.contains("takes a restart"),
+            "{err}"
+        );
+    }
 }

@@ -86,6 +86,9 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
 pub fn run(path: &Path, config: Config, before_exit: Box<dyn FnOnce() + Send>) -> Result<(), String> {
     let listen = config.listen;
     tracing::info!(listen = %listen, routes = config.table.routes.len(), store = %config.store, facilitators = config.facilitators.len(), "starting gateway");
+    for gap in config.table.gaps() {
+        tracing::warn!("{gap}");
+    }
     // Trusted CAs for https upstreams; Pingora's rustls connector uses the system roots when unset.
     let ca_file = config.upstream_ca_file.as_ref().map(|p| p.display().to_string());
     let shutdown = config.shutdown;

@@ -5,7 +5,7 @@
 use alloy::primitives::{Address, U256};
 
 use crate::gateway::claims::{ClaimTicket, Claims};
-use crate::gateway::facilitator::{Remote, Settlement};
+use crate::gateway::facilitator::{FacilitatorError, Remote, Settlement};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency::Tracked;
 use crate::gateway::metrics::Settled;
@@ -154,25 +154,18 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
         Settlement::Error { .. } => Settled::Error,
     };
     remote.metrics().settlement(&a.network.to_string(), counted);
-    match outcome {
-        Settlement::Settled(s) => {
+    match judge(outcome, a.reconciling.as_deref()) {
+        Verdict::Settled(s) => {
             if claims.settled(&a.ticket, s.transaction.clone()).await {
                 Ok(receipt(a, s))
             } else {
                 // Settled but not recorded: never served as paid unrecorded (a second request could then be
-                // served too); the claim stays unknown and the same payment is reconciled later.
-                Err(Refusal::SettlementPending {
-                    transaction: s.transaction,
-                })
+                // served too); the claim is held in doubt with its transaction, if the store still takes a
+                // write, and the same payment is reconciled later.
+                Err(still_in_doubt(claims, a, Some(s.transaction)).await)
             }
         }
-        // Re-settling a sent transaction, only its own revert is a definite "not paid": a facilitator that
-        // lost track of it judges the payload afresh (expired, nonce used, balance spent) for a payment that
-        // may well have landed.
-        Settlement::Failed(s) if a.reconciling.as_ref().is_some_and(|t| !reverted(&s, t)) => {
-            Err(still_in_doubt(claims, a, None).await)
-        }
-        Settlement::Failed(s) => {
+        Verdict::Failed(s) => {
             let reason = s.error_reason.clone().unwrap_or_else(|| "settlement failed".to_owned());
             claims.failed(&a.ticket, reason).await;
             Err(Refusal::PaymentRequired {
@@ -180,15 +173,75 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
                 receipt: Some((a.version, s)),
             })
         }
-        Settlement::Pending(s) => Err(still_in_doubt(claims, a, Some(s.transaction)).await),
-        Settlement::Error { error, maybe_sent } => {
-            if maybe_sent || a.reconciling.is_some() {
-                let _ = still_in_doubt(claims, a, None).await;
-            } else {
-                claims.failed(&a.ticket, error.code().to_owned()).await;
-            }
+        Verdict::Refused(error) => {
+            claims.failed(&a.ticket, error.code().to_owned()).await;
             Err(Refusal::Facilitator { error, settling: true })
         }
+        Verdict::InDoubt { transaction, error } => {
+            let pending = still_in_doubt(claims, a, transaction).await;
+            Err(match error {
+                Some(error) => Refusal::Facilitator { error, settling: true },
+                None => pending,
+            })
+        }
+    }
+}
+
+/// What a settlement attempt comes to: the claim's next state, and the answer that goes with it.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Paid: record the transaction, then serve with its receipt.
+    Settled(SettleResponse),
+    /// Definitely not paid, with the facilitator's answer: the claim records why and frees the
+    /// authorization; the payer gets a 402 with the failed receipt.
+    Failed(SettleResponse),
+    /// Definitely not paid: the facilitator was never reached. The claim is freed; the answer is 502/503.
+    Refused(FacilitatorError),
+    /// Unknown: held in doubt with the best known transaction; 504 (or the facilitator's error), never a
+    /// new challenge, which would invite paying twice.
+    InDoubt {
+        transaction: Option<String>,
+        error: Option<FacilitatorError>,
+    },
+}
+
+/// The settlement decision, in one place: a facilitator's answer to `/settle`, for a payment sent for the
+/// first time (`reconciling: None`) or re-settled after an unknown outcome (`Some(transaction)` known
+/// then, possibly `""`).
+///
+/// A failure is definite only when nothing was broadcast (no transaction, and a refusal every facilitator
+/// makes before broadcasting) or the transaction itself reverted. When re-settling, only the revert of the
+/// transaction sent before counts: a facilitator judging the payload afresh (nonce used, expired, balance
+/// spent) may be looking at that transaction's own success.
+pub fn judge(outcome: Settlement, reconciling: Option<&str>) -> Verdict {
+    match outcome {
+        Settlement::Settled(s) => Verdict::Settled(s),
+        Settlement::Failed(s) => {
+            let why = s.error_reason.as_deref().unwrap_or_default();
+            let named = !s.transaction.is_empty();
+            let definite = match reconciling {
+                Some(sent) => named && !sent.is_empty() && s.transaction == sent && reason::reverted(why),
+                None if named => reason::reverted(why),
+                None => reason::refused_before_broadcast(why),
+            };
+            if definite {
+                Verdict::Failed(s)
+            } else {
+                Verdict::InDoubt {
+                    transaction: named.then_some(s.transaction),
+                    error: None,
+                }
+            }
+        }
+        Settlement::Pending(s) => Verdict::InDoubt {
+            transaction: Some(s.transaction).filter(|t| !t.is_empty()),
+            error: None,
+        },
+        Settlement::Error { error, maybe_sent } if maybe_sent || reconciling.is_some() => Verdict::InDoubt {
+            transaction: None,
+            error: Some(error),
+        },
+        Settlement::Error { error, .. } => Verdict::Refused(error),
     }
 }
 
@@ -203,12 +256,6 @@ fn receipt(a: &Admitted, s: SettleResponse) -> SettleResponse {
     s.charged(charge)
 }
 
-/// Whether `s` reports that `transaction` itself failed on chain.
-fn reverted(s: &SettleResponse, transaction: &str) -> bool {
-    let failed = [reason::TRANSACTION_FAILED, reason::UPTO_TRANSACTION_FAILED];
-    s.error_reason.as_deref().is_some_and(|r| failed.contains(&r)) && s.transaction == transaction
-}
-
 /// Marks the claim in doubt with the best known transaction and says so.
 async fn still_in_doubt(claims: &Claims, a: &Admitted, transaction: Option<String>) -> Refusal {
     let transaction = transaction
@@ -217,4 +264,156 @@ async fn still_in_doubt(claims: &Claims, a: &Admitted, transaction: Option<Strin
         .unwrap_or_default();
     claims.in_doubt(&a.ticket, transaction.clone()).await;
     Refusal::SettlementPending { transaction }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TX: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+    const OTHER: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn failed(why: &str, tx: &str) -> Settlement {
+        Settlement::Failed(SettleResponse::failed(why, "", None, "eip155:1".into(), tx.into()))
+    }
+
+    fn error(maybe_sent: bool) -> Settlement {
+        let error = FacilitatorError::Timeout {
+            url: String::new(),
+            timeout: std::time::Duration::from_secs(1),
+        };
+        Settlement::Error { error, maybe_sent }
+    }
+
+    /// What the claim becomes: "settled", "failed", "refused", or "in doubt <transaction>".
+    fn next(v: Verdict) -> String {
+        match v {
+            Verdict::Settled(s) => format!("settled {}", s.transaction),
+            Verdict::Failed(_) => "failed".into(),
+            Verdict::Refused(_) => "refused".into(),
+            Verdict::InDoubt { transaction, .. } => format!("in doubt {}", transaction.unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn only_a_refusal_before_broadcast_or_a_revert_of_the_sent_transaction_is_not_paid() {
+        let ok = || Settlement::Settled(SettleResponse::settled(None, "eip155:1".into(), TX.into()));
+        let pending = || {
+            Settlement::Pending(SettleResponse::failed(
+                reason::SETTLEMENT_PENDING,
+                "",
+                None,
+                String::new(),
+                TX.into(),
+            ))
+        };
+        let cases: Vec<(&str, Settlement, Option<&str>, String)> = vec![
+            ("success", ok(), None, format!("settled {TX}")),
+            ("success on a re-settle", ok(), Some(TX), format!("settled {TX}")),
+            (
+                "refused before broadcast",
+                failed(reason::INSUFFICIENT_BALANCE, ""),
+                None,
+                "failed".into(),
+            ),
+            (
+                "Permit2 allowance",
+                failed(reason::PERMIT2_ALLOWANCE_REQUIRED, ""),
+                None,
+                "failed".into(),
+            ),
+            (
+                "nonce used, first send",
+                failed(reason::NONCE_ALREADY_USED, ""),
+                None,
+                "failed".into(),
+            ),
+            (
+                "Python's spelling",
+                failed("invalid_exact_evm_payload_signature", ""),
+                None,
+                "failed".into(),
+            ),
+            // The Go reference and older TS facilitators: broadcast, then gave up on the receipt.
+            (
+                "gave up after broadcast",
+                failed("unexpected_settle_error", TX),
+                None,
+                format!("in doubt {TX}"),
+            ),
+            (
+                "unknown reason, no tx",
+                failed("unexpected_settle_error", ""),
+                None,
+                "in doubt ".into(),
+            ),
+            ("no reason at all", failed("", ""), None, "in doubt ".into()),
+            (
+                "a pre-broadcast reason naming a tx",
+                failed(reason::INSUFFICIENT_BALANCE, TX),
+                None,
+                format!("in doubt {TX}"),
+            ),
+            (
+                "reverted",
+                failed(reason::TRANSACTION_FAILED, TX),
+                None,
+                "failed".into(),
+            ),
+            (
+                "upto reverted",
+                failed(reason::UPTO_TRANSACTION_FAILED, TX),
+                None,
+                "failed".into(),
+            ),
+            (
+                "reverted, no tx named",
+                failed(reason::TRANSACTION_FAILED, ""),
+                None,
+                "in doubt ".into(),
+            ),
+            ("pending", pending(), None, format!("in doubt {TX}")),
+            (
+                "re-settle: the sent tx reverted",
+                failed(reason::TRANSACTION_FAILED, TX),
+                Some(TX),
+                "failed".into(),
+            ),
+            (
+                "re-settle: another tx reverted",
+                failed(reason::TRANSACTION_FAILED, OTHER),
+                Some(TX),
+                format!("in doubt {OTHER}"),
+            ),
+            (
+                "re-settle of an unknown tx: a revert",
+                failed(reason::TRANSACTION_FAILED, OTHER),
+                Some(""),
+                format!("in doubt {OTHER}"),
+            ),
+            (
+                "re-settle: nonce used",
+                failed(reason::NONCE_ALREADY_USED, ""),
+                Some(TX),
+                "in doubt ".into(),
+            ),
+            (
+                "re-settle: expired",
+                failed(reason::VALID_BEFORE, ""),
+                Some(TX),
+                "in doubt ".into(),
+            ),
+            ("no answer, may have been sent", error(true), None, "in doubt ".into()),
+            ("refused at the door", error(false), None, "refused".into()),
+            (
+                "re-settle: refused at the door",
+                error(false),
+                Some(TX),
+                "in doubt ".into(),
+            ),
+        ];
+        for (case, outcome, reconciling, want) in cases {
+            assert_eq!(next(judge(outcome, reconciling)), want, "{case}");
+        }
+    }
 }

@@ -112,4 +112,80 @@ pub mod reason {
     pub const UPTO_FACILITATOR_MISMATCH: &str = "upto_facilitator_mismatch";
     pub const UPTO_SETTLEMENT_EXCEEDS_AMOUNT: &str = "invalid_upto_evm_payload_settlement_exceeds_amount";
     pub const UPTO_TRANSACTION_FAILED: &str = "invalid_upto_evm_transaction_failed";
+
+    /// Refusals every reference facilitator makes before it broadcasts anything (signature, balance,
+    /// nonce, time window, allowance, recipient, amount, the scheme and network, and the simulation a
+    /// broadcast is preceded by), in each SDK's spelling (x402-notes §10.2). A failed `/settle` with one of
+    /// these and no transaction moved nothing; any other failure may have been broadcast.
+    const BEFORE_BROADCAST: &[&str] = &[
+        INVALID_SCHEME,
+        "unsupported_scheme",
+        "invalid_scheme",
+        NETWORK_MISMATCH,
+        INVALID_NETWORK,
+        "network_mismatch",
+        MISSING_EIP712_DOMAIN,
+        "missing_eip712_domain",
+        INVALID_SIGNATURE,
+        "invalid_exact_evm_payload_signature",
+        "invalid_exact_evm_payload_missing_signature",
+        "invalid_exact_evm_payload_signature_format",
+        "invalid_exact_evm_failed_to_verify_signature",
+        "invalid_exact_evm_payload_undeployed_smart_wallet",
+        RECIPIENT_MISMATCH,
+        "invalid_exact_evm_payload_recipient_mismatch",
+        VALID_BEFORE,
+        VALID_AFTER,
+        "payment_expired",
+        VALUE_MISMATCH,
+        "invalid_exact_evm_payload_authorization_value",
+        "invalid_exact_evm_authorization_value",
+        INSUFFICIENT_BALANCE,
+        "insufficient_funds",
+        NONCE_ALREADY_USED,
+        TOKEN_NAME_MISMATCH,
+        TOKEN_VERSION_MISMATCH,
+        "invalid_exact_evm_eip3009_not_supported",
+        SIMULATION_FAILED,
+        INVALID_PAYLOAD,
+        INVALID_REQUIREMENTS,
+        INVALID_VERSION,
+        PERMIT2_SPENDER,
+        PERMIT2_RECIPIENT_MISMATCH,
+        PERMIT2_DEADLINE_EXPIRED,
+        PERMIT2_NOT_YET_VALID,
+        PERMIT2_AMOUNT_MISMATCH,
+        PERMIT2_TOKEN_MISMATCH,
+        PERMIT2_SIGNATURE,
+        PERMIT2_ALLOWANCE_REQUIRED,
+        PERMIT2_SIMULATION_FAILED,
+        PERMIT2_INSUFFICIENT_BALANCE,
+        PERMIT2_INVALID_NONCE,
+        "permit2_invalid_amount",
+        "permit2_invalid_destination",
+        "permit2_invalid_owner",
+        "permit2_payment_too_early",
+        UPTO_INVALID_SCHEME,
+        UPTO_FACILITATOR_MISMATCH,
+        UPTO_SETTLEMENT_EXCEEDS_AMOUNT,
+    ];
+
+    /// The transaction itself failed on chain (it was mined and reverted, or dropped), in each SDK's
+    /// spelling: with that transaction named, nothing moved.
+    const REVERTED: &[&str] = &[
+        TRANSACTION_FAILED,
+        UPTO_TRANSACTION_FAILED,
+        "transaction_failed",
+        "invalid_transaction_state",
+    ];
+
+    /// Whether `r` is a refusal made before anything was broadcast.
+    pub fn refused_before_broadcast(r: &str) -> bool {
+        BEFORE_BROADCAST.contains(&r)
+    }
+
+    /// Whether `r` says the named transaction failed on chain.
+    pub fn reverted(r: &str) -> bool {
+        REVERTED.contains(&r)
+    }
 }

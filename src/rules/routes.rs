@@ -25,12 +25,41 @@ pub struct PathPattern {
     matching: Matching,
 }
 
-/// A segment as loose matching compares it: lower case, without trailing dots and spaces.
+/// A segment as loose matching compares it: case-folded as any upstream might fold it, without trailing
+/// dots and spaces.
 fn loose(s: &str) -> String {
-    s.trim_end_matches(['.', ' '])
-        .chars()
-        .flat_map(char::to_lowercase)
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.trim_end_matches(['.', ' ']).chars() {
+        fold(c, &mut out);
+    }
+    out
+}
+
+/// Folds one character toward the ASCII letters an upstream's case-insensitive comparison may take it for.
+/// Frameworks compare by lower case, by upper case (Java's `equalsIgnoreCase`, .NET's invariant culture),
+/// or one UTF-16 unit at a time, so `ſ` (upper `S`), `ı` (upper `I`), the Kelvin sign (lower `k`), `İ`
+/// (lower `i` and a dot) and `ß` (upper `SS`) may be read as ASCII: each folds to those letters, so a
+/// priced pattern catches every such spelling. Anything else is lower-cased.
+fn fold(c: char, out: &mut String) {
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+        return;
+    }
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) if l.is_ascii() => out.push(l),
+        (Some(l), None) => {
+            let upper = l.to_uppercase().to_string();
+            if upper.is_ascii() {
+                out.extend(upper.chars().map(|u| u.to_ascii_lowercase()));
+            } else {
+                out.push(l);
+            }
+        }
+        // A one-unit mapping (Java's `Character.toLowerCase`) keeps the first letter only.
+        (Some(l), Some(_)) if l.is_ascii_alphabetic() => out.push(l),
+        _ => out.extend(c.to_lowercase()),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +155,11 @@ impl HostPattern {
             ));
         }
         Ok(HostPattern(h))
+    }
+
+    /// The pattern as written (lower-cased).
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
     /// Matches a `Host` header value (port ignored, case-insensitive).
@@ -328,6 +362,14 @@ mod tests {
             assert!(!m("/paid/**", path), "{path}");
         }
         assert!(priced("/Straße/:id", "/STRAẞE/1"));
+        // Characters an upstream may fold to ASCII letters: ſ (upper S), ı (upper I), the Kelvin sign, İ.
+        for path in ["/ſecret/x", "/%C5%BFECRET/x", "/secret/x"] {
+            assert!(priced("/secret/**", path), "{path}");
+        }
+        assert!(priced("/paid/**", "/pa%C4%B1d/x"), "dotless i");
+        assert!(priced("/paid/**", "/PA%C4%B0D/x"), "dotted capital I");
+        assert!(priced("/kit/**", "/%E2%84%AAit/x"), "Kelvin sign");
+        assert!(!m("/secret/**", "/ſecret/x"), "free patterns stay exact");
         assert!(priced("/v1/Search", "/V1/SEARCH/"));
         // Double encoding is refused rather than guessed at, however it is spelled.
         assert_eq!(NormalPath::parse("/%2570aid/x"), Err(PathError::Ambiguous));

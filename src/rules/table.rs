@@ -91,11 +91,29 @@ pub struct Route {
 impl Route {
     /// Whether this route serves `method` on `host` at `path`. A `GET` route also answers `HEAD`.
     pub fn matches(&self, method: &Method, host: &str, path: &NormalPath) -> bool {
+        self.serves(method) && self.covers(host, path)
+    }
+
+    /// Whether this route takes `method` (a `GET` route also answers `HEAD`).
+    fn serves(&self, method: &Method) -> bool {
         self.methods
             .as_ref()
             .is_none_or(|ms| ms.contains(method) || (method == Method::HEAD && ms.contains(&Method::GET)))
-            && self.host.as_ref().is_none_or(|h| h.matches(host))
-            && self.path.matches(path)
+    }
+
+    /// Whether this route's host and path patterns take `host` and `path`, whatever the method.
+    fn covers(&self, host: &str, path: &NormalPath) -> bool {
+        self.host.as_ref().is_none_or(|h| h.matches(host)) && self.path.matches(path)
+    }
+
+    /// Whether this route lists `method` by name (not merely "any method").
+    pub fn lists(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_some_and(|ms| ms.contains(method))
+    }
+
+    /// Whether this route charges (priced, and not `mode: shadow`).
+    pub fn enforces(&self) -> bool {
+        self.pricing.as_ref().is_some_and(|p| p.mode == Mode::Enforce)
     }
 }
 
@@ -156,5 +174,54 @@ impl RouteTable {
             .iter()
             .enumerate()
             .find(|(_, r)| r.matches(method, host, path))
+    }
+
+    /// Where a priced route's paths meet free ones for other methods or hosts, as warnings for `check`: a
+    /// method-limited priced route (other methods get 405 unless a free route lists them), and a
+    /// host-limited one (other hosts reach the free routes after it, or `default: pass`).
+    pub fn gaps(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, r) in self.routes.iter().enumerate().filter(|(_, r)| r.enforces()) {
+            let later_free = || {
+                self.routes[i + 1..]
+                    .iter()
+                    .find(|f| f.pricing.is_none() && f.host.is_none())
+            };
+            let falls_through = later_free()
+                .map(|f| format!("free route {:?}", f.name))
+                .or_else(|| matches!(self.unmatched, Unmatched::Pass { .. }).then(|| "default: pass".to_owned()));
+            let Some(to) = falls_through else { continue };
+            if let Some(ms) = &r.methods {
+                let ms = ms.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                out.push(format!(
+                    "route {:?} sells {ms} only: other methods on its paths are refused (405) rather than reaching {to}; list a method on a free route by name to serve it free",
+                    r.name
+                ));
+            }
+            if let Some(h) = &r.host {
+                out.push(format!(
+                    "route {:?} is priced for host {} only: the same paths on any other Host reach {to} unpaid; drop `host:` or add a route for the other hosts",
+                    r.name,
+                    h.as_str()
+                ));
+            }
+        }
+        out
+    }
+
+    /// The priced route that sells `host` and `path` for other methods than `method`, if one does: a
+    /// method-limited priced route that wins the table for its own first method there. A request that
+    /// would otherwise fall to a free route (or to none) must not be served for free on a priced path
+    /// merely because its method differs, unless a free route lists that method by name.
+    pub fn priced_for_other_methods(&self, method: &Method, host: &str, path: &NormalPath) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(i, r)| {
+            let Some(first) = r.methods.as_ref().and_then(|ms| ms.first()) else {
+                return false;
+            };
+            r.enforces()
+                && !r.serves(method)
+                && r.covers(host, path)
+                && self.find(first, host, path).is_some_and(|(w, _)| w == *i)
+        })
     }
 }

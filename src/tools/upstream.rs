@@ -3,7 +3,8 @@
 //! what reached the upstream; the request header `x-echo-status: <code>` makes it answer with that status, and
 //! `x-echo-delay-ms: <n>` makes it wait first, `x-echo-pad: <n>` makes the answer n bytes longer, and
 //! `x-echo-charge: <amount>` makes it report that charge for a metered (`upto`) route, as a real API
-//! would report what a call cost, in `Settlement-Overrides`.
+//! would report what a call cost, in `Settlement-Overrides`; each `x-echo-header: <name>: <value>` adds
+//! that header to the answer (caching headers, say).
 
 use std::net::SocketAddr;
 
@@ -66,6 +67,19 @@ async fn echo(req: Request) -> Response {
     let charge = parts.headers.get("x-echo-charge").and_then(|v| v.to_str().ok());
     if let Some(v) = charge.and_then(|c| axum::http::HeaderValue::from_str(&json!({ "amount": c }).to_string()).ok()) {
         resp.headers_mut().insert("settlement-overrides", v);
+    }
+    for (name, value) in parts
+        .headers
+        .get_all("x-echo-header")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split_once(':'))
+    {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::try_from(name.trim()),
+            axum::http::HeaderValue::from_str(value.trim()),
+        ) {
+            resp.headers_mut().append(n, v);
+        }
     }
     resp
 }

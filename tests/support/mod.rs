@@ -21,12 +21,31 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_x402-gateway"))
 }
 
-/// A port nobody listens on right now.
+/// Ports handed to tests: below Linux's ephemeral range (32768 and up), so no outgoing connection is given
+/// one between the test choosing it and a server binding it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port nobody listens on right now, never handed out twice by one test process: each comes from a counter
+/// (started at a point of its own per process), so two tests cannot pick the same one, as two binds to
+/// port 0 released at once could.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + u16::try_from(n).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}")
 }
 
 /// A child process killed when dropped.

@@ -84,6 +84,7 @@ enum State {
     Settled(Transaction),
     InDoubt(Transaction),
     InDoubtCharged(Box<(Transaction, U256)>),
+    ServedUnpaid,
     Failed(Box<str>),
 }
 
@@ -97,6 +98,7 @@ impl State {
             (ClaimState::InDoubt { transaction }, Some(c)) => {
                 State::InDoubtCharged(Box::new((Transaction::of(transaction), c)))
             }
+            (ClaimState::ServedUnpaid, _) => State::ServedUnpaid,
             (ClaimState::Failed { reason }, _) => State::Failed(reason.as_str().into()),
         }
     }
@@ -114,6 +116,7 @@ impl State {
                 },
                 Some(b.1),
             ),
+            State::ServedUnpaid => (ClaimState::ServedUnpaid, None),
             State::Failed(reason) => (
                 ClaimState::Failed {
                     reason: reason.to_string(),
@@ -126,7 +129,9 @@ impl State {
     /// Whether this is `s` (whatever charge it keeps).
     fn is(&self, s: &ClaimState) -> bool {
         match (self, s) {
-            (State::InFlight, ClaimState::InFlight) | (State::Settling(_), ClaimState::Settling) => true,
+            (State::InFlight, ClaimState::InFlight)
+            | (State::Settling(_), ClaimState::Settling)
+            | (State::ServedUnpaid, ClaimState::ServedUnpaid) => true,
             (State::Settled(t), ClaimState::Settled { transaction })
             | (State::InDoubt(t), ClaimState::InDoubt { transaction }) => *t == Transaction::of(transaction),
             (State::InDoubtCharged(b), ClaimState::InDoubt { transaction }) => b.0 == Transaction::of(transaction),

@@ -29,6 +29,9 @@ pub enum ClaimState {
     Settled { transaction: String },
     /// Sent for settlement, outcome unknown (pending, lost answer): never reusable, never "not paid".
     InDoubt { transaction: String },
+    /// Served once without payment because the facilitator could not verify it, on a route that allows
+    /// that (`on_facilitator_error: allow`): spent, never reusable, never settled.
+    ServedUnpaid,
     /// Definitely not settled, for this reason. Kept as the record of the attempt, but it no longer holds the
     /// authorization: the payer may use it again (after topping up, say).
     Failed { reason: String },

@@ -82,6 +82,7 @@ fn tag(state: &ClaimState) -> (&'static str, &str) {
         ClaimState::Settling => ("settling", ""),
         ClaimState::Settled { transaction } => ("settled", transaction),
         ClaimState::InDoubt { transaction } => ("in_doubt", transaction),
+        ClaimState::ServedUnpaid => ("served_unpaid", ""),
         ClaimState::Failed { .. } => ("failed", ""),
     }
 }

@@ -48,11 +48,55 @@ fn current(c: &Connection, k: &str) -> Result<Option<Record>, rusqlite::Error> {
     .transpose()
 }
 
+/// Takes the store file for this process alone: an exclusive lock on `PATH.lock`, held until the process
+/// ends (the kernel drops it even on SIGKILL). A second process is refused with a message saying what to
+/// do instead.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Seek, Write};
+    let lock_path = path.with_extension(match path.extension() {
+        Some(e) => format!("{}.lock", e.to_string_lossy()),
+        None => "lock".to_owned(),
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| err(format!("cannot open the lock file {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("process {holder}")
+            };
+            return Err(err(format!(
+                "{} is in use by {holder} (it holds {}): a SQLite store belongs to one gateway process; give each its own file, or share claims between replicas with store: \"redis://…\"",
+                path.display(),
+                lock_path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(err(format!("cannot lock {}: {e}", lock_path.display()))),
+    }
+    // Who holds it, for the next one's message; the lock, not this text, is what excludes.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()));
+    Ok(file)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the file. One node per file, so whatever a process that died was holding
     /// is settled here: claims it had in flight are released, settlements it had started are in doubt (to be
     /// reconciled when the payment comes back), and payment identifiers it had in flight are freed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Before anything is read or released: the clean-up below would free another live process's claims.
+        let lock = lock(path)?;
         let mut conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
@@ -70,6 +114,8 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-store".into())
             .spawn(move || {
+                // Held for as long as the store is in use: the file stays this process's alone.
+                let _lock = lock;
                 for job in inbox {
                     job(&mut conn);
                 }
@@ -102,7 +148,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn insert(&self, id: &AuthorizationId, record: Record, now: u64) -> Result<Insert, StoreError> {
         let k = key(id);
-        let sweep = self.inserts.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
+        let sweep = self.inserts.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY);
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(r) = current(&tx, &k)?.filter(|r| r.is_live(now)) {
@@ -114,6 +160,7 @@ impl Store for SqliteStore {
             )?;
             if sweep {
                 tx.execute("DELETE FROM claims WHERE expires_at <= ?1", params![now])?;
+                tx.execute("DELETE FROM entries WHERE expires_at <= ?1", params![now])?;
             }
             tx.commit()?;
             Ok(Insert::Inserted)

@@ -406,7 +406,9 @@ impl FacilitatorService {
             .await
         {
             Ok(p) => p,
-            Err(e) => return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new())),
+            // Gas estimation simulates the transfer: nothing was sent, and the answer must say so (a failure
+            // that names no pre-broadcast reason leaves a resource server in doubt).
+            Err(e) => return Ok(failed(reason::SIMULATION_FAILED, e.to_string(), String::new())),
         };
         let sent = SentSettlement {
             hash: prepared.hash,
