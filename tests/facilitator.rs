@@ -296,6 +296,16 @@ async fn pending_settlement_is_reconciled_not_resent() {
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 1);
     assert_eq!(devnet.receipt(&hash).await["status"], "0x1");
     assert_eq!(devnet.balance(payer).await, before - U256::from(PRICE));
+    // A success is remembered: the same request again (a resource server that lost the first answer) gets
+    // the same success and transaction, not "nonce used".
+    let (_, again) = facilitator.post("/settle", &body).await;
+    assert_eq!(
+        (again["success"].clone(), again["transaction"].clone()),
+        (json!(true), json!(hash)),
+        "{again}"
+    );
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, 1);
+    assert_eq!(devnet.balance(payer).await, before - U256::from(PRICE));
 }
 
 #[test]

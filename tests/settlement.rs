@@ -624,3 +624,110 @@ async fn a_large_paid_response_streams_through_intact() {
     assert_eq!(pad.len(), SIZE);
     assert!(pad.bytes().all(|b| b == b'x'));
 }
+
+/// A fake facilitator that injects one fault: it passes `/verify` and the first `/settle` to the real one at
+/// `real`, then loses track (a restart, say) and judges every later `/settle` afresh, finding the nonce
+/// used, as the Go reference does.
+async fn forgetful_facilitator(real: String, network: String) -> String {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let settles = std::sync::Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let forward = |real: String, path: &'static str| {
+        move |body: axum::body::Bytes| async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{real}{path}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            axum::Json(resp.json::<Value>().await.unwrap())
+        }
+    };
+    let first_settle = forward(real.clone(), "/settle");
+    let app = axum::Router::new()
+        .route("/verify", post(forward(real, "/verify")))
+        .route(
+            "/settle",
+            post(move |body: axum::body::Bytes| async move {
+                if settles.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return first_settle(body).await;
+                }
+                axum::Json(json!({"success": false, "errorReason": "invalid_exact_evm_nonce_already_used", "transaction": "", "network": network}))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payment_in_doubt_is_resolved_from_the_chain_served_when_it_landed_released_when_it_cannot() {
+    let stack = Stack::start_with(31_337, "", &["--receipt-timeout", "1s"]).await;
+    let network = stack.devnet.state.network.clone();
+    let rpc = format!(
+        "rpc:\n  \"{network}\": \"{}\"\nmax_timeout_seconds: 12",
+        stack.devnet.state.rpc_url
+    );
+    let (payer, key) = stack.devnet.account(3);
+    let before = stack.devnet.balance(payer).await;
+
+    // Landed: sent, the facilitator gave up on the receipt, then forgot it; the chain shows it paid.
+    let forgetful = forgetful_facilitator(stack.facilitator.url.clone(), network.clone()).await;
+    let gw = stack.gateway_with(&forgetful, &rpc).await;
+    let url = format!("{}/paid/landed", gw.url);
+    let offer = decode_header(get(&url, &[]).await.headers()["payment-required"].to_str().unwrap());
+    let header = encode_header(&python_sign(&offer, &key));
+    stack.devnet.rpc("evm_setAutomine", json!([false])).await;
+    let resp = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(resp.status(), 504, "in doubt");
+    let tx = resp.json::<Value>().await.unwrap()["transaction"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    stack.devnet.rpc("evm_mine", json!([])).await;
+    stack.devnet.rpc("evm_setAutomine", json!([true])).await;
+    assert_eq!(stack.devnet.receipt(&tx).await["status"], "0x1");
+    let served = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(served.status(), 200, "the chain proves it paid: served");
+    let receipt = decode_header(served.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(
+        (receipt["success"].clone(), receipt["transaction"].clone()),
+        (json!(true), json!(tx))
+    );
+    assert!(served.text().await.unwrap().contains("served_by"));
+    assert_eq!(
+        get(&url, &[("payment-signature", &header)]).await.status(),
+        409,
+        "and only once"
+    );
+    assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
+
+    // Never sent (the facilitator named a transaction it never broadcast): once the authorization is past
+    // its deadline and unused on chain, the payment is released with the reason.
+    let ghost = json!({"success": false, "errorReason": "unexpected_settle_error", "transaction": format!("0x{}", "ab".repeat(32)), "network": network});
+    let (liar, _) = scripted_facilitator((200, json!({"isValid": true})), (200, ghost)).await;
+    let gw = stack.gateway_with(&liar, &rpc).await;
+    let url = format!("{}/paid/ghost", gw.url);
+    let offer = decode_header(get(&url, &[]).await.headers()["payment-required"].to_str().unwrap());
+    let header = encode_header(&python_sign(&offer, &key));
+    assert_eq!(get(&url, &[("payment-signature", &header)]).await.status(), 504);
+    let still = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(still.status(), 504, "still valid and unused: it may yet land");
+    let deadline = offer["accepts"][0]["maxTimeoutSeconds"].as_u64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(deadline + 1)).await;
+    let released = get(&url, &[("payment-signature", &header)]).await;
+    assert_eq!(released.status(), 402, "it can no longer land: not paid");
+    let receipt = decode_header(released.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(
+        receipt["errorReason"], "invalid_exact_evm_payload_authorization_valid_before",
+        "{receipt}"
+    );
+    assert!(!released.text().await.unwrap().contains("served_by"));
+    assert_eq!(
+        stack.devnet.balance(payer).await,
+        before - U256::from(PRICE),
+        "nothing more moved"
+    );
+}

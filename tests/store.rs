@@ -434,7 +434,7 @@ async fn a_second_gateway_on_the_same_sqlite_file_refuses_to_start_and_the_first
     let second = dir.path().join("second.yaml");
     std::fs::write(&second, yaml.replace("{listen}", &format!("127.0.0.1:{}", free_port()))).unwrap();
     let gw = Restartable::start(&yaml, dir, &[]).await;
-    let (_, key) = stack.devnet.account(8);
+    let (_, key) = stack.devnet.account(7);
     let header = encode_header(&python_sign(&stack.challenge("/paid/locked").await, &key));
     let url = format!("{}/paid/locked", gw.url);
     assert_eq!(get(&url, &[("payment-signature", &header)]).await.status(), 200);

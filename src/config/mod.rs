@@ -74,6 +74,9 @@ pub struct Config {
     pub facilitators: Vec<FacilitatorSettings>,
     /// Where payment state is kept.
     pub store: StoreUrl,
+    /// JSON-RPC URLs by network (`rpc:`): a payment in doubt on one of these is resolved from the chain.
+    /// Secrets: providers put API keys in them.
+    pub rpc: Vec<(crate::protocol::network::Network, Secret)>,
     /// How long an in-flight claim is held for its request; a replica that died mid-request blocks the
     /// payment this long at most.
     pub claim_lease: Duration,

@@ -41,6 +41,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub accepts: Vec<Text>,
     pub max_timeout_seconds: Option<u64>,
+    /// JSON-RPC URLs by network, for resolving payments whose settlement outcome is unknown from the chain.
+    #[serde(default)]
+    pub rpc: BTreeMap<String, Text>,
     /// Priced paths match case-insensitively unless this is true.
     pub case_sensitive: Option<bool>,
     #[serde(default)]

@@ -194,6 +194,7 @@ impl Resolver<'_> {
             None => Some(StoreUrl::Memory),
         };
         let assets = self.assets(raw);
+        let rpc = self.rpc(raw);
         let (shutdown, reload, health) = (self.shutdown(raw), self.reload(raw), self.health(raw));
         let pay_to = match &raw.pay_to {
             Some(t) => self.address(t, &[Key("pay_to")]).map(Some),
@@ -246,6 +247,7 @@ impl Resolver<'_> {
             upstream_ca_file: upstream_ca_file?,
             facilitators: facilitators?,
             store: store?,
+            rpc: rpc?,
             claim_lease: claim_lease?,
             payment_identifier_max_body: raw.payment_identifier_max_body.unwrap_or(DEFAULT_PAYMENT_ID_MAX_BODY),
             log_format: raw.log_format,
@@ -470,6 +472,34 @@ impl Resolver<'_> {
             Ok(k) => Some(Some(Arc::new(k))),
             Err(e) => self.fail(&at(place), format!("the CDP API key cannot be used: {e}")),
         }
+    }
+
+    /// `rpc:`: a URL per network (`eip155:8453: "https://…"`); the URLs are secrets.
+    fn rpc(&mut self, raw: &RawConfig) -> Option<Vec<(Network, Secret)>> {
+        let mut out = Some(Vec::new());
+        for (name, t) in &raw.rpc {
+            let at = [Key("rpc"), Key(name)];
+            let Some(network) = Network::parse(name) else {
+                out = self.fail(
+                    &at,
+                    format!("{name:?} is not eip155:<chainId> or a known v1 network name"),
+                );
+                continue;
+            };
+            // The URL may hold an API key: the message must not repeat it.
+            let url = self.parse(t, &at, |s| {
+                url::Url::parse(s)
+                    .ok()
+                    .filter(|u| u.scheme() == "http" || u.scheme() == "https")
+                    .map(|_| Secret::new(s))
+                    .ok_or_else(|| "must be an http:// or https:// JSON-RPC URL for this network".to_owned())
+            });
+            match (url, out.as_mut()) {
+                (Some(u), Some(o)) => o.push((network, u)),
+                _ => out = None,
+            }
+        }
+        out
     }
 
     fn assets(&mut self, raw: &RawConfig) -> Vec<Asset> {

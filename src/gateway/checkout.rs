@@ -7,6 +7,8 @@
 //! [`claims`]: crate::gateway::claims
 //! [`settle`]: crate::gateway::settle
 
+use std::sync::Arc;
+
 use alloy::primitives::Address;
 
 use crate::core::time::Clock;
@@ -16,8 +18,9 @@ use crate::gateway::facilitator::{no_settler, FacilitatorError, Remote};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency;
 use crate::gateway::metrics::{Verdict, Where};
+use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::Refusal;
-use crate::gateway::settle::{settle, Admitted, Metered};
+use crate::gateway::settle::{settle, Admitted, Metered, Resolver};
 use crate::gateway::store::Store;
 use crate::gateway::verify;
 use crate::protocol::exact::{AuthorizationId, Requirement};
@@ -42,6 +45,7 @@ pub enum Admission {
 pub struct Checkout<'a> {
     pub claims: &'a Claims,
     pub remote: &'a Remote,
+    pub onchain: &'a Arc<Onchain>,
     pub store: &'a dyn Store,
     pub clock: &'a Clock,
 }
@@ -135,6 +139,7 @@ impl Checkout<'_> {
             reconciling,
             tracked: None,
             metered: metered.clone(),
+            resolver: None,
         };
 
         let now = self.clock.now();
@@ -171,6 +176,14 @@ impl Checkout<'_> {
             Err(ClaimRefusal::InDoubt { transaction }) => {
                 let ticket = self.reconcile(&key, &request, &transaction).await?;
                 let mut admitted = admit(ticket, request, Some(transaction));
+                // Where the facilitator cannot say what became of it, the chain may.
+                admitted.resolver = self.onchain.reads(requirement.network).then(|| {
+                    Box::new(Resolver {
+                        onchain: self.onchain.clone(),
+                        payment: payment.clone(),
+                        now,
+                    })
+                });
                 admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
                 return Ok(Admission::Paid(Box::new(admitted)));
             }

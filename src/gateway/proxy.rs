@@ -24,6 +24,7 @@ use crate::gateway::idempotency::{self, Tracked};
 use crate::gateway::intake::{self, Decision};
 use crate::gateway::live::{Generations, LiveConfig};
 use crate::gateway::metrics::{Metrics, Outcome, WouldDo, UNMATCHED};
+use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::{self, Answer, Refusal};
 use crate::gateway::settle::{self, Admitted};
 use crate::gateway::store::Store;
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub live: Arc<LiveConfig>,
     pub claims: Arc<Claims>,
     pub remote: Arc<Remote>,
+    /// Reads the chain to resolve a payment whose settlement outcome is unknown (`rpc:`).
+    pub onchain: Arc<Onchain>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Where `payment-identifier` outcomes are kept (the claims' store).
@@ -199,6 +202,7 @@ impl Gateway {
         let checkout = Checkout {
             claims: &self.claims,
             remote: &self.remote,
+            onchain: &self.onchain,
             store: self.store.as_ref(),
             clock: &self.clock,
         };

@@ -103,6 +103,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("listen", old.listen == new.listen),
         ("admin_listen", old.admin_listen == new.admin_listen),
         ("store", old.store == new.store),
+        ("rpc", old.rpc == new.rpc),
         ("claim_lease", old.claim_lease == new.claim_lease),
         ("upstream_ca_file", old.upstream_ca_file == new.upstream_ca_file),
         ("facilitators", same_facilitators(old, new)),

@@ -17,6 +17,7 @@ use crate::gateway::facilitator::{FacilitatorClient, Remote};
 use crate::gateway::health::Health;
 use crate::gateway::live::{Live, LiveConfig};
 use crate::gateway::metrics::Metrics;
+use crate::gateway::onchain::Onchain;
 use crate::gateway::proxy::Gateway;
 use crate::gateway::reload::Reloader;
 
@@ -42,6 +43,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
     let slowest = config.facilitators.iter().map(|f| f.timeout).max().unwrap_or_default();
     let settle_lease = slowest * 3 + std::time::Duration::from_secs(5);
     let (admin_listen, health_settings, reload) = (config.admin_listen, config.health, config.reload);
+    let onchain = Arc::new(Onchain::new(&config.rpc).map_err(|e| format!("{e}: check `rpc:` in the config"))?);
     let live = Arc::new(LiveConfig::new(Live::new(config, &metrics)?));
     let remote = Arc::new(Remote::new(clients, metrics.clone()));
     let health = Arc::new(Health::new(health_settings, clock.clone(), metrics.clone()));
@@ -57,6 +59,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         claims: claims.clone(),
         clock: clock.clone(),
         remote: remote.clone(),
+        onchain,
         metrics: metrics.clone(),
         store: store.clone(),
         health: health.clone(),

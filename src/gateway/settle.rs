@@ -2,6 +2,8 @@
 //! An outcome that is not known (pending, lost answer) is never treated as "not paid" (ARCHITECTURE.md,
 //! invariant 6): the claim is held in doubt and the refusal names the transaction.
 
+use std::sync::Arc;
+
 use alloy::primitives::{Address, U256};
 
 use crate::gateway::claims::{ClaimTicket, Claims};
@@ -9,9 +11,11 @@ use crate::gateway::facilitator::{FacilitatorError, Remote, Settlement};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency::Tracked;
 use crate::gateway::metrics::Settled;
+use crate::gateway::onchain::{Finding, Onchain};
 use crate::gateway::refusal::Refusal;
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
 use crate::protocol::network::Network;
+use crate::protocol::payment::Payment;
 use crate::protocol::{reason, Version};
 use crate::rules::charge;
 
@@ -35,6 +39,26 @@ pub struct Admitted {
     pub tracked: Option<Tracked>,
     /// `upto`: `amount` is the maximum, and the upstream says what the call cost.
     pub metered: Option<Metered>,
+    /// Re-settling a payment whose outcome is unknown, on a network the gateway can read: the chain is asked
+    /// when the facilitator cannot say.
+    pub resolver: Option<Box<Resolver>>,
+}
+
+/// What asking the chain about a payment in doubt takes.
+#[derive(Clone)]
+pub struct Resolver {
+    pub onchain: Arc<Onchain>,
+    pub payment: Payment,
+    /// When the payment came back (its deadline is judged against this).
+    pub now: u64,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("payer", &self.payment.payer())
+            .finish()
+    }
 }
 
 /// What an `upto` payment's charge is held to, and the request its settlement is built from.
@@ -154,7 +178,11 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
         Settlement::Error { .. } => Settled::Error,
     };
     remote.metrics().settlement(&a.network.to_string(), counted);
-    match judge(outcome, a.reconciling.as_deref()) {
+    let verdict = match (judge(outcome, a.reconciling.as_deref()), &a.resolver) {
+        (Verdict::InDoubt { transaction, error }, Some(r)) => from_chain(a, r, transaction, error).await,
+        (v, _) => v,
+    };
+    match verdict {
         Verdict::Settled(s) => {
             if claims.settled(&a.ticket, s.transaction.clone()).await {
                 Ok(receipt(a, s))
@@ -184,6 +212,30 @@ pub async fn settle(claims: &Claims, remote: &Remote, a: &Admitted) -> Result<Se
                 None => pending,
             })
         }
+    }
+}
+
+/// The verdict on a payment the facilitator left in doubt, from what the chain shows: paid in a
+/// transaction proven to have moved it, not paid once it can no longer land, else still in doubt.
+async fn from_chain(
+    a: &Admitted,
+    r: &Resolver,
+    transaction: Option<String>,
+    error: Option<FacilitatorError>,
+) -> Verdict {
+    let sent = transaction.as_deref().or(a.reconciling.as_deref()).unwrap_or_default();
+    let finding = r.onchain.resolve(a.network, a.asset, &r.payment, sent, r.now).await;
+    let (payer, network) = (Some(a.payer.to_string()), a.network.wire_name(a.version));
+    match finding {
+        Finding::Settled { transaction } => {
+            tracing::info!(payer = %a.payer, %transaction, "payment in doubt resolved from the chain: settled");
+            Verdict::Settled(SettleResponse::settled(payer, network, transaction))
+        }
+        Finding::NotSettled { reason, message } => {
+            tracing::info!(payer = %a.payer, reason, "payment in doubt resolved from the chain: not settled");
+            Verdict::Failed(SettleResponse::failed(reason, message, payer, network, String::new()))
+        }
+        Finding::Unknown => Verdict::InDoubt { transaction, error },
     }
 }
 

@@ -40,13 +40,16 @@ struct Parsed {
     network_wire: String,
 }
 
-/// A settlement transaction sent and not concluded yet.
+/// A settlement transaction sent: not concluded yet, or succeeded.
 #[derive(Debug, Clone, Copy)]
 struct SentSettlement {
     hash: TxHash,
     nonce: u64,
     /// SHA-256 of the `/settle` request that sent it.
     digest: [u8; 32],
+    /// Mined and succeeded: the same request again gets the same success, not a fresh judgement that would
+    /// find the nonce used and call it a failure.
+    settled: bool,
 }
 
 /// Counters the facilitator exposes on `/metrics` (tests use them to count calls).
@@ -63,8 +66,8 @@ pub struct FacilitatorService {
     chains: HashMap<u64, Chain>,
     /// EIP-712 identities of tokens outside the built-in table, read from the token once.
     token_domains: moka::future::Cache<(u64, Address), TokenInfo>,
-    /// Per authorization: the hash of a sent transaction whose outcome is not known yet. The mutex makes
-    /// concurrent settles of one payload send one transaction.
+    /// Per authorization: the sent transaction whose outcome is not known yet, or that succeeded. The mutex
+    /// makes concurrent settles of one payload send one transaction.
     settlements: moka::future::Cache<AuthorizationId, Arc<Mutex<Option<SentSettlement>>>>,
     receipt_timeout: Duration,
     /// Public call counters.
@@ -388,6 +391,10 @@ impl FacilitatorService {
                     String::new(),
                 ));
             }
+            if sent.settled {
+                let again = SettleResponse::settled(payer, parsed.network_wire, sent.hash.to_string());
+                return Ok(again.charged(charge));
+            }
             let outcome = self.outcome(chain, &sent).await;
             return Ok(Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire).charged(charge));
         }
@@ -414,6 +421,7 @@ impl FacilitatorService {
             hash: prepared.hash,
             nonce: prepared.nonce,
             digest,
+            settled: false,
         };
         // Recorded before it leaves: whatever happens to this request now, a retry finds this transaction.
         *pending = Some(sent);
@@ -447,7 +455,7 @@ impl FacilitatorService {
         }
     }
 
-    /// Turns an outcome into the answer; a terminal outcome forgets the pending transaction.
+    /// Turns an outcome into the answer; a failure forgets the transaction, a success is remembered.
     fn conclude(
         pending: &mut Option<SentSettlement>,
         outcome: Result<TxOutcome, ChainError>,
@@ -489,7 +497,10 @@ impl FacilitatorService {
             ),
         };
         if terminal {
-            *pending = None;
+            match pending {
+                Some(sent) if resp.success => sent.settled = true,
+                _ => *pending = None,
+            }
         }
         resp
     }
