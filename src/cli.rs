@@ -13,6 +13,7 @@ use crate::tools::demo::DemoArgs;
 use crate::tools::devnet::DevnetArgs;
 use crate::tools::facilitator::server::FacilitatorArgs;
 use crate::tools::pay::PayArgs;
+use crate::tools::payments::PaymentsArgs;
 
 /// Sell an existing HTTP API per call over x402.
 #[derive(Debug, Parser)]
@@ -41,6 +42,8 @@ pub enum Command {
     Upstream(UpstreamArgs),
     /// Request a URL, paying its x402 price (key from X402_PRIVATE_KEY).
     Pay(PayArgs),
+    /// List payments whose settlement outcome is unknown, or resolve one (through the admin listener).
+    Payments(PaymentsArgs),
     /// Start everything locally (chain, facilitator, upstream, gateway) and pay one request.
     Demo(DemoArgs),
 }
@@ -98,7 +101,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Runs the chosen subcommand; prints the error and exits 1 on failure.
 pub fn dispatch(cli: Cli) -> ExitCode {
-    use crate::tools::{demo, devnet, facilitator, pay, upstream};
+    use crate::tools::{demo, devnet, facilitator, pay, payments, upstream};
     let _guard = match cli.command {
         Command::Run(_) => None,
         _ => Some(init_tracing(cli.log_format.unwrap_or_default())),
@@ -109,6 +112,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         // Pingora owns its runtimes and threads: no tokio runtime around it.
         Command::Run(args) => run(&args.config, cli.log_format),
         Command::Pay(args) => runtime().and_then(|rt| rt.block_on(pay::run(args))),
+        Command::Payments(args) => runtime().and_then(|rt| rt.block_on(payments::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Upstream(args) => runtime().and_then(|rt| rt.block_on(upstream::run(args.listen))),
         Command::Check(args) => crate::config::load(&args.config, &ProcessEnv)

@@ -731,3 +731,70 @@ async fn a_payment_in_doubt_is_resolved_from_the_chain_served_when_it_landed_rel
         "nothing more moved"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payments_lists_a_payment_in_doubt_and_resolves_it_by_hand() {
+    let stack = Stack::start(31_337, "").await;
+    let (payer, key) = stack.devnet.account(2);
+    let tx = format!("0x{}", "cd".repeat(32));
+    let gave_up = json!({"success": false, "errorReason": "unexpected_settle_error", "transaction": tx, "network": stack.devnet.state.network});
+    let (url, _) = scripted_facilitator((200, json!({"isValid": true})), (200, gave_up)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("http://127.0.0.1:{}", support::free_port());
+    let extra = format!(
+        "admin_listen: \"{}\"\nstore: \"sqlite:{}\"",
+        admin.trim_start_matches("http://"),
+        dir.path().join("claims.db").display()
+    );
+    let gw = stack.gateway_with(&url, &extra).await;
+    let paid = format!("{}/paid/by-hand", gw.url);
+    let offer = decode_header(get(&paid, &[]).await.headers()["payment-required"].to_str().unwrap());
+    let header = encode_header(&python_sign(&offer, &key));
+    assert_eq!(get(&paid, &[("payment-signature", &header)]).await.status(), 504);
+
+    let payments = |args: &[&str]| {
+        let out = std::process::Command::new(support::bin())
+            .args(["payments", "--admin", &admin])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, listed) = payments(&["list", "--json"]);
+    assert!(ok, "{listed}");
+    let listed: Value = serde_json::from_str(listed.trim()).unwrap();
+    let found = &listed["payments"].as_array().unwrap()[..];
+    assert_eq!(found.len(), 1, "{listed}");
+    assert_eq!(
+        (
+            found[0]["state"].as_str(),
+            found[0]["transaction"].as_str(),
+            found[0]["payer"].as_str()
+        ),
+        (Some("in_doubt"), Some(tx.as_str()), Some(payer.to_string().as_str())),
+        "{listed}"
+    );
+    let payment_key = found[0]["key"].as_str().unwrap().to_owned();
+    let (ok, text) = payments(&[]);
+    assert!(ok && text.contains(&payment_key) && text.contains(&tx), "{text}");
+
+    let (ok, text) = payments(&["resolve", "x402:claim:nonsense", "--settled", &tx]);
+    assert!(!ok && text.contains("is not a payment key"), "{text}");
+    let (ok, text) = payments(&["resolve", &payment_key, "--settled", "0x12"]);
+    assert!(!ok && text.contains("transaction hash"), "{text}");
+    let (ok, text) = payments(&["resolve", &payment_key, "--settled", &tx]);
+    assert!(ok, "{text}");
+    // Settled by the operator's word: the same payment is used, never served again or re-settled.
+    let used = get(&paid, &[("payment-signature", &header)]).await;
+    assert_eq!(used.status(), 409);
+    assert_eq!(used.json::<Value>().await.unwrap()["transaction"], tx.as_str());
+    let (ok, text) = payments(&[]);
+    assert!(ok && text.contains("no payment is in doubt"), "{text}");
+    let (ok, text) = payments(&["resolve", &payment_key, "--failed", "late"]);
+    assert!(!ok && text.contains("known already"), "{text}");
+}

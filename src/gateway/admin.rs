@@ -1,14 +1,17 @@
 //! The control plane, on a thread and runtime of its own so it never competes with the data plane: the
 //! background health checks, the reloader, and (when `admin_listen` is set) the admin listener with
-//! `/metrics` (Prometheus), `/healthz` (the process is up) and `/readyz` (what the health checks last
-//! found; a probe never makes a network call).
+//! `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (what the health checks last
+//! found; a probe never makes a network call), and `/payments` (payments whose settlement outcome is
+//! unknown; `POST /payments/resolve` records an operator's finding: what `x402-gateway payments` calls).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::{header, StatusCode};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::gateway::claims::Claims;
 use crate::gateway::facilitator::Remote;
@@ -16,7 +19,7 @@ use crate::gateway::health::Health;
 use crate::gateway::live::LiveConfig;
 use crate::gateway::metrics::Metrics;
 use crate::gateway::reload::Reloader;
-use crate::gateway::store::Store;
+use crate::gateway::store::{key, parse_key, ClaimState, Store};
 
 /// What the control plane runs and reports on.
 pub struct ControlPlane {
@@ -70,6 +73,7 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
             };
             let (metrics, claims, store, health) = (plane.metrics, plane.claims, plane.store, plane.health);
             let gauges = health.clone();
+            let (listed, resolved) = (claims.clone(), claims.clone());
             let app = Router::new()
                 .route(
                     "/metrics",
@@ -84,6 +88,11 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                     }),
                 )
                 .route("/healthz", get(|| async { "ok" }))
+                .route("/payments", get(move || list(listed.clone())))
+                .route(
+                    "/payments/resolve",
+                    post(move |Json(r): Json<Resolution>| resolve(resolved.clone(), r)),
+                )
                 .route(
                     "/readyz",
                     get(move || {
@@ -103,4 +112,76 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
         });
     })?;
     Ok(())
+}
+
+/// `GET /payments`: every payment whose settlement outcome is unknown, oldest deadline first.
+async fn list(claims: Arc<Claims>) -> (StatusCode, Json<Value>) {
+    match claims.unknown().await {
+        Ok(mut found) => {
+            found.sort_by_key(|(_, r)| r.expires_at);
+            let payments: Vec<Value> = found
+                .iter()
+                .map(|(id, r)| {
+                    let transaction = match &r.state {
+                        ClaimState::InDoubt { transaction } => transaction.as_str(),
+                        _ => "",
+                    };
+                    json!({
+                        "key": key(id),
+                        "network": id.network.to_string(),
+                        "asset": id.asset.to_string(),
+                        "payer": id.payer.to_string(),
+                        "nonce": id.nonce.to_string(),
+                        "state": if r.state == ClaimState::Settling { "settling" } else { "in_doubt" },
+                        "transaction": transaction,
+                        "charge": r.charge.map(|c| c.to_string()),
+                        "kept_until": r.expires_at,
+                    })
+                })
+                .collect();
+            (StatusCode::OK, Json(json!({ "payments": payments })))
+        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": e.to_string() }))),
+    }
+}
+
+/// `POST /payments/resolve`: `{"key": …, "settled": "0x<transaction>"}` (the chain shows it paid: the same
+/// payment is then refused as used, never served again) or `{"key": …, "failed": "<why>"}` (it did not
+/// and cannot happen: the payer may use the authorization again).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolution {
+    key: String,
+    settled: Option<String>,
+    failed: Option<String>,
+}
+
+async fn resolve(claims: Arc<Claims>, r: Resolution) -> (StatusCode, Json<Value>) {
+    let refuse = |status, message: String| (status, Json(json!({ "error": message })));
+    let Some(id) = parse_key(&r.key) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not a payment key (see GET /payments)", r.key),
+        );
+    };
+    let outcome = match (r.settled, r.failed) {
+        (Some(transaction), None) if transaction.parse::<alloy::primitives::B256>().is_ok() => {
+            ClaimState::Settled { transaction }
+        }
+        (None, Some(reason)) => ClaimState::Failed {
+            reason: format!("resolved by hand: {reason}"),
+        },
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `settled` (a 0x-prefixed 32-byte transaction hash) or `failed` (why)".into(),
+            )
+        }
+    };
+    tracing::warn!(key = %r.key, outcome = ?outcome, "payment resolved by hand");
+    match claims.resolve_by_hand(&id, outcome).await {
+        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "resolved": r.key }))),
+        Ok(Err(why)) => refuse(StatusCode::CONFLICT, why),
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

@@ -164,7 +164,7 @@ impl Checkout<'_> {
             // Out of its window, a payment may still be one whose settlement outcome is unknown: that one
             // is reconciled below, whatever the clock says; any other is refused for its window.
             Err(e) => match self.claims.get(&key).await {
-                Ok(Some(r)) if is_unknown(&r.state) => Err(r.state.into()),
+                Ok(Some(r)) if r.state.is_unknown() => Err(r.state.into()),
                 Ok(_) => return Err(verify::refuse(&e)),
                 Err(_) => return Err(Refusal::Store),
             },
@@ -222,7 +222,7 @@ impl Checkout<'_> {
             transaction: transaction.to_owned(),
         };
         let current = match self.claims.get(key).await {
-            Ok(Some(r)) if is_unknown(&r.state) && r.payment == request.digest => r,
+            Ok(Some(r)) if r.state.is_unknown() && r.payment == request.digest => r,
             Ok(_) => return Err(pending()),
             Err(_) => return Err(Refusal::Store),
         };
@@ -258,11 +258,6 @@ impl Checkout<'_> {
 /// flooding it).
 fn fails_open(error: &FacilitatorError, pricing: &Pricing) -> bool {
     pricing.on_facilitator_error == OnFacilitatorError::Allow && !matches!(error, FacilitatorError::Throttled { .. })
-}
-
-/// Whether a claim's settlement outcome is unknown (handed to the facilitator, no answer recorded).
-fn is_unknown(state: &ClaimState) -> bool {
-    matches!(state, ClaimState::Settling | ClaimState::InDoubt { .. })
 }
 
 fn claim_refusal(e: ClaimRefusal, version: Version, requirement: &Requirement, payer: Address) -> Refusal {

@@ -332,6 +332,59 @@ impl Claims {
         Ok(won.then_some(ticket))
     }
 
+    /// Every payment whose settlement outcome is unknown, for an operator.
+    pub async fn unknown(&self) -> Result<Vec<(AuthorizationId, Record)>, StoreError> {
+        self.store
+            .unknown(self.clock.now())
+            .await
+            .map_err(|e| self.store_failed(e))
+    }
+
+    /// An operator's word on a payment whose outcome is unknown: settled in a transaction they checked, or
+    /// not settled. `Ok(Err(why))` when it is not such a payment now (unknown key, already resolved, or
+    /// being settled by a request at this moment).
+    pub async fn resolve_by_hand(
+        &self,
+        key: &AuthorizationId,
+        outcome: ClaimState,
+    ) -> Result<Result<(), String>, StoreError> {
+        let now = self.clock.now();
+        let Some(current) = self.get(key).await? else {
+            return Ok(Err("no live claim for this payment".into()));
+        };
+        if !current.state.is_unknown() {
+            return Ok(Err(format!("its outcome is known already ({:?})", current.state)));
+        }
+        if current.state == ClaimState::Settling && now < current.lease_until {
+            return Ok(Err(format!(
+                "a request is settling it right now; retry in {} s",
+                current.lease_until - now
+            )));
+        }
+        let transaction = match &outcome {
+            ClaimState::Settled { transaction } => Some(transaction.clone()),
+            ClaimState::Failed { .. } => None,
+            other => return Ok(Err(format!("{other:?} is not an outcome"))),
+        };
+        let next = Record {
+            state: outcome,
+            lease_until: now.saturating_add(self.lease_secs),
+            ..current.clone()
+        };
+        let won = self
+            .store
+            .swap(key, current.holder, &current.state, Some(next), now)
+            .await
+            .map_err(|e| self.store_failed(e))?;
+        if !won {
+            return Ok(Err("it changed meanwhile; list the payments again".into()));
+        }
+        if let (Some(cache), Some(t)) = (&self.settled, transaction) {
+            cache.insert(key.clone(), t).await;
+        }
+        Ok(Ok(()))
+    }
+
     /// The live record of an authorization, if claimed.
     pub async fn get(&self, key: &AuthorizationId) -> Result<Option<Record>, StoreError> {
         self.store

@@ -1,5 +1,6 @@
 //! Layer 5 beside the gateway, the tools around it: chain access ([`chain`]), a local chain with the test
-//! token ([`devnet`]), the self-hosted [`facilitator`], the paying client ([`pay`]), the [`demo`] and the
+//! token ([`devnet`]), the self-hosted [`facilitator`], the paying client ([`pay`]), the operator's view of
+//! payments in doubt ([`payments`]), the [`demo`] and the
 //! echo [`upstream`]. The tools never import the gateway (the demo starts it as a process), and the gateway
 //! never imports them: `chain` is never on the request path.
 
@@ -8,4 +9,5 @@ pub mod demo;
 pub mod devnet;
 pub mod facilitator;
 pub mod pay;
+pub mod payments;
 pub mod upstream;

@@ -298,6 +298,22 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn unknown(&self, now: u64) -> Result<Vec<(AuthorizationId, Record)>, StoreError> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(
+                shard
+                    .claims
+                    .iter()
+                    .filter(|(_, h)| h.is_live(now))
+                    .map(|(id, h)| (id.clone(), h.record()))
+                    .filter(|(_, r)| r.state.is_unknown()),
+            );
+        }
+        Ok(out)
+    }
+
     async fn get(&self, id: &AuthorizationId, now: u64) -> Result<Option<Record>, StoreError> {
         let shard = self.shard(id, now);
         Ok(shard.claims.get(id).filter(|h| h.is_live(now)).map(Held::record))

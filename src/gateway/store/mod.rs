@@ -118,6 +118,10 @@ pub trait Store: Send + Sync {
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Every live claim whose settlement outcome is unknown (settling, in doubt), for an operator to see
+    /// and resolve (`x402-gateway payments`). A scan: never on the request path.
+    async fn unknown(&self, now: u64) -> Result<Vec<(AuthorizationId, Record)>, StoreError>;
+
     /// Whether the store lives in this process, so that a lookup costs no more than a cache's would.
     fn in_process(&self) -> bool {
         false
@@ -147,12 +151,31 @@ impl Record {
     }
 }
 
+impl ClaimState {
+    /// Whether the settlement outcome is unknown: handed to the facilitator, no answer recorded.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, ClaimState::Settling | ClaimState::InDoubt { .. })
+    }
+}
+
 /// The key of an authorization, the same in every backend.
-fn key(id: &AuthorizationId) -> String {
+pub fn key(id: &AuthorizationId) -> String {
     format!(
         "x402:claim:{}:{}:{}:{}",
         id.network.chain_id, id.asset, id.payer, id.nonce
     )
+}
+
+/// The authorization a store key names (the inverse of [`key`]).
+pub fn parse_key(k: &str) -> Option<AuthorizationId> {
+    let mut parts = k.strip_prefix("x402:claim:")?.split(':');
+    let id = AuthorizationId {
+        network: crate::protocol::network::Network::new(parts.next()?.parse().ok()?),
+        asset: parts.next()?.parse().ok()?,
+        payer: parts.next()?.parse().ok()?,
+        nonce: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(id)
 }
 
 mod text_u64 {

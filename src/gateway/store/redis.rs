@@ -228,6 +228,39 @@ impl Store for RedisStore {
             .await
     }
 
+    async fn unknown(&self, now: u64) -> Result<Vec<(AuthorizationId, Record)>, StoreError> {
+        // SCAN, not KEYS: a large store is walked without blocking Redis.
+        let found: Vec<(String, Option<String>)> = self
+            .with(|mut c| async move {
+                let mut out = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("x402:claim:*")
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await?;
+                    for k in keys {
+                        let v: Option<String> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
+                        out.push((k, v));
+                    }
+                    if next == 0 {
+                        return Ok(out);
+                    }
+                    cursor = next;
+                }
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(k, v)| Some((super::parse_key(&k)?, serde_json::from_str::<Record>(&v?).ok()?)))
+            .filter(|(_, r)| r.is_live(now) && r.state.is_unknown())
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await

@@ -243,6 +243,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn unknown(&self, now: u64) -> Result<Vec<(AuthorizationId, Record)>, StoreError> {
+        let rows = self
+            .run(move |c| {
+                let mut q = c.prepare(
+                    "SELECT key, record FROM claims WHERE expires_at > ?1 AND json_extract(record, '$.state') IN ('settling', 'in_doubt')",
+                )?;
+                let rows = q.query_map(params![now], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+                rows.map(|r| r.and_then(|(k, j)| Ok((k, decode(&j)?)))).collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, r)| Some((super::parse_key(&k)?, r)))
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
