@@ -167,17 +167,18 @@ async fn after_settle(backend: Backend, account: usize) {
 async fn during_settle(backend: Backend, account: usize) {
     let c = crash_at("during_settle", account, backend).await;
     assert_eq!(c.sent_before, 1);
-    // The same payload was settled again (our facilitator answers nonce-used for a landed transaction), and
-    // the client is told its payment is in doubt, never to pay again.
+    // The same payload was settled again, and our facilitator, which remembers what it settled, answers
+    // with the transaction that landed: the payment is served, once, never charged twice.
     assert_eq!(
         c.stack.facilitator_calls().await.1,
         2,
         "presenting it again re-settled the same payload"
     );
-    assert_eq!(c.again.status(), 504, "in doubt");
-    assert!(!c.again.headers().contains_key("payment-required"));
-    let body: Value = c.again.json().await.unwrap();
-    assert_eq!(body["error"], "settlement_pending", "{body}");
+    assert_eq!(c.again.status(), 200, "reconciled and served");
+    let receipt = decode_header(c.again.headers()["payment-response"].to_str().unwrap());
+    assert_eq!(receipt["success"], true, "{receipt}");
+    let tx = receipt["transaction"].as_str().unwrap().to_owned();
+    assert_eq!(c.stack.devnet.receipt(&tx).await["status"], "0x1");
     assert_eq!(c.stack.facilitator_calls().await.2, 1, "no second transaction");
     assert_eq!(
         c.stack.devnet.balance(c.payer).await,
@@ -235,21 +236,22 @@ async fn redis_sigkill_after_the_claim_leaves_the_payment_usable_once_its_lease_
 struct Redis {
     child: Child,
     port: u16,
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
+    /// A Redis that keeps every claim, as the gateway requires: no eviction, an append-only file.
     async fn start_on(port: u16) -> Redis {
+        Self::start_with(port, &["--appendonly", "yes"]).await
+    }
+
+    /// A Redis with `args` on top of a port, loopback and a data directory of its own.
+    async fn start_with(port: u16, args: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(["--port", &port.to_string(), "--save", "", "--bind", "127.0.0.1"])
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -258,7 +260,7 @@ impl Redis {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         })
         .await;
-        Redis { child, port }
+        Redis { child, port, _dir: dir }
     }
 
     fn url(&self) -> String {
@@ -359,9 +361,14 @@ async fn redis_down_fails_priced_routes_closed_keeps_free_ones_and_recovers() {
         (0, 0, 0),
         "nothing reached the facilitator"
     );
-    let not_ready = readyz().await;
-    assert_eq!(not_ready.status(), 503);
-    assert!(not_ready.text().await.unwrap().contains("store: "));
+    // Reported, not failed on: the free routes must stay in the Service.
+    let degraded = readyz().await;
+    assert_eq!(degraded.status(), 200);
+    let text = degraded.text().await.unwrap();
+    assert!(
+        text.starts_with("ready, degraded") && text.contains("store: "),
+        "{text}"
+    );
     let metrics = get(&format!("http://127.0.0.1:{admin}/metrics"), &[])
         .await
         .text()
@@ -376,10 +383,24 @@ async fn redis_down_fails_priced_routes_closed_keeps_free_ones_and_recovers() {
 
     let _redis = Redis::start_on(port).await;
     let before = stack.devnet.balance(payer).await;
-    let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
+    // Recovers by itself, without a restart, once a connect is tried again (at most twice a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
+        if resp.status() != 503 || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(resp.status(), 200, "recovered without a restart");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(readyz().await.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readyz().await.text().await.unwrap() != "ready\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never reported healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(stack.devnet.balance(payer).await, before - U256::from(PRICE));
 }
 
@@ -486,4 +507,85 @@ async fn a_payment_being_settled_is_not_settled_again_by_a_request_on_another_re
     assert!(!second.text().await.unwrap().contains("served_by"));
     assert_eq!(first.await.unwrap(), (200, true));
     assert_eq!(settles.load(Ordering::SeqCst), 1, "settled once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_may_evict_or_forget_claims_is_refused_unless_the_operator_says_warn() {
+    let stack = Stack::start(31_337, "").await;
+    for (args, problem) in [
+        (
+            &["--appendonly", "yes", "--maxmemory-policy", "allkeys-lru"][..],
+            "maxmemory-policy is allkeys-lru",
+        ),
+        (&["--appendonly", "no"][..], "appendonly no"),
+    ] {
+        let redis = Redis::start_with(free_port(), args).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gateway.yaml");
+        let yaml = table(&stack, &redis.url(), &stack.facilitator.url, "");
+        std::fs::write(&file, yaml.replace("{listen}", &format!("127.0.0.1:{}", free_port()))).unwrap();
+        let name = format!("gateway-redis-refused-{}", redis.port);
+        let mut gw = support::spawn(&name, &["run", "-c", file.to_str().unwrap()], &[]);
+        let mut exit = None;
+        wait_until("the gateway to refuse the Redis", Duration::from_secs(30), || {
+            exit = gw.child.try_wait().unwrap();
+            exit.is_some()
+        })
+        .await;
+        assert!(!exit.unwrap().success());
+        let log = std::fs::read_to_string(support::repo().join(format!("target/test-logs/{name}.log"))).unwrap();
+        assert!(
+            log.contains(problem) && log.contains("redis_durability: warn"),
+            "names the problem and the way out: {log}"
+        );
+    }
+    // Told to warn, it runs on such a Redis.
+    let redis = Redis::start_with(free_port(), &["--appendonly", "no"]).await;
+    let yaml = table(&stack, &redis.url(), &stack.facilitator.url, "redis_durability: warn");
+    let gw = support::Gateway::start(&yaml).await;
+    let (_, key) = stack.devnet.account(3);
+    let header = encode_header(&python_sign(&stack.challenge("/paid/warned").await, &key));
+    let url = format!("{}/paid/warned", gw.url);
+    assert_eq!(get(&url, &[("payment-signature", &header)]).await.status(), 200);
+    assert_eq!(get(&url, &[("payment-signature", &header)]).await.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_never_queue_behind_a_connect_to_a_redis_that_does_not_answer() {
+    let stack = Stack::start(31_337, "").await;
+    // A Redis that accepts connections and never answers: every connect runs into its deadline (2 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || silent.incoming().take(64).filter_map(Result::ok).collect::<Vec<_>>());
+    let yaml = table(&stack, &format!("redis://127.0.0.1:{port}"), &stack.facilitator.url, "");
+    let gw = support::Gateway::start(&yaml).await;
+    let challenge = stack.challenge("/paid/q").await;
+    let headers: Vec<String> = (0..6)
+        .map(|i| encode_header(&python_sign(&challenge, &stack.devnet.account(i).1)))
+        .collect();
+    let started = std::time::Instant::now();
+    let answers = futures_join(headers.iter().map(|h| {
+        let (url, h) = (format!("{}/paid/q", gw.url), h.clone());
+        async move { get(&url, &[("payment-signature", &h)]).await.status().as_u16() }
+    }))
+    .await;
+    assert_eq!(answers, [503; 6], "refused, fail closed");
+    // Queued behind one lock, six connects would take six deadlines; without a queue, one or two.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "requests waited in a queue: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&format!("{}/free/q", gw.url), &[]).await.status(), 200);
+    drop(held);
+}
+
+/// Runs the futures concurrently and collects their outputs in order.
+async fn futures_join<F: std::future::Future<Output = u16> + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<u16> {
+    let tasks: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }

@@ -24,7 +24,7 @@ use crate::core::secret::Secret;
 use crate::protocol::cdp::CdpKey;
 use crate::rules::table::{RouteTable, Unmatched};
 pub use env::{Env, ProcessEnv};
-pub use raw::LogFormat;
+pub use raw::{LogFormat, RedisDurability};
 
 /// Environment variable that overrides `facilitator.url`.
 pub const FACILITATOR_URL_ENV: &str = "X402_FACILITATOR_URL";
@@ -74,6 +74,8 @@ pub struct Config {
     pub facilitators: Vec<FacilitatorSettings>,
     /// Where payment state is kept.
     pub store: StoreUrl,
+    /// Whether a Redis store that may lose claims is refused.
+    pub redis_durability: RedisDurability,
     /// JSON-RPC URLs by network (`rpc:`): a payment in doubt on one of these is resolved from the chain.
     /// Secrets: providers put API keys in them.
     pub rpc: Vec<(crate::protocol::network::Network, Secret)>,

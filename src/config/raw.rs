@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub upstream_ca_file: Option<Text>,
     /// Where payment state is kept.
     pub store: Option<Text>,
+    /// Whether a Redis store that may evict or forget claims is refused (`enforce`) or used with a warning.
+    pub redis_durability: Option<RedisDurability>,
     /// How long a crashed holder's in-flight claim blocks its payment.
     pub claim_lease: Option<Text>,
     /// Largest response body kept for a `payment-identifier` replay.
@@ -60,6 +62,18 @@ pub struct RawConfig {
     pub reload: RawReload,
     #[serde(default)]
     pub health: RawHealth,
+}
+
+/// `redis_durability:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisDurability {
+    /// A Redis whose `maxmemory-policy` is not `noeviction`, or that has no append-only file, is refused:
+    /// the gateway does not start, or (if it was down at start) priced routes answer 503.
+    #[default]
+    Enforce,
+    /// Used all the same, with a warning: for managed Redis whose config cannot be read, once checked.
+    Warn,
 }
 
 /// How logs are written (also the `--log-format` flag's values).

@@ -247,6 +247,7 @@ impl Resolver<'_> {
             upstream_ca_file: upstream_ca_file?,
             facilitators: facilitators?,
             store: store?,
+            redis_durability: raw.redis_durability.unwrap_or_default(),
             rpc: rpc?,
             claim_lease: claim_lease?,
             payment_identifier_max_body: raw.payment_identifier_max_body.unwrap_or(DEFAULT_PAYMENT_ID_MAX_BODY),

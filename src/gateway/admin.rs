@@ -1,7 +1,8 @@
 //! The control plane, on a thread and runtime of its own so it never competes with the data plane: the
 //! background health checks, the reloader, and (when `admin_listen` is set) the admin listener with
-//! `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (what the health checks last
-//! found; a probe never makes a network call), and `/payments` (payments whose settlement outcome is
+//! `/metrics` (Prometheus), `/healthz` (the process is up), `/readyz` (ready unless shutting down; what the
+//! health checks last found about the facilitator and the store is shown, not failed on; a probe never
+//! makes a network call), and `/payments` (payments whose settlement outcome is
 //! unknown; `POST /payments/resolve` records an operator's finding: what `x402-gateway payments` calls).
 
 use std::net::SocketAddr;
@@ -97,11 +98,12 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                     "/readyz",
                     get(move || {
                         let answer = match health.readiness() {
-                            Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-                            Err(why) => (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("not ready: {}\n", why.join("; ")),
+                            Ok(degraded) if degraded.is_empty() => (StatusCode::OK, "ready\n".to_owned()),
+                            Ok(degraded) => (
+                                StatusCode::OK,
+                                format!("ready, degraded (priced routes answer 503): {}\n", degraded.join("; ")),
                             ),
+                            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
                         };
                         async move { answer }
                     }),

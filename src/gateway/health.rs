@@ -51,30 +51,32 @@ impl Health {
         }
     }
 
-    /// `Ok` when ready; otherwise every reason it is not. Also brings the readiness gauges up to date.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
-        let mut why = Vec::new();
-        if self.is_draining() {
-            why.push("shutting down".to_owned());
-        }
+    /// Readiness from this process's own state only: `Err` once shutdown began. A facilitator or store
+    /// outage does not make a replica unready (every replica would leave its Service, free routes with
+    /// them): priced routes answer it with 503 themselves, and it is reported here as `Ok(degraded)`, with
+    /// the gauges `x402_facilitator_up` and `x402_store_up`. Also brings the gauges up to date.
+    pub fn readiness(&self) -> Result<Vec<String>, String> {
+        let mut degraded = Vec::new();
         let fresh = self.facilitator_fresh();
         self.metrics.facilitator_up.set(i64::from(fresh));
         if !fresh {
             let problem = lock(&self.facilitator_problem).clone().unwrap_or_default();
-            why.push(format!(
+            degraded.push(format!(
                 "facilitator has not answered /supported for every configured network within {:?}: {problem}",
                 self.settings.stale_after
             ));
         }
-        if let Some(p) = lock(&self.store_problem).clone() {
-            why.push(format!("store: {p}"));
+        let store = lock(&self.store_problem).clone();
+        self.metrics.store_up.set(i64::from(store.is_none()));
+        if let Some(p) = store {
+            degraded.push(format!("store: {p}"));
         }
-        self.metrics.ready.set(i64::from(why.is_empty()));
-        if why.is_empty() {
-            Ok(())
-        } else {
-            Err(why)
+        let draining = self.is_draining();
+        self.metrics.ready.set(i64::from(!draining));
+        if draining {
+            return Err("shutting down".to_owned());
         }
+        Ok(degraded)
     }
 
     fn facilitator_fresh(&self) -> bool {

@@ -202,6 +202,8 @@ pub struct Metrics {
     cache_entries: IntGaugeVec,
     /// 1 while the facilitator's last `/supported` is fresh and covers every configured network.
     pub facilitator_up: IntGauge,
+    /// 1 while the store's last health check answered.
+    pub store_up: IntGauge,
     /// What `/readyz` last answered (1 ready).
     pub ready: IntGauge,
     /// 1 once SIGTERM arrived.
@@ -340,6 +342,11 @@ impl Metrics {
                 &r,
                 "x402_facilitator_up",
                 "1 while the facilitator's /supported answered recently and covers every configured network",
+            )?,
+            store_up: gauge(
+                &r,
+                "x402_store_up",
+                "1 while the payment store answered its last health check",
             )?,
             ready: gauge(&r, "x402_ready", "1 while /readyz answers 200")?,
             draining: gauge(&r, "x402_draining", "1 once shutdown began")?,

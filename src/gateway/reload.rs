@@ -104,6 +104,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("admin_listen", old.admin_listen == new.admin_listen),
         ("store", old.store == new.store),
         ("rpc", old.rpc == new.rpc),
+        ("redis_durability", old.redis_durability == new.redis_durability),
         ("claim_lease", old.claim_lease == new.claim_lease),
         ("upstream_ca_file", old.upstream_ca_file == new.upstream_ca_file),
         ("facilitators", same_facilitators(old, new)),

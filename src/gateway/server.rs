@@ -36,7 +36,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         tracing::info!(facilitator = %c.shown(), order = i + 1, "facilitator");
     }
     let clock = Clock::system();
-    let store = crate::gateway::store::open(&config.store, MAX_CLAIMS, clock.clone())
+    let store = crate::gateway::store::open(&config.store, MAX_CLAIMS, clock.clone(), config.redis_durability)
         .map_err(|e| format!("{e}: check `store:` in the config"))?;
     let lease = config.claim_lease;
     // A settling claim is leased for longer than `/settle` can take: two calls and the pause between them.

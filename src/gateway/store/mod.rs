@@ -13,7 +13,7 @@ use alloy::primitives::U256;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::config::StoreUrl;
+use crate::config::{RedisDurability, StoreUrl};
 use crate::core::time::Clock;
 use crate::protocol::exact::AuthorizationId;
 
@@ -133,12 +133,18 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// Opens the store a config names. `capacity` bounds the memory store; `clock` expires its records.
-pub fn open(url: &StoreUrl, capacity: u64, clock: Clock) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store a config names. `capacity` bounds the memory store; `clock` expires its records;
+/// `durability` says whether a Redis that may lose claims is refused.
+pub fn open(
+    url: &StoreUrl,
+    capacity: u64,
+    clock: Clock,
+    durability: RedisDurability,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
         StoreUrl::Memory => Arc::new(memory::MemoryStore::new(capacity, clock)),
         StoreUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path)?),
-        StoreUrl::Redis(url) => Arc::new(redis::RedisStore::open(url)?),
+        StoreUrl::Redis(url) => Arc::new(redis::RedisStore::open(url, durability)?),
     })
 }
 

@@ -4,15 +4,21 @@
 //!
 //! The connection lives on a small runtime of its own: Pingora runs several runtimes, and the connection's
 //! driver must outlive whichever request first opened it. It is opened on first use and reopened after a
-//! failure, so the gateway starts and serves free routes while Redis is down, and recovers by itself.
+//! failure, so the gateway starts and serves free routes while Redis is down, and recovers by itself; one
+//! task connects at a time and the others fail at once, and every call has one deadline. A Redis that may
+//! evict or forget claims is refused on connecting (`redis_durability`). A step that timed out after it may
+//! have run is read back, never reported as not done.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
 use super::{key, ClaimState, Insert, Record, Store, StoreError};
+use crate::config::RedisDurability;
 use crate::protocol::exact::AuthorizationId;
 
 /// How long one Redis call may take before the store counts as unreachable (503, never a hang).
@@ -55,12 +61,46 @@ return false
 
 /// The Redis store.
 pub struct RedisStore {
-    client: redis::Client,
-    conn: std::sync::Arc<Mutex<Option<ConnectionManager>>>,
+    link: Arc<Link>,
     runtime: tokio::runtime::Handle,
     insert: redis::Script,
     swap: redis::Script,
     put_new: redis::Script,
+}
+
+/// The connection, opened on first use and again after a failure. One task connects at a time; the others
+/// wait for that attempt (within their own deadline) and, if it failed, fail at once rather than try again
+/// one after another: an unreachable Redis costs each request one bounded wait at most, never a place in
+/// a queue of connects.
+struct Link {
+    client: redis::Client,
+    conn: ArcSwapOption<ConnectionManager>,
+    connecting: Mutex<()>,
+    /// When the last attempt to connect failed (or was given up).
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+    durability: RedisDurability,
+}
+
+/// After a failed connect, how long callers are refused at once instead of trying again.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// Marks a connect attempt failed unless it is disarmed: also when the attempt is dropped at a deadline.
+struct Attempt<'a>(Option<&'a std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.0 {
+            *at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// Why a call has no result, and whether Redis may have acted on it.
+struct Failure {
+    error: StoreError,
+    /// The command may have reached Redis (a timeout or a broken connection after sending): its effect must
+    /// be read back, not assumed absent.
+    maybe_ran: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -87,22 +127,107 @@ fn tag(state: &ClaimState) -> (&'static str, &str) {
     }
 }
 
+impl Link {
+    /// The open connection, or a new one if none is open and no other task is opening one.
+    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let last = *self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < RECONNECT_AFTER) {
+            return Err(err("Redis did not answer the last attempt to connect; retry shortly"));
+        }
+        let mut attempt = Attempt(Some(&self.failed_at));
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT);
+        let c = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(err)?;
+        // A Redis that may evict or forget claims is not used unless the operator said so.
+        if let Err(problem) = durability(&c).await {
+            match self.durability {
+                RedisDurability::Enforce => return Err(err(format!("{problem} (or set `redis_durability: warn`)"))),
+                RedisDurability::Warn => tracing::warn!(problem, "Redis may lose claims (redis_durability: warn)"),
+            }
+        }
+        self.conn.store(Some(Arc::new(c.clone())));
+        attempt.0 = None;
+        Ok(c)
+    }
+}
+
+/// Whether Redis keeps every claim: no eviction (`maxmemory-policy noeviction`) and an append-only file
+/// (`appendonly yes`; snapshots alone lose the last minutes of writes in a crash). `Err` says what to fix.
+async fn durability<C: redis::aio::ConnectionLike + Clone + Send>(c: &C) -> Result<(), String> {
+    let get = |name: &'static str| {
+        let mut c = c.clone();
+        async move {
+            let pair: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| format!("cannot read Redis' {name} (CONFIG GET: {e}); check it yourself"))?;
+            Ok::<_, String>(pair.get(1).cloned().unwrap_or_default())
+        }
+    };
+    let policy = get("maxmemory-policy").await?;
+    if policy != "noeviction" {
+        return Err(format!(
+            "Redis' maxmemory-policy is {policy}: it may evict claims, and an evicted claim lets a payment be used twice; set maxmemory-policy noeviction"
+        ));
+    }
+    let aof = get("appendonly").await?;
+    if aof != "yes" {
+        return Err(
+            "Redis has no append-only file (appendonly no): a Redis crash would forget recent settlements; set appendonly yes".into(),
+        );
+    }
+    Ok(())
+}
+
 impl RedisStore {
-    /// A store for `url`; nothing is connected yet.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
+    /// A store for `url`; nothing is connected yet. Its calls run on a small runtime of its own (two
+    /// threads), so the connection's driver outlives the request that opened it.
+    pub fn open(url: &str, durability_at_start: RedisDurability) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(err)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("redis-store")
             .enable_all()
             .build()
             .map_err(err)?;
         let handle = runtime.handle().clone();
+        // At start-up, a reachable Redis that may lose claims stops the gateway (unless told to warn); an
+        // unreachable one does not: free routes are served meanwhile, and it is checked on connecting.
+        if durability_at_start == RedisDurability::Enforce {
+            let probe = handle.block_on(async {
+                let c = tokio::time::timeout(CALL_TIMEOUT, client.get_multiplexed_async_connection()).await;
+                match c {
+                    Ok(Ok(c)) => durability(&c).await,
+                    _ => Ok(()),
+                }
+            });
+            probe.map_err(|problem| err(format!("{problem} (or set `redis_durability: warn`)")))?;
+        }
+        // The runtime lives as long as the process: its threads are parked on this one's.
         std::thread::Builder::new()
             .name("redis-store".into())
             .spawn(move || runtime.block_on(std::future::pending::<()>()))
             .map_err(err)?;
         Ok(RedisStore {
-            client,
-            conn: std::sync::Arc::new(Mutex::new(None)),
+            link: Arc::new(Link {
+                client,
+                conn: ArcSwapOption::empty(),
+                connecting: Mutex::new(()),
+                failed_at: std::sync::Mutex::new(None),
+                durability: durability_at_start,
+            }),
             runtime: handle,
             insert: redis::Script::new(INSERT),
             swap: redis::Script::new(SWAP),
@@ -110,38 +235,62 @@ impl RedisStore {
         })
     }
 
-    /// Runs `f` with a connection, on the store's runtime, within [`CALL_TIMEOUT`].
+    /// Runs `f` with a connection, on the store's runtime, everything within [`CALL_TIMEOUT`].
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = redis::RedisResult<T>> + Send,
+    {
+        let link = self.link.clone();
+        let task = self.runtime.spawn(async move {
+            let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+            let not_sent = |error| Failure {
+                error,
+                maybe_ran: false,
+            };
+            let conn = tokio::time::timeout_at(deadline, link.connection())
+                .await
+                .map_err(|_| not_sent(err("connecting timed out")))?
+                .map_err(not_sent)?;
+            match tokio::time::timeout_at(deadline, f(conn)).await {
+                Ok(Ok(v)) => Ok(v),
+                // Refused by Redis itself (a script error): it did not act.
+                Ok(Err(e)) if e.kind() == redis::ErrorKind::ResponseError => Err(not_sent(err(e))),
+                Ok(Err(e)) => Err(Failure {
+                    error: err(e),
+                    maybe_ran: true,
+                }),
+                Err(_) => Err(Failure {
+                    error: err("the call timed out"),
+                    maybe_ran: true,
+                }),
+            }
+        });
+        task.await.map_err(|e| Failure {
+            error: err(e),
+            maybe_ran: true,
+        })?
+    }
+
+    /// [`call`](Self::call) for a step whose outcome need not be read back.
     async fn with<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = redis::RedisResult<T>> + Send,
     {
-        let (client, slot) = (self.client.clone(), self.conn.clone());
-        let task = self.runtime.spawn(async move {
-            let conn = {
-                let mut slot = slot.lock().await;
-                match slot.as_ref() {
-                    Some(c) => c.clone(),
-                    None => {
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(CALL_TIMEOUT)
-                            .set_response_timeout(CALL_TIMEOUT);
-                        let c = tokio::time::timeout(CALL_TIMEOUT, ConnectionManager::new_with_config(client, config))
-                            .await
-                            .map_err(|_| err("connecting timed out"))?
-                            .map_err(err)?;
-                        *slot = Some(c.clone());
-                        c
-                    }
-                }
-            };
-            tokio::time::timeout(CALL_TIMEOUT, f(conn))
-                .await
-                .map_err(|_| err("the call timed out"))?
-                .map_err(err)
-        });
-        task.await.map_err(err)?
+        self.call(f).await.map_err(|f| f.error)
+    }
+
+    /// The record at `k` as Redis holds it now, to read back a step whose outcome is unknown.
+    async fn read_back(&self, k: String) -> Result<Option<Record>, StoreError> {
+        let json: Option<String> = self
+            .with(move |mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
+            .await?;
+        json.map(|j| serde_json::from_str::<Record>(&j))
+            .transpose()
+            .map_err(err)
     }
 }
 
@@ -150,9 +299,22 @@ impl Store for RedisStore {
     async fn insert(&self, id: &AuthorizationId, record: Record, now: u64) -> Result<Insert, StoreError> {
         let json = serde_json::to_string(&record).map_err(err)?;
         let (k, script, ttl) = (key(id), self.insert.clone(), ttl_ms(record.expires_at, now));
-        let existing: Option<String> = self
-            .with(move |mut c| async move { script.key(k).arg(json).arg(now).arg(ttl).invoke_async(&mut c).await })
-            .await?;
+        let key_back = k.clone();
+        let existing: Option<String> = match self
+            .call(move |mut c| async move { script.key(k).arg(json).arg(now).arg(ttl).invoke_async(&mut c).await })
+            .await
+        {
+            Ok(e) => e,
+            // The script may have run: what Redis holds now says whether this claim is in.
+            Err(Failure { error, maybe_ran: true }) => {
+                return match self.read_back(key_back).await? {
+                    Some(r) if r.holder == record.holder && r.state == record.state => Ok(Insert::Inserted),
+                    Some(r) if r.is_live(now) => Ok(Insert::Exists(r)),
+                    _ => Err(error),
+                }
+            }
+            Err(f) => return Err(f.error),
+        };
         Ok(match existing {
             None => Insert::Inserted,
             Some(j) => Insert::Exists(serde_json::from_str(&j).map_err(err)?),
@@ -186,8 +348,9 @@ impl Store for RedisStore {
             None => (String::new(), 0),
         };
         let (k, script) = (key(id), self.swap.clone());
-        let done: i64 = self
-            .with(move |mut c| async move {
+        let key_back = k.clone();
+        let done: Result<i64, Failure> = self
+            .call(move |mut c| async move {
                 script
                     .key(k)
                     .arg(holder.to_string())
@@ -198,8 +361,17 @@ impl Store for RedisStore {
                     .invoke_async(&mut c)
                     .await
             })
-            .await?;
-        Ok(done == 1)
+            .await;
+        match done {
+            Ok(n) => Ok(n == 1),
+            // The script may have run: it did if Redis now holds what it would have written.
+            Err(Failure { error, maybe_ran: true }) => match (self.read_back(key_back).await?, &next) {
+                (Some(r), Some(n)) if r.holder == n.holder && r.state == n.state => Ok(true),
+                (None, None) => Ok(true),
+                _ => Err(error),
+            },
+            Err(f) => Err(f.error),
+        }
     }
 
     async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError> {
