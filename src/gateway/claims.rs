@@ -506,13 +506,18 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_claims_have_exactly_one_winner() {
         let claims = Arc::new(table(100));
+        // On several threads, released together: a non-atomic insert would let two through.
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
         let tasks: Vec<_> = (0..16)
             .map(|_| {
-                let c = claims.clone();
-                tokio::spawn(async move { c.claim(key(7), later(), [0; 32], 0).await.is_ok() })
+                let (c, b) = (claims.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    b.wait().await;
+                    c.claim(key(7), later(), [0; 32], 0).await.is_ok()
+                })
             })
             .collect();
         let mut wins = 0;
