@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 use x402_gateway::gateway::decode;
 use x402_gateway::protocol::exact::{Requirement, Scheme};
 use x402_gateway::protocol::network::Network;
+use x402_gateway::protocol::payment::Payment;
+use x402_gateway::protocol::permit2;
 use x402_gateway::rules::offer::Offer;
 use x402_gateway::rules::routes::{Matching, NormalPath, PathPattern};
 use x402_gateway::rules::verify;
@@ -184,87 +186,160 @@ fn requirement() -> Requirement {
     }
 }
 
-/// Valid v2 and v1 payment payloads (as JSON) for `requirement()`.
-fn seeds() -> Vec<Value> {
-    let signer: PrivateKeySigner = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
-        .parse()
-        .unwrap();
-    let req = requirement();
-    let mut auth = x402_gateway::tools::pay::authorize(&signer, &req, 0, 4_000_000_000);
-    auth.nonce = B256::repeat_byte(7);
-    let payload = x402_gateway::tools::pay::sign(&signer, &req, auth).unwrap().to_json();
-    vec![
+const PAYER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// The offers under test: `exact` by EIP-3009, `exact` through Permit2, and `upto` (Permit2, a named
+/// facilitator).
+fn requirements() -> Vec<Requirement> {
+    let permit2 = Requirement {
+        asset: "0x4200000000000000000000000000000000000006".parse().unwrap(),
+        eip712_name: String::new(),
+        eip712_version: String::new(),
+        transfer: x402_gateway::protocol::exact::Transfer::Permit2,
+        ..requirement()
+    };
+    let upto = Requirement {
+        scheme: Scheme::Upto {
+            facilitator: alloy::primitives::Address::repeat_byte(0xfa),
+        },
+        amount: U256::from(10_000),
+        ..permit2.clone()
+    };
+    vec![requirement(), permit2, upto]
+}
+
+/// A valid v2 payment for `req` (and for EIP-3009 a v1 one too), signed at `now`.
+fn signed(signer: &PrivateKeySigner, req: &Requirement, now: u64) -> Vec<Value> {
+    let payload = x402_gateway::tools::pay::sign_payment(signer, req, now)
+        .unwrap()
+        .to_json();
+    let mut out = vec![
         json!({"x402Version": 2, "accepted": req.to_v2(), "payload": payload, "resource": {"url": "http://x/paid"}}),
-        json!({"x402Version": 1, "scheme": "exact", "network": "base", "payload": payload}),
-    ]
+    ];
+    if req.transfer == x402_gateway::protocol::exact::Transfer::Eip3009 {
+        out.push(json!({"x402Version": 1, "scheme": "exact", "network": "base", "payload": payload}));
+    }
+    out
+}
+
+/// What a "valid" verdict must mean, checked here independently of the verifier: the payment pays the
+/// offer's recipient exactly the offer's amount in its asset, and its signature recovers to its payer under
+/// the full EIP-712 domain (not the verifier's precomputed separator).
+fn assert_truly_valid(req: &Requirement, payment: &Payment) {
+    let recover = |digest: B256, sig: &[u8]| {
+        alloy::primitives::Signature::try_from(sig)
+            .ok()
+            .and_then(|s| s.recover_address_from_prehash(&digest).ok())
+    };
+    match payment {
+        Payment::Eip3009(p) => {
+            let a = &p.authorization;
+            assert_eq!((a.to, a.value), (req.pay_to, req.amount), "valid EIP-3009 terms: {a:?}");
+            assert_eq!(
+                recover(req.signing_hash(a), &p.signature),
+                Some(a.from),
+                "valid EIP-3009 signer"
+            );
+        }
+        Payment::Permit2(p) => {
+            let a = &p.authorization;
+            assert_eq!(
+                (a.to, a.amount, a.token),
+                (req.pay_to, req.amount, req.asset),
+                "valid Permit2 terms: {a:?}"
+            );
+            assert_eq!(a.facilitator, req.settler(), "valid Permit2 settler");
+            let digest = permit2::signing_hash(&permit2::domain(req.network.chain_id).separator(), a);
+            assert_eq!(recover(digest, &p.signature), Some(a.from), "valid Permit2 signer");
+        }
+    }
 }
 
 #[test]
 fn payment_headers_decode_match_and_verify_without_panicking() {
-    let seeds = seeds();
-    let offers = vec![Offer::new(requirement(), "USDC".into(), 6)];
+    let reqs = requirements();
+    let offers: Vec<Offer> = reqs.iter().map(|r| Offer::new(r.clone(), "USDC".into(), 6)).collect();
     let now = x402_gateway::core::time::unix_now();
-    let signer: PrivateKeySigner = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
-        .parse()
-        .unwrap();
-    fuzz("payment header (v1, v2) → decode → match → verify", |rng| {
-        let mut v = rng.pick(&seeds).clone();
-        // A quarter of the inputs are signed afresh over altered terms, so they pass the signature check and
-        // reach the checks behind it (recipient, amount, time window).
-        if rng.below(4) == 0 {
-            let mut auth = x402_gateway::tools::pay::authorize(&signer, &requirement(), 0, 4_000_000_000);
-            match rng.below(5) {
-                0 => auth.to = alloy::primitives::Address::repeat_byte(rng.next() as u8),
-                1 => auth.value = U256::from(rng.next() % 3000),
-                2 => auth.valid_before = U256::from(now + rng.next() % 20),
-                3 => auth.valid_after = U256::from(now + 1 + rng.next() % 1000),
-                _ => auth.nonce = B256::repeat_byte(rng.next() as u8),
-            }
-            let p = x402_gateway::tools::pay::sign(&signer, &requirement(), auth).unwrap();
-            v["payload"] = p.to_json();
-        }
-        let version_header = if v["x402Version"] == 2 {
-            "payment-signature"
-        } else {
-            "x-payment"
-        };
-        // Half the inputs are mutated as JSON and re-encoded (deep), half as base64 bytes (shallow).
-        let mut bytes = if rng.below(2) == 0 {
-            for _ in 0..=rng.below(3) {
-                mutate_json(rng, &mut v);
-            }
-            x402_gateway::protocol::codec::encode(&v).into_bytes()
-        } else {
-            let mut b = x402_gateway::protocol::codec::encode(&v).into_bytes();
-            mutate_bytes(rng, &mut b);
-            b
-        };
-        if rng.below(8) == 0 {
-            mutate_bytes(rng, &mut bytes);
-        }
-        let mut headers = http::HeaderMap::new();
-        let Ok(value) = http::HeaderValue::from_bytes(&bytes) else {
-            return ("not a header value".into(), bytes);
-        };
-        headers.insert(version_header, value);
-        let outcome = match decode::read(&headers) {
-            None => "no header".to_owned(),
-            Some(Err(e)) => format!("decode: {}", e.reason().split(':').next().unwrap_or_default()),
-            Some(Ok(p)) => match decode::match_offer(p, &offers) {
-                Err(e) => format!("match: {}", e.reason().split(':').next().unwrap_or_default()),
-                Ok(m) => {
-                    let o = &offers[m.candidates[0]];
-                    match verify::check_payment_terms(&o.requirement, &o.domain_separator, &m.payment)
-                        .and_then(|_| verify::check_payment(&o.requirement, &m.payment, now))
-                    {
-                        Ok(_) => "valid".to_owned(),
-                        Err(r) => format!("verify: {}", r.reason),
+    let signer: PrivateKeySigner = PAYER_KEY.parse().unwrap();
+    let seeds: Vec<Value> = reqs.iter().flat_map(|r| signed(&signer, r, now)).collect();
+    let valid = std::cell::Cell::new(0u64);
+    fuzz(
+        "payment header (v1, v2; EIP-3009, Permit2, upto) → decode → match → verify",
+        |rng| {
+            let mut v = rng.pick(&seeds).clone();
+            // A quarter of the inputs are signed afresh over altered terms, so they pass the signature check and
+            // reach the checks behind it (recipient, amount, time window, spender, facilitator).
+            if rng.below(4) == 0 {
+                let mut req = rng.pick(&reqs).clone();
+                let mut when = now;
+                match rng.below(5) {
+                    0 => req.pay_to = alloy::primitives::Address::repeat_byte(rng.next() as u8),
+                    1 => req.amount = U256::from(rng.next() % 3000),
+                    2 => when = now.saturating_sub(rng.next() % 400),
+                    3 => {
+                        req.scheme = match req.scheme {
+                            Scheme::Exact => Scheme::Upto {
+                                facilitator: alloy::primitives::Address::repeat_byte(rng.next() as u8),
+                            },
+                            Scheme::Upto { .. } => Scheme::Exact,
+                        }
                     }
+                    _ => req.max_timeout_seconds = rng.next() % 100_000,
                 }
-            },
-        };
-        (outcome, bytes)
-    });
+                let accepted = v["accepted"].clone();
+                v = rng.pick(&signed(&signer, &req, when)).clone();
+                if !accepted.is_null() && rng.below(2) == 0 {
+                    v["accepted"] = accepted;
+                }
+            }
+            let version_header = if v["x402Version"] == 2 {
+                "payment-signature"
+            } else {
+                "x-payment"
+            };
+            // Half the inputs are mutated as JSON and re-encoded (deep), half as base64 bytes (shallow).
+            let mut bytes = if rng.below(2) == 0 {
+                for _ in 0..=rng.below(3) {
+                    mutate_json(rng, &mut v);
+                }
+                x402_gateway::protocol::codec::encode(&v).into_bytes()
+            } else {
+                let mut b = x402_gateway::protocol::codec::encode(&v).into_bytes();
+                mutate_bytes(rng, &mut b);
+                b
+            };
+            if rng.below(8) == 0 {
+                mutate_bytes(rng, &mut bytes);
+            }
+            let mut headers = http::HeaderMap::new();
+            let Ok(value) = http::HeaderValue::from_bytes(&bytes) else {
+                return ("not a header value".into(), bytes);
+            };
+            headers.insert(version_header, value);
+            let outcome = match decode::read(&headers) {
+                None => "no header".to_owned(),
+                Some(Err(e)) => format!("decode: {}", e.reason().split(':').next().unwrap_or_default()),
+                Some(Ok(p)) => match decode::match_offer(p, &offers) {
+                    Err(e) => format!("match: {}", e.reason().split(':').next().unwrap_or_default()),
+                    Ok(m) => {
+                        let o = &offers[m.candidates[0]];
+                        match verify::check_payment_terms(&o.requirement, &o.domain_separator, &m.payment)
+                            .and_then(|_| verify::check_payment(&o.requirement, &m.payment, now))
+                        {
+                            Ok(_) => {
+                                assert_truly_valid(&o.requirement, &m.payment);
+                                valid.set(valid.get() + 1);
+                                format!("valid {}", o.requirement.scheme.name())
+                            }
+                            Err(r) => format!("verify: {}", r.reason),
+                        }
+                    }
+                },
+            };
+            (outcome, bytes)
+        },
+    );
+    assert!(valid.get() > 0, "no input was valid: the oracle was never consulted");
 }
 
 #[test]
