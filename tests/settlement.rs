@@ -798,3 +798,44 @@ async fn payments_lists_a_payment_in_doubt_and_resolves_it_by_hand() {
     let (ok, text) = payments(&["resolve", &payment_key, "--failed", "late"]);
     assert!(!ok && text.contains("known already"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_attempts_over_a_clients_limit_get_429_and_never_reach_the_facilitator() {
+    let stack = Stack::start(31_337, "").await;
+    let gw = stack
+        .gateway_with(&stack.facilitator.url, "payment_attempts: {per_second: 1, burst: 2}")
+        .await;
+    let url = format!("{}/paid/limited", gw.url);
+    let offer = decode_header(get(&url, &[]).await.headers()["payment-required"].to_str().unwrap());
+    let headers: Vec<String> = (0..3)
+        .map(|i| encode_header(&python_sign(&offer, &stack.devnet.account(i).1)))
+        .collect();
+    let calls = stack.facilitator_calls().await;
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for h in &headers {
+        let resp = get(&url, &[("payment-signature", h)]).await;
+        statuses.push(resp.status().as_u16());
+        last = Some(resp);
+    }
+    assert_eq!(statuses, [200, 200, 429], "the burst, then refused");
+    let refused = last.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(
+        !refused.headers().contains_key("payment-required"),
+        "not a challenge: the payment is fine"
+    );
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"],
+        "too_many_payment_attempts"
+    );
+    let after = stack.facilitator_calls().await;
+    assert_eq!(
+        (after.0 - calls.0, after.1 - calls.1),
+        (2, 2),
+        "the refused attempt cost no facilitator call"
+    );
+    // The limit is on attempts, not on payments: the refused one is good a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get(&url, &[("payment-signature", &headers[2])]).await.status(), 200);
+}

@@ -76,6 +76,8 @@ pub struct Config {
     pub store: StoreUrl,
     /// Whether a Redis store that may lose claims is refused.
     pub redis_durability: RedisDurability,
+    /// Payment attempts each client address may make that reach the facilitator (`None`: no limit).
+    pub payment_attempts: Option<AttemptLimit>,
     /// JSON-RPC URLs by network (`rpc:`): a payment in doubt on one of these is resolved from the chain.
     /// Secrets: providers put API keys in them.
     pub rpc: Vec<(crate::protocol::network::Network, Secret)>,
@@ -91,6 +93,13 @@ pub struct Config {
     pub reload: Reload,
     pub health: Health,
     pub table: RouteTable,
+}
+
+/// `payment_attempts:`: a token bucket per client address: `burst` at once, then `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLimit {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 /// `shutdown:`: what SIGTERM does. Readiness goes false at once; after `drain_delay` the listener stops

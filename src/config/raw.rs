@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub upstream_ca_file: Option<Text>,
     /// Where payment state is kept.
     pub store: Option<Text>,
+    /// A per-client limit on payment attempts that reach the facilitator.
+    pub payment_attempts: Option<RawAttemptLimit>,
     /// Whether a Redis store that may evict or forget claims is refused (`enforce`) or used with a warning.
     pub redis_durability: Option<RedisDurability>,
     /// How long a crashed holder's in-flight claim blocks its payment.
@@ -62,6 +64,14 @@ pub struct RawConfig {
     pub reload: RawReload,
     #[serde(default)]
     pub health: RawHealth,
+}
+
+/// `payment_attempts:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttemptLimit {
+    pub per_second: u32,
+    pub burst: Option<u32>,
 }
 
 /// `redis_durability:`.

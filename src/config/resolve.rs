@@ -13,7 +13,7 @@ use super::env::{self, Env};
 use super::locate::{self, PathPart};
 use super::raw::{DefaultAction, RawConfig, RawFacilitator, Text, Transfer};
 use super::{
-    Config, ConfigError, ConfigErrors, FacilitatorSettings, Health, Reload, Shutdown, StoreUrl, Upstream,
+    AttemptLimit, Config, ConfigError, ConfigErrors, FacilitatorSettings, Health, Reload, Shutdown, StoreUrl, Upstream,
     FACILITATOR_URL_ENV,
 };
 use crate::core::secret::Secret;
@@ -195,6 +195,17 @@ impl Resolver<'_> {
         };
         let assets = self.assets(raw);
         let rpc = self.rpc(raw);
+        let payment_attempts = match &raw.payment_attempts {
+            Some(l) if l.per_second == 0 || l.burst == Some(0) => self.fail(
+                &[Key("payment_attempts")],
+                "`per_second` and `burst` must be at least 1 (remove `payment_attempts:` for no limit)",
+            ),
+            Some(l) => Some(Some(AttemptLimit {
+                per_second: l.per_second,
+                burst: l.burst.unwrap_or(l.per_second.saturating_mul(2)),
+            })),
+            None => Some(None),
+        };
         let (shutdown, reload, health) = (self.shutdown(raw), self.reload(raw), self.health(raw));
         let pay_to = match &raw.pay_to {
             Some(t) => self.address(t, &[Key("pay_to")]).map(Some),
@@ -248,6 +259,7 @@ impl Resolver<'_> {
             facilitators: facilitators?,
             store: store?,
             redis_durability: raw.redis_durability.unwrap_or_default(),
+            payment_attempts: payment_attempts?,
             rpc: rpc?,
             claim_lease: claim_lease?,
             payment_identifier_max_body: raw.payment_identifier_max_body.unwrap_or(DEFAULT_PAYMENT_ID_MAX_BODY),

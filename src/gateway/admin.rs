@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
 use axum::http::{header, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -92,7 +93,11 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                 .route("/payments", get(move || list(listed.clone())))
                 .route(
                     "/payments/resolve",
-                    post(move |Json(r): Json<Resolution>| resolve(resolved.clone(), r)),
+                    post(
+                        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, Json(r): Json<Resolution>| {
+                            resolve(resolved.clone(), peer, r)
+                        },
+                    ),
                 )
                 .route(
                     "/readyz",
@@ -108,7 +113,7 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                         async move { answer }
                     }),
                 );
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await {
                 tracing::error!(error = %e, "admin server stopped");
             }
         });
@@ -158,8 +163,17 @@ struct Resolution {
     failed: Option<String>,
 }
 
-async fn resolve(claims: Arc<Claims>, r: Resolution) -> (StatusCode, Json<Value>) {
+async fn resolve(claims: Arc<Claims>, peer: SocketAddr, r: Resolution) -> (StatusCode, Json<Value>) {
     let refuse = |status, message: String| (status, Json(json!({ "error": message })));
+    // Marking a payment settled serves it: only from this host (a shell on it, or `kubectl port-forward`),
+    // however widely the admin listener is bound for metrics and probes.
+    if !peer.ip().is_loopback() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "payments are resolved only from the gateway's own host (loopback): run `x402-gateway payments` there"
+                .into(),
+        );
+    }
     let Some(id) = parse_key(&r.key) else {
         return refuse(
             StatusCode::BAD_REQUEST,

@@ -22,6 +22,7 @@ use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::Refusal;
 use crate::gateway::settle::{settle, Admitted, Metered, Resolver};
 use crate::gateway::store::Store;
+use crate::gateway::throttle::Throttle;
 use crate::gateway::verify;
 use crate::protocol::exact::{AuthorizationId, Requirement};
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
@@ -46,6 +47,8 @@ pub struct Checkout<'a> {
     pub claims: &'a Claims,
     pub remote: &'a Remote,
     pub onchain: &'a Arc<Onchain>,
+    /// The per-client limit on attempts that reach the facilitator, and this request's client.
+    pub throttle: Option<(&'a Throttle, std::net::IpAddr)>,
     pub store: &'a dyn Store,
     pub clock: &'a Clock,
 }
@@ -152,6 +155,13 @@ impl Checkout<'_> {
             })?;
         let claimed = match window::check_for_route(payment, requirement.max_timeout_seconds, now) {
             Ok(()) => {
+                // A fresh payment about to reach the facilitator: counted against its client.
+                if let Some((throttle, client)) = self.throttle {
+                    throttle
+                        .admit(client, std::time::Instant::now())
+                        .await
+                        .map_err(|retry_after| Refusal::TooManyAttempts { retry_after })?;
+                }
                 self.claims
                     .claim(
                         key.clone(),

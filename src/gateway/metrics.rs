@@ -55,11 +55,13 @@ pub enum Outcome {
     Shadow,
     /// Served unpaid because the facilitator failed on a route with `on_facilitator_error: allow`.
     FailOpen,
+    /// A payment attempt over the client's `payment_attempts` limit (429).
+    RateLimited,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`ALL[o as usize] == o`).
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Proxied,
         Outcome::Free,
         Outcome::BadRequest,
@@ -79,6 +81,7 @@ impl Outcome {
         Outcome::UpstreamFailed,
         Outcome::Shadow,
         Outcome::FailOpen,
+        Outcome::RateLimited,
     ];
 
     /// The label value.
@@ -103,6 +106,7 @@ impl Outcome {
             Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Shadow => "shadow",
             Outcome::FailOpen => "fail_open",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! [`checkout`] runs the stages before proxying; [`proxy`] holds Pingora's phases, each calling a stage.
 //! Beside them: [`challenge`](crate::rules::challenge) answers are rendered by [`refusal`] (every answer
 //! of our own, in one place), [`cors`], the [`facilitator`] client, the [`store`] claims live in,
-//! [`idempotency`] (the `payment-identifier` extension), [`fault`]
+//! [`idempotency`] (the `payment-identifier` extension), [`throttle`] (payment attempts per client), [`fault`]
 //! (test-only pause points for crash tests), [`shadow`] (routes that only say what they would do),
 //! [`access`] (the access log), [`metrics`]. Operations: [`live`] (the config a request runs under,
 //! swapped whole by [`reload`]), [`health`] (readiness, checked in the background), [`drain`]
@@ -38,4 +38,5 @@ pub mod server;
 mod settle;
 mod shadow;
 pub mod store;
+mod throttle;
 mod verify;

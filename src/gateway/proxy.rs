@@ -28,6 +28,7 @@ use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::{self, Answer, Refusal};
 use crate::gateway::settle::{self, Admitted};
 use crate::gateway::store::Store;
+use crate::gateway::throttle::Throttle;
 use crate::gateway::{access, cors, receipt, shadow};
 use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::challenge::is_browser;
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub remote: Arc<Remote>,
     /// Reads the chain to resolve a payment whose settlement outcome is unknown (`rpc:`).
     pub onchain: Arc<Onchain>,
+    /// `payment_attempts:`, per client address.
+    pub throttle: Option<Arc<Throttle>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     /// Where `payment-identifier` outcomes are kept (the claims' store).
@@ -203,6 +206,10 @@ impl Gateway {
             claims: &self.claims,
             remote: &self.remote,
             onchain: &self.onchain,
+            throttle: self
+                .throttle
+                .as_deref()
+                .zip(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
             store: self.store.as_ref(),
             clock: &self.clock,
         };

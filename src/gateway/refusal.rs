@@ -32,6 +32,8 @@ pub enum Refusal {
     /// 504: settlement was sent and is still pending; the body names the transaction so the client does
     /// not pay twice.
     SettlementPending { transaction: String },
+    /// 429: this client made more payment attempts than `payment_attempts` allows; retry after this long.
+    TooManyAttempts { retry_after: std::time::Duration },
     /// 503: the gateway is at capacity.
     Busy(String),
     /// 503: the payment store cannot be reached; nothing was served or settled.
@@ -123,6 +125,7 @@ impl Refusal {
             Refusal::Facilitator { .. } => Outcome::FacilitatorError,
             Refusal::SettlementPending { .. } => Outcome::RefusedPending,
             Refusal::Busy(_) | Refusal::Store => Outcome::RefusedUnavailable,
+            Refusal::TooManyAttempts { .. } => Outcome::RateLimited,
             Refusal::Conflict { .. } => Outcome::RefusedConflict,
             Refusal::Replay(_) => Outcome::Replayed,
             Refusal::Used { .. } => Outcome::RefusedReplay,
@@ -154,6 +157,7 @@ impl Refusal {
             | Refusal::Busy(_)
             | Refusal::Store => 503,
             Refusal::Used { .. } | Refusal::Conflict { .. } => 409,
+            Refusal::TooManyAttempts { .. } => 429,
             Refusal::Replay(a) => a.status,
             Refusal::Facilitator {
                 error: FacilitatorError::Timeout { .. },
@@ -212,6 +216,15 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
             },
         }),
         Refusal::Busy(m) => json!({ "error": "busy", "message": m }),
+        Refusal::TooManyAttempts { retry_after } => {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut a = json_answer(
+                status,
+                json!({ "error": "too_many_payment_attempts", "message": "this client made more payment attempts than the gateway allows; nothing was charged, retry later" }),
+            );
+            a.headers.push(("retry-after", secs.max(1).to_string()));
+            return a;
+        }
         Refusal::Conflict { message, retry_after } => {
             let mut a = json_answer(
                 status,

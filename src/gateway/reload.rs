@@ -105,6 +105,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
         ("store", old.store == new.store),
         ("rpc", old.rpc == new.rpc),
         ("redis_durability", old.redis_durability == new.redis_durability),
+        ("payment_attempts", old.payment_attempts == new.payment_attempts),
         ("claim_lease", old.claim_lease == new.claim_lease),
         ("upstream_ca_file", old.upstream_ca_file == new.upstream_ca_file),
         ("facilitators", same_facilitators(old, new)),

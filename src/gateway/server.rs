@@ -20,6 +20,7 @@ use crate::gateway::metrics::Metrics;
 use crate::gateway::onchain::Onchain;
 use crate::gateway::proxy::Gateway;
 use crate::gateway::reload::Reloader;
+use crate::gateway::throttle::Throttle;
 
 /// Live authorizations tracked at once; past this the gateway refuses new payments (fail closed).
 const MAX_CLAIMS: u64 = 1_000_000;
@@ -43,6 +44,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
     let slowest = config.facilitators.iter().map(|f| f.timeout).max().unwrap_or_default();
     let settle_lease = slowest * 3 + std::time::Duration::from_secs(5);
     let (admin_listen, health_settings, reload) = (config.admin_listen, config.health, config.reload);
+    let config_attempts = config.payment_attempts;
     let onchain = Arc::new(Onchain::new(&config.rpc).map_err(|e| format!("{e}: check `rpc:` in the config"))?);
     let live = Arc::new(LiveConfig::new(Live::new(config, &metrics)?));
     let remote = Arc::new(Remote::new(clients, metrics.clone()));
@@ -60,6 +62,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         clock: clock.clone(),
         remote: remote.clone(),
         onchain,
+        throttle: config_attempts.map(|l| Arc::new(Throttle::new(l))),
         metrics: metrics.clone(),
         store: store.clone(),
         health: health.clone(),

@@ -107,6 +107,20 @@ impl PathPattern {
         })
     }
 
+    /// Whether every path `other` matches is matched by this pattern too (judged segment by segment, so
+    /// a `false` may be a superset written differently: callers use it only to silence warnings).
+    pub fn covers(&self, other: &PathPattern) -> bool {
+        for (i, s) in self.segments.iter().enumerate() {
+            match (s, other.segments.get(i)) {
+                (Segment::Rest, _) => return true,
+                (Segment::One, Some(Segment::One | Segment::Literal { .. })) => {}
+                (Segment::Literal { folded, .. }, Some(Segment::Literal { folded: o, .. })) if folded == o => {}
+                _ => return false,
+            }
+        }
+        self.segments.len() == other.segments.len()
+    }
+
     /// Whether a normalised path matches.
     pub fn matches(&self, path: &NormalPath) -> bool {
         let segs = match self.matching {

@@ -182,14 +182,16 @@ impl RouteTable {
     pub fn gaps(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (i, r) in self.routes.iter().enumerate().filter(|(_, r)| r.enforces()) {
-            let later_free = || {
-                self.routes[i + 1..]
-                    .iter()
-                    .find(|f| f.pricing.is_none() && f.host.is_none())
+            // Where its paths go for other methods or hosts: the first later route for any method and host
+            // that covers them (a priced one closes the gap), else `default: pass`.
+            let catcher = self.routes[i + 1..]
+                .iter()
+                .find(|f| f.methods.is_none() && f.host.is_none() && f.path.covers(&r.path));
+            let falls_through = match catcher {
+                Some(f) if f.pricing.is_some() => None,
+                Some(f) => Some(format!("free route {:?}", f.name)),
+                None => matches!(self.unmatched, Unmatched::Pass { .. }).then(|| "default: pass".to_owned()),
             };
-            let falls_through = later_free()
-                .map(|f| format!("free route {:?}", f.name))
-                .or_else(|| matches!(self.unmatched, Unmatched::Pass { .. }).then(|| "default: pass".to_owned()));
             let Some(to) = falls_through else { continue };
             if let Some(ms) = &r.methods {
                 let ms = ms.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
