@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
-use support::{free_port, wait_until};
+use support::{free_port, Redis};
 use x402_gateway::config::{RedisDurability, StoreUrl};
 use x402_gateway::core::time::Clock;
 use x402_gateway::gateway::store::{self, ClaimState, Insert, Record, Store};
@@ -37,45 +35,6 @@ fn record(state: ClaimState, holder: u64) -> Record {
         facilitator: 0,
         charge: None,
     }
-}
-
-/// A `redis-server` that keeps every claim, on a port of its own, killed when dropped.
-struct Redis {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn redis() -> (Redis, String) {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-        ])
-        .args(["--dir", dir.path().to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/setup installs it)");
-    wait_until("redis-server", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
-    (Redis { child, _dir: dir }, format!("redis://127.0.0.1:{port}/0"))
 }
 
 /// Opens a store off the async threads (the Redis store checks its server once, blocking).
@@ -258,6 +217,6 @@ async fn memory_sqlite_and_redis_answer_every_step_alike_and_atomically() {
     conforms("memory", open(StoreUrl::Memory).await).await;
     let dir = tempfile::tempdir().unwrap();
     conforms("sqlite", open(StoreUrl::Sqlite(dir.path().join("claims.db"))).await).await;
-    let (_redis, url) = redis().await;
-    conforms("redis", open(StoreUrl::Redis(url)).await).await;
+    let redis = Redis::start_on(free_port()).await;
+    conforms("redis", open(StoreUrl::Redis(redis.url())).await).await;
 }

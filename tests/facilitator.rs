@@ -97,13 +97,22 @@ async fn python_signed_payment_verifies_settles_and_moves_exactly_the_price() {
     assert_eq!(devnet.balance(payer).await, payer_before - U256::from(PRICE));
     assert_eq!(devnet.balance(pay_to).await, payee_before + U256::from(PRICE));
 
-    // The same payload again: refused as a used nonce, and nothing is broadcast.
+    // The same payload again (a resource server that lost the answer): the same success and transaction,
+    // remembered, and nothing is broadcast.
     let sent = facilitator.counter("facilitator_transactions_sent_total").await;
     let (status, again) = facilitator.post("/settle", &body).await;
     assert_eq!(status, 200);
-    assert_eq!(again["success"], false);
-    assert_eq!(again["errorReason"], "invalid_exact_evm_nonce_already_used");
-    assert_eq!(again["transaction"], "");
+    assert_eq!(
+        (again["success"].clone(), again["transaction"].clone()),
+        (json!(true), json!(tx)),
+        "{again}"
+    );
+    assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
+    // Another payload on the same authorization is refused as a used nonce.
+    let twin = request(&payload, &requirements(&devnet, pay_to, 61));
+    let (_, other) = facilitator.post("/settle", &twin).await;
+    assert_eq!(other["errorReason"], "invalid_exact_evm_nonce_already_used", "{other}");
+    assert_eq!(other["transaction"], "");
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
     assert_eq!(devnet.balance(payer).await, payer_before - U256::from(PRICE));
 }
@@ -328,16 +337,9 @@ fn committed_token_artifact_matches_its_source() {
 #[test]
 fn the_contracts_behave_on_a_real_chain() {
     for script in ["contracts/test_token.py", "contracts/test_permit2.py"] {
-        let out = std::process::Command::new(support::python())
-            .arg(support::repo().join(script))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "{script}:\n{text}");
+        let (ok, text) =
+            support::output(std::process::Command::new(support::python()).arg(support::repo().join(script)));
+        assert!(ok, "{script}:\n{text}");
         let bad = text
             .lines()
             .filter(|l| l.starts_with("FAIL") || l.starts_with("SKIP"))
@@ -432,6 +434,7 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
     let (payer_before, payee_before) = (devnet.plain_balance(payer).await, devnet.plain_balance(pay_to).await);
     let (_, settle) = facilitator.post("/settle", &body).await;
     assert_eq!(settle["success"], true, "{settle}");
+    let tx = settle["transaction"].clone();
     let receipt = devnet.receipt(settle["transaction"].as_str().unwrap()).await;
     assert_eq!(receipt["status"], "0x1");
     assert_eq!(
@@ -441,12 +444,17 @@ async fn a_permit2_payment_in_a_plain_token_verifies_settles_once_and_needs_an_a
     assert_eq!(devnet.plain_balance(payer).await, payer_before - amount);
     assert_eq!(devnet.plain_balance(pay_to).await, payee_before + amount);
 
-    // Used once: the same payload is refused on its Permit2 nonce, and nothing is sent.
+    // Used once: /verify refuses the same payload on its Permit2 nonce, /settle answers the remembered
+    // success, and nothing is sent.
     let sent = facilitator.counter("facilitator_transactions_sent_total").await;
     let (_, again) = facilitator.post("/verify", &body).await;
     assert_eq!(again["invalidReason"], "permit2_invalid_nonce", "{again}");
     let (_, again) = facilitator.post("/settle", &body).await;
-    assert_eq!(again["success"], false, "{again}");
+    assert_eq!(
+        (again["success"].clone(), again["transaction"].clone()),
+        (json!(true), tx),
+        "the same payload again: the remembered success, {again}"
+    );
     assert_eq!(facilitator.counter("facilitator_transactions_sent_total").await, sent);
     assert_eq!(devnet.plain_balance(pay_to).await, payee_before + amount);
 

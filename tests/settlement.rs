@@ -753,17 +753,11 @@ async fn payments_lists_a_payment_in_doubt_and_resolves_it_by_hand() {
     assert_eq!(get(&paid, &[("payment-signature", &header)]).await.status(), 504);
 
     let payments = |args: &[&str]| {
-        let out = std::process::Command::new(support::bin())
-            .args(["payments", "--admin", &admin])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        support::output(
+            std::process::Command::new(support::bin())
+                .args(["payments", "--admin", &admin])
+                .args(args),
+        )
     };
     let (ok, listed) = payments(&["list", "--json"]);
     assert!(ok, "{listed}");

@@ -4,14 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::U256;
 use serde_json::{json, Value};
-use support::{decode_header, encode_header, free_port, get, python_sign, wait_http, wait_until, Proc, Stack};
+use support::{decode_header, encode_header, free_port, get, python_sign, wait_http, wait_until, Proc, Redis, Stack};
 
 const PRICE: u64 = 1000;
 
@@ -230,49 +230,6 @@ async fn redis_sigkill_during_settle_leaves_the_payment_in_doubt_and_it_is_recon
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_sigkill_after_the_claim_leaves_the_payment_usable_once_its_lease_runs_out() {
     after_claim(Backend::Redis, 3).await;
-}
-
-/// A real `redis-server` on a free port, without persistence.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// A Redis that keeps every claim, as the gateway requires: no eviction, an append-only file.
-    async fn start_on(port: u16) -> Redis {
-        Self::start_with(port, &["--appendonly", "yes"]).await
-    }
-
-    /// A Redis with `args` on top of a port, loopback and a data directory of its own.
-    async fn start_with(port: u16, args: &[&str]) -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--bind", "127.0.0.1"])
-            .args(["--dir", dir.path().to_str().unwrap()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup installs it)");
-        wait_until("redis-server", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-        Redis { child, port, _dir: dir }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A fake facilitator that injects one fault: every `/verify` is valid and every `/settle` succeeds, used or

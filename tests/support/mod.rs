@@ -89,6 +89,17 @@ pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     }
 }
 
+/// Runs `cmd` to its end: whether it succeeded, and what it wrote (stdout, then stderr).
+pub fn output(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Waits until `cond` holds, panicking with `what` after `timeout`.
 pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut cond: F) {
     let deadline = Instant::now() + timeout;
@@ -483,4 +494,47 @@ pub async fn replay_once_kept(url: &str, header: &str) -> reqwest::Response {
         r = get(url, &[("payment-signature", header)]).await;
     }
     r
+}
+
+/// A real `redis-server` on a port of its own, with a data directory of its own; killed when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// A Redis that keeps every claim, as the gateway requires: no eviction, an append-only file.
+    pub async fn start_on(port: u16) -> Redis {
+        Self::start_with(port, &["--appendonly", "yes"]).await
+    }
+
+    /// A Redis with `args` on top of a port, loopback and a data directory of its own.
+    pub async fn start_with(port: u16, args: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--bind", "127.0.0.1"])
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup installs it)");
+        wait_until("redis-server", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        Redis { child, port, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

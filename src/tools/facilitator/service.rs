@@ -387,7 +387,15 @@ impl FacilitatorService {
             if sent.digest != digest {
                 return Ok(failed(
                     reason::NONCE_ALREADY_USED,
-                    format!("another payment with this nonce is being settled in {}", sent.hash),
+                    format!(
+                        "another payment with this nonce {} in {}",
+                        if sent.settled {
+                            "was settled"
+                        } else {
+                            "is being settled"
+                        },
+                        sent.hash
+                    ),
                     String::new(),
                 ));
             }
