@@ -5,7 +5,8 @@
 //! The paid scenario uses an *isolating fake facilitator* (answers every /verify valid and every /settle
 //! successful at once) so the figure is the gateway's own cost, not the chain's; correctness against a
 //! real chain is what `tests/` prove. Run: `cargo bench --bench proxy` (release build of the binary first).
-//! Client and server share this machine's cores, so compare runs on the same machine only.
+//! Client and server share this machine's cores, so compare runs on the same machine only;
+//! `X402_BENCH_BINARY=PATH` measures another build of the gateway with the same client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,7 +128,9 @@ async fn main() {
         ),
     )
     .unwrap();
-    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_x402-gateway"))
+    // `X402_BENCH_BINARY` runs another build (an older commit's, say) under the same load, for before/after.
+    let binary = std::env::var("X402_BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_x402-gateway").to_owned());
+    let mut gateway = std::process::Command::new(binary)
         .args(["run", "-c", config.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .spawn()
