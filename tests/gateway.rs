@@ -781,3 +781,44 @@ async fn a_paid_response_carries_no_permission_for_a_shared_cache() {
     .await;
     assert_eq!(free.headers()["cache-control"], "public, s-maxage=600");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstream_gets_its_own_host_the_gateways_forwarded_headers_and_a_bounded_wait() {
+    let stack = Stack::start(31_337, "").await;
+    let gw = support::Gateway::start(&stack.table("upstream_host: upstream\nupstream_timeouts: {read: 1s}")).await;
+    let echo: Value = get(
+        &format!("{}/free/who", gw.url),
+        &[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let upstream_authority = stack.upstream.url.trim_start_matches("http://");
+    assert_eq!(echo["headers"]["host"], upstream_authority, "{echo}");
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"], "127.0.0.1",
+        "a client's own claim is replaced: {echo}"
+    );
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(
+        echo["headers"]["x-forwarded-host"],
+        gw.url.trim_start_matches("http://"),
+        "{echo}"
+    );
+
+    // An upstream slower than `read`: the client gets an error, not a hang, and the payment is not charged.
+    let (payer, key) = stack.devnet.account(6);
+    let before = stack.devnet.balance(payer).await;
+    let header = encode_header(&python_sign(&stack.challenge("/paid/slow").await, &key));
+    let url = format!("{}/paid/slow", gw.url);
+    let resp = get(&url, &[("payment-signature", &header), ("x-echo-delay-ms", "3000")]).await;
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+    assert!(!resp.headers().contains_key("payment-response"));
+    assert_eq!(stack.devnet.balance(payer).await, before, "nothing settled");
+    assert_eq!(
+        get(&url, &[("payment-signature", &header)]).await.status(),
+        200,
+        "the payment is still good"
+    );
+}

@@ -24,7 +24,7 @@ use crate::core::secret::Secret;
 use crate::protocol::cdp::CdpKey;
 use crate::rules::table::{RouteTable, Unmatched};
 pub use env::{Env, ProcessEnv};
-pub use raw::{LogFormat, RedisDurability};
+pub use raw::{LogFormat, RedisDurability, UpstreamHost};
 
 /// Environment variable that overrides `facilitator.url`.
 pub const FACILITATOR_URL_ENV: &str = "X402_FACILITATOR_URL";
@@ -70,6 +70,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// PEM CAs trusted for `https://` upstreams instead of the system's roots.
     pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// How requests are sent upstream: timeouts, `Host`, and whose `X-Forwarded-*` is believed.
+    pub forwarding: Forwarding,
     /// Facilitators in the order they are tried for `/verify`; never empty.
     pub facilitators: Vec<FacilitatorSettings>,
     /// Where payment state is kept.
@@ -93,6 +95,43 @@ pub struct Config {
     pub reload: Reload,
     pub health: Health,
     pub table: RouteTable,
+}
+
+/// How requests are sent upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    pub connect_timeout: Duration,
+    /// Longest wait for each read of the upstream's answer (its header, then each part of the body).
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// How long an idle pooled connection to the upstream is kept.
+    pub idle_timeout: Duration,
+    pub host: UpstreamHost,
+    /// Proxies in front (address, prefix length) whose `X-Forwarded-For/-Proto/-Host` are kept and added to;
+    /// from anyone else they are replaced.
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Forwarding {
+    /// Whether `peer` is one of the trusted proxies.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies
+            .iter()
+            .any(|(net, bits)| in_prefix(peer, *net, *bits))
+    }
+}
+
+/// Whether `ip` lies in `net`/`bits` (an IPv4 address never lies in an IPv6 prefix, nor the reverse).
+fn in_prefix(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+    use std::net::IpAddr::{V4, V6};
+    let (a, b, width) = match (ip, net) {
+        (V4(a), V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32u32),
+        (V6(a), V6(b)) => (u128::from(a), u128::from(b), 128u32),
+        _ => return false,
+    };
+    let bits = u32::from(bits).min(width);
+    let shift = width - bits;
+    bits == 0 || (a >> shift) == (b >> shift)
 }
 
 /// `payment_attempts:`: a token bucket per client address: `burst` at once, then `per_second`.

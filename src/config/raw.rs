@@ -25,6 +25,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<String, Text>,
     pub upstream_ca_file: Option<Text>,
+    /// How long the gateway waits on an upstream.
+    #[serde(default)]
+    pub upstream_timeouts: RawUpstreamTimeouts,
+    /// The `Host` the upstream receives: the client's, or the upstream's own name.
+    pub upstream_host: Option<UpstreamHost>,
+    /// Addresses (`10.0.0.0/8`, `192.0.2.7`) of proxies in front whose `X-Forwarded-*` are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Text>,
     /// Where payment state is kept.
     pub store: Option<Text>,
     /// A per-client limit on payment attempts that reach the facilitator.
@@ -95,6 +103,27 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log pipelines.
     Json,
+}
+
+/// `upstream_timeouts:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTimeouts {
+    pub connect: Option<Text>,
+    pub read: Option<Text>,
+    pub write: Option<Text>,
+    pub idle: Option<Text>,
+}
+
+/// `upstream_host:`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamHost {
+    /// The client's `Host`, as a reverse proxy in front of one's own API usually passes it.
+    #[default]
+    Client,
+    /// The upstream URL's own host (and port): what a third-party API behind the gateway expects.
+    Upstream,
 }
 
 /// `shutdown:`.

@@ -13,8 +13,8 @@ use super::env::{self, Env};
 use super::locate::{self, PathPart};
 use super::raw::{DefaultAction, RawConfig, RawFacilitator, Text, Transfer};
 use super::{
-    AttemptLimit, Config, ConfigError, ConfigErrors, FacilitatorSettings, Health, Reload, Shutdown, StoreUrl, Upstream,
-    FACILITATOR_URL_ENV,
+    AttemptLimit, Config, ConfigError, ConfigErrors, FacilitatorSettings, Forwarding, Health, Reload, Shutdown,
+    StoreUrl, Upstream, FACILITATOR_URL_ENV,
 };
 use crate::core::secret::Secret;
 use crate::core::time::parse_duration;
@@ -38,6 +38,10 @@ const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(300);
 /// Largest response body kept for a `payment-identifier` replay when unset.
 const DEFAULT_PAYMENT_ID_MAX_BODY: usize = 64 * 1024;
+/// Upstream timeouts when unset: connecting, each read or write, and keeping an idle pooled connection.
+const DEFAULT_UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
+const DEFAULT_UPSTREAM_IO: Duration = Duration::from_secs(60);
+const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// How long readiness is false before the listener stops accepting, when unset: long enough for the
 /// endpoint's removal to reach every load balancer.
 const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
@@ -195,6 +199,7 @@ impl Resolver<'_> {
         };
         let assets = self.assets(raw);
         let rpc = self.rpc(raw);
+        let forwarding = self.forwarding(raw);
         let payment_attempts = match &raw.payment_attempts {
             Some(l) if l.per_second == 0 || l.burst == Some(0) => self.fail(
                 &[Key("payment_attempts")],
@@ -256,6 +261,7 @@ impl Resolver<'_> {
             admin_listen: admin_listen?,
             upstreams: defaults.upstreams,
             upstream_ca_file: upstream_ca_file?,
+            forwarding: forwarding?,
             facilitators: facilitators?,
             store: store?,
             redis_durability: raw.redis_durability.unwrap_or_default(),
@@ -292,6 +298,50 @@ impl Resolver<'_> {
                     Ok(d)
                 }
             })
+        })
+    }
+
+    /// `upstream_timeouts:`, `upstream_host:` and `trusted_proxies:`.
+    fn forwarding(&mut self, raw: &RawConfig) -> Option<Forwarding> {
+        let t = &raw.upstream_timeouts;
+        let at = |k: &'static str| [Key("upstream_timeouts"), Key(k)];
+        let range = (Duration::from_millis(1), Duration::from_secs(24 * 3600));
+        let connect = self.duration(&t.connect, &at("connect"), DEFAULT_UPSTREAM_CONNECT, range);
+        let read = self.duration(&t.read, &at("read"), DEFAULT_UPSTREAM_IO, range);
+        let write = self.duration(&t.write, &at("write"), DEFAULT_UPSTREAM_IO, range);
+        let idle = self.duration(&t.idle, &at("idle"), DEFAULT_UPSTREAM_IDLE, range);
+        let mut trusted = Some(Vec::new());
+        for (i, p) in raw.trusted_proxies.iter().enumerate() {
+            let parsed = self.parse(p, &[Key("trusted_proxies"), Index(i)], |s| {
+                let (ip, bits) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
+                let ip: std::net::IpAddr = ip
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?} is not an address or a prefix such as 10.0.0.0/8 or fd00::/8"))?;
+                let width = if ip.is_ipv4() { 32 } else { 128 };
+                let bits = match bits {
+                    Some(b) => b
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|b| *b <= width)
+                        .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {width}"))?,
+                    None => width,
+                };
+                Ok((ip, bits))
+            });
+            match (parsed, trusted.as_mut()) {
+                (Some(p), Some(t)) => t.push(p),
+                _ => trusted = None,
+            }
+        }
+        Some(Forwarding {
+            connect_timeout: connect?,
+            read_timeout: read?,
+            write_timeout: write?,
+            idle_timeout: idle?,
+            host: raw.upstream_host.unwrap_or_default(),
+            trusted_proxies: trusted?,
         })
     }
 

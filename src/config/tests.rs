@@ -298,3 +298,26 @@ fn upto_offers_the_maximum_through_permit2_from_the_facilitators_address_with_a_
         assert!(e.contains(field) && e.contains(hint), "{e}");
     }
 }
+
+#[test]
+fn forwarding_defaults_and_errors_name_the_field() {
+    let c = load("routes: []\n").unwrap();
+    assert_eq!(c.forwarding.connect_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(c.forwarding.host, UpstreamHost::Client);
+    let c = load("upstream_host: upstream\ntrusted_proxies: [10.0.0.0/8, \"2001:db8::1\"]\nupstream_timeouts: {read: 2s}\nroutes: []\n").unwrap();
+    assert_eq!(c.forwarding.read_timeout, std::time::Duration::from_secs(2));
+    assert!(c.forwarding.trusts("10.9.8.7".parse().unwrap()) && c.forwarding.trusts("2001:db8::1".parse().unwrap()));
+    assert!(!c.forwarding.trusts("11.0.0.1".parse().unwrap()));
+    let e = load("trusted_proxies: [10.0.0.0/33]\nroutes: []\n")
+        .unwrap_err()
+        .to_string();
+    let line = BASE.lines().count() + 1;
+    assert!(
+        e.contains(&format!("t.yaml:{line}:")) && e.contains("trusted_proxies[0]") && e.contains("0 to 32"),
+        "{e}"
+    );
+    let e = load("upstream_timeouts: {read: soon}\nroutes: []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("upstream_timeouts.read"), "{e}");
+}

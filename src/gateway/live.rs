@@ -18,6 +18,9 @@ pub struct ResolvedUpstream {
     pub addr: SocketAddr,
     pub tls: bool,
     pub sni: String,
+    /// `host[:port]` as its own `Host` header names it (the port only when not the scheme's default), for
+    /// `upstream_host: upstream`.
+    pub authority: String,
 }
 
 /// One loaded configuration, ready for the request path.
@@ -80,10 +83,17 @@ fn resolve(config: &Config) -> Result<Vec<ResolvedUpstream>, String> {
             .or(addrs.first())
             .copied()
             .ok_or_else(|| format!("upstream {name}: {}:{} has no address", u.host, u.port))?;
+        let default_port = if u.tls { 443 } else { 80 };
+        let authority = if u.port == default_port {
+            u.host.clone()
+        } else {
+            format!("{}:{}", u.host, u.port)
+        };
         out.push(ResolvedUpstream {
             addr,
             tls: u.tls,
             sni: u.host.clone(),
+            authority,
         });
     }
     Ok(out)

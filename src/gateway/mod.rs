@@ -1,7 +1,8 @@
 //! Layer 5, the gateway: a paid request's journey through Pingora, one module per stage, in order.
 //!
 //! [`intake`] (route the request) → [`decode`] (read the payment) → [`verify`] (locally) → [`claims`]
-//! (make it single-use) → [`verify`] (with the facilitator) → proxy → [`settle`] → [`receipt`]; a payment
+//! (make it single-use) → [`verify`] (with the facilitator) → proxy ([`forward`]: the headers the upstream
+//! gets) → [`settle`] → [`receipt`]; a payment
 //! whose settlement outcome is unknown is resolved by [`onchain`] when the facilitator cannot say.
 //! [`checkout`] runs the stages before proxying; [`proxy`] holds Pingora's phases, each calling a stage.
 //! Beside them: [`challenge`](crate::rules::challenge) answers are rendered by [`refusal`] (every answer
@@ -24,6 +25,7 @@ pub mod decode;
 mod drain;
 mod facilitator;
 mod fault;
+mod forward;
 mod health;
 mod idempotency;
 mod intake;

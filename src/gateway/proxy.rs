@@ -29,7 +29,7 @@ use crate::gateway::refusal::{self, Answer, Refusal};
 use crate::gateway::settle::{self, Admitted};
 use crate::gateway::store::Store;
 use crate::gateway::throttle::Throttle;
-use crate::gateway::{access, cors, receipt, shadow};
+use crate::gateway::{access, cors, forward, receipt, shadow};
 use crate::protocol::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
 use crate::rules::challenge::is_browser;
 use crate::rules::charge::HEADER_SETTLEMENT_OVERRIDES;
@@ -318,12 +318,18 @@ impl ProxyHttp for Gateway {
             .upstream
             .and_then(|i| ctx.gen.current.upstreams.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream for this request"))?;
-        Ok(Box::new(HttpPeer::new(u.addr, u.tls, u.sni.clone())))
+        let f = &ctx.gen.current.config.forwarding;
+        let mut peer = HttpPeer::new(u.addr, u.tls, u.sni.clone());
+        peer.options.connection_timeout = Some(f.connect_timeout);
+        peer.options.read_timeout = Some(f.read_timeout);
+        peer.options.write_timeout = Some(f.write_timeout);
+        peer.options.idle_timeout = Some(f.idle_timeout);
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
         &self,
-        _s: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -331,6 +337,14 @@ impl ProxyHttp for Gateway {
         // Invariant 4: payment headers never reach the upstream.
         upstream.remove_header(HEADER_PAYMENT_SIGNATURE);
         upstream.remove_header(HEADER_X_PAYMENT);
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let u = ctx.upstream.and_then(|i| ctx.gen.current.upstreams.get(i));
+        forward::headers(
+            upstream,
+            &ctx.gen.current.config.forwarding,
+            peer,
+            u.map(|u| u.authority.as_str()),
+        )?;
         if let Some(path) = &ctx.rewrite_path {
             let pq = match upstream.uri.query() {
                 Some(q) => format!("{path}?{q}"),
