@@ -10,6 +10,7 @@ mod resolve;
 mod route;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use crate::protocol::cdp::CdpKey;
 use crate::rules::table::{RouteTable, Unmatched};
 pub use env::{Env, ProcessEnv};
 pub use raw::{LogFormat, RedisDurability, UpstreamHost};
+pub use tls::{ListenerTls, TlsFileError};
 
 /// Environment variable that overrides `facilitator.url`.
 pub const FACILITATOR_URL_ENV: &str = "X402_FACILITATOR_URL";
@@ -66,6 +68,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    /// `listen` speaks TLS with this certificate when set.
+    pub tls: Option<ListenerTls>,
     /// Routes refer to these by index.
     pub upstreams: Vec<Upstream>,
     /// PEM CAs trusted for `https://` upstreams instead of the system's roots.

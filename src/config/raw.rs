@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<String, Text>,
     pub upstream_ca_file: Option<Text>,
+    /// The listener's certificate and key: `listen` speaks TLS when set.
+    pub tls: Option<RawTls>,
     /// How long the gateway waits on an upstream.
     #[serde(default)]
     pub upstream_timeouts: RawUpstreamTimeouts,
@@ -72,6 +74,14 @@ pub struct RawConfig {
     pub reload: RawReload,
     #[serde(default)]
     pub health: RawHealth,
+}
+
+/// `tls:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Text,
+    pub key: Text,
 }
 
 /// `payment_attempts:`.

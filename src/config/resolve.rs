@@ -13,8 +13,8 @@ use super::env::{self, Env};
 use super::locate::{self, PathPart};
 use super::raw::{DefaultAction, RawConfig, RawFacilitator, Text, Transfer};
 use super::{
-    AttemptLimit, Config, ConfigError, ConfigErrors, FacilitatorSettings, Forwarding, Health, Reload, Shutdown,
-    StoreUrl, Upstream, FACILITATOR_URL_ENV,
+    AttemptLimit, Config, ConfigError, ConfigErrors, FacilitatorSettings, Forwarding, Health, ListenerTls, Reload,
+    Shutdown, StoreUrl, TlsFileError, Upstream, FACILITATOR_URL_ENV,
 };
 use crate::core::secret::Secret;
 use crate::core::time::parse_duration;
@@ -182,6 +182,7 @@ impl Resolver<'_> {
                 .map(Some),
             None => Some(None),
         };
+        let tls = self.tls(raw);
         let facilitators = self.facilitators(raw);
         let claim_lease = match &raw.claim_lease {
             Some(t) => self.parse(t, &[Key("claim_lease")], |s| {
@@ -259,6 +260,7 @@ impl Resolver<'_> {
         Some(Config {
             listen: listen?.unwrap_or(DEFAULT_LISTEN),
             admin_listen: admin_listen?,
+            tls: tls?,
             upstreams: defaults.upstreams,
             upstream_ca_file: upstream_ca_file?,
             forwarding: forwarding?,
@@ -278,6 +280,22 @@ impl Resolver<'_> {
                 unmatched: unmatched?,
             },
         })
+    }
+
+    /// `tls:`: both files there, and a key that goes with the chain.
+    fn tls(&mut self, raw: &RawConfig) -> Option<Option<ListenerTls>> {
+        let Some(t) = &raw.tls else { return Some(None) };
+        let cert = self.text(&t.cert, &[Key("tls"), Key("cert")]);
+        let key = self.text(&t.key, &[Key("tls"), Key("key")]);
+        let files = ListenerTls {
+            cert: cert?.into(),
+            key: key?.into(),
+        };
+        match files.load() {
+            Ok(_) => Some(Some(files)),
+            Err(TlsFileError::Cert(e)) => self.fail(&[Key("tls"), Key("cert")], e),
+            Err(TlsFileError::Key(e)) => self.fail(&[Key("tls"), Key("key")], e),
+        }
     }
 
     /// A duration at `at`, `default` when unset, refused outside `min..=max`.

@@ -59,14 +59,9 @@ pub fn authority(req: &RequestHeader) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
-/// The URL the client asked for, absolute, as `resource` must be.
-pub fn request_url(req: &RequestHeader) -> String {
-    let scheme = req
-        .headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| *s == "https" || *s == "http")
-        .unwrap_or("http");
+/// The URL the client asked for, absolute, as `resource` must be. `scheme` is what the client used
+/// (`forward::scheme`).
+pub fn request_url(req: &RequestHeader, scheme: &str) -> String {
     let host = authority(req).unwrap_or("localhost");
     let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
     format!("{scheme}://{host}{pq}")

@@ -199,6 +199,7 @@ pub struct Metrics {
     added_latency: HistogramVec,
     replays_refused: IntCounterVec,
     reloads: IntCounterVec,
+    tls_reloads: IntCounterVec,
     shadow: IntCounterVec,
     store_errors: IntCounter,
     /// Requests holding a claimed payment right now.
@@ -333,6 +334,12 @@ impl Metrics {
                 &["route"],
             )?,
             reloads: counter(&r, "x402_config_reloads_total", "Config reloads by result", &["result"])?,
+            tls_reloads: counter(
+                &r,
+                "x402_tls_certificate_reloads_total",
+                "Changes of the listener's certificate files, by result (a failure keeps the running certificate)",
+                &["result"],
+            )?,
             shadow: counter(
                 &r,
                 "x402_shadow_decisions_total",
@@ -358,6 +365,7 @@ impl Metrics {
         };
         for result in ["success", "failure"] {
             m.reloads.with_label_values(&[result]);
+            m.tls_reloads.with_label_values(&[result]);
         }
         Ok(m)
     }
@@ -433,6 +441,13 @@ impl Metrics {
     /// Counts a config reload.
     pub fn reload(&self, ok: bool) {
         self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Counts a change of the listener's certificate files.
+    pub fn tls_reload(&self, ok: bool) {
+        self.tls_reloads
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
     }

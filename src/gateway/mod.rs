@@ -41,4 +41,5 @@ mod settle;
 mod shadow;
 pub mod store;
 mod throttle;
+mod tls;
 mod verify;

@@ -206,10 +206,11 @@ impl Gateway {
             claims: &self.claims,
             remote: &self.remote,
             onchain: &self.onchain,
-            throttle: self
-                .throttle
-                .as_deref()
-                .zip(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
+            // The client is worked out only when a limit is set.
+            throttle: self.throttle.as_deref().and_then(|t| {
+                let f = &gen.current.config.forwarding;
+                forward::client(f, forward::peer(session), &session.req_header().headers).map(|c| (t, c))
+            }),
             store: self.store.as_ref(),
             clock: &self.clock,
         };
@@ -290,7 +291,7 @@ impl ProxyHttp for Gateway {
         let intake = intake::classify(req, &gen.current.config.table);
         (ctx.route, ctx.upstream, ctx.rewrite_path) = (intake.route, intake.upstream, intake.rewrite_path);
         if ctx.pricing().is_some() {
-            ctx.url = intake::request_url(req);
+            ctx.url = intake::request_url(req, forward::scheme(&gen.current.config.forwarding, session));
             ctx.browser = is_browser(&req.headers);
         }
         match intake.decision {
@@ -337,12 +338,12 @@ impl ProxyHttp for Gateway {
         // Invariant 4: payment headers never reach the upstream.
         upstream.remove_header(HEADER_PAYMENT_SIGNATURE);
         upstream.remove_header(HEADER_X_PAYMENT);
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let u = ctx.upstream.and_then(|i| ctx.gen.current.upstreams.get(i));
         forward::headers(
             upstream,
             &ctx.gen.current.config.forwarding,
-            peer,
+            forward::peer(session),
+            forward::over_tls(session),
             u.map(|u| u.authority.as_str()),
         )?;
         if let Some(path) = &ctx.rewrite_path {

@@ -4,11 +4,14 @@
 //! with every error and counted as a failed reload. Requests in flight finish under the config they
 //! started with; quotes from the replaced table stay payable until they expire ([`live`]).
 //!
+//! The listener's certificate files are looked at on the same tick and on SIGHUP ([`tls`]).
+//!
 //! The price table, routes, upstreams and modes reload. Settings the running process was built from
-//! (listen addresses, store, facilitator, shutdown, health, reload, log format) need a restart: a change
+//! (listen addresses, `tls` paths, store, facilitator, shutdown, health, reload, log format) need a restart: a change
 //! to one is logged and otherwise ignored.
 //!
 //! [`live`]: crate::gateway::live
+//! [`tls`]: crate::gateway::tls
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use crate::config::{Config, ProcessEnv, Reload};
 use crate::core::time::Clock;
 use crate::gateway::live::{Live, LiveConfig};
 use crate::gateway::metrics::Metrics;
+use crate::gateway::tls::{Certificate, Refresh};
 
 /// Watches for SIGHUP and file changes, forever.
 pub struct Reloader {
@@ -28,6 +32,8 @@ pub struct Reloader {
     pub live: Arc<LiveConfig>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// The listener's certificate, when it speaks TLS: its files are looked at on the same tick.
+    pub tls: Option<Arc<Certificate>>,
 }
 
 /// What a file's bytes hash to, or `None` when it cannot be read.
@@ -49,6 +55,7 @@ impl Reloader {
                 _ = hup.recv() => "SIGHUP",
                 _ = tick.tick(), if self.settings.watch => "file changed",
             };
+            self.refresh_certificate(why);
             let now = digest(&self.path);
             // A file caught missing mid-swap is not a change (the next look sees the new one); the same
             // content again (a SIGHUP with nothing edited) would only retire an identical table.
@@ -60,6 +67,22 @@ impl Reloader {
             }
             seen = now;
             self.reload(why, &started).await;
+        }
+    }
+
+    /// Serves the listener's certificate files anew if they changed and load.
+    fn refresh_certificate(&self, why: &'static str) {
+        let Some(cert) = &self.tls else { return };
+        match cert.refresh() {
+            Refresh::Unchanged => {}
+            Refresh::Replaced => {
+                self.metrics.tls_reload(true);
+                tracing::info!(trigger = why, "TLS certificate reloaded");
+            }
+            Refresh::Failed(e) => {
+                self.metrics.tls_reload(false);
+                tracing::error!(trigger = why, error = %e, "TLS certificate files changed but do not load; the running certificate is kept");
+            }
         }
     }
 
@@ -102,6 +125,7 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     let checks = [
         ("listen", old.listen == new.listen),
         ("admin_listen", old.admin_listen == new.admin_listen),
+        ("tls", old.tls == new.tls),
         ("store", old.store == new.store),
         ("rpc", old.rpc == new.rpc),
         ("redis_durability", old.redis_durability == new.redis_durability),

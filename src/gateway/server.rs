@@ -1,5 +1,6 @@
 //! `x402-gateway run`: load the price table, build the stages, start the control plane (health checks,
-//! reloader, admin listener) and Pingora (HTTP/1.1 and h2c), and drain on SIGTERM.
+//! reloader, admin listener) and Pingora (HTTP/1.1 and h2c, or with `tls:` HTTPS with HTTP/2 by ALPN), and
+//! drain on SIGTERM.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::gateway::onchain::Onchain;
 use crate::gateway::proxy::Gateway;
 use crate::gateway::reload::Reloader;
 use crate::gateway::throttle::Throttle;
+use crate::gateway::tls::Certificate;
 
 /// Live authorizations tracked at once; past this the gateway refuses new payments (fail closed).
 const MAX_CLAIMS: u64 = 1_000_000;
@@ -44,6 +46,10 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
     let slowest = config.facilitators.iter().map(|f| f.timeout).max().unwrap_or_default();
     let settle_lease = slowest * 3 + std::time::Duration::from_secs(5);
     let (admin_listen, health_settings, reload) = (config.admin_listen, config.health, config.reload);
+    let tls = match &config.tls {
+        Some(files) => Some(Certificate::load(files).map_err(|e| format!("{e}: check `tls:` in the config"))?),
+        None => None,
+    };
     let config_attempts = config.payment_attempts;
     let onchain = Arc::new(Onchain::new(&config.rpc).map_err(|e| format!("{e}: check `rpc:` in the config"))?);
     let live = Arc::new(LiveConfig::new(Live::new(config, &metrics)?));
@@ -76,6 +82,7 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
             live: live.clone(),
             metrics: metrics.clone(),
             clock,
+            tls,
         },
         metrics,
         health,
@@ -121,7 +128,13 @@ pub fn run(path: &Path, config: Config, before_exit: Box<dyn FnOnce() + Send>) -
         opts.h2c = true;
         app.server_options = Some(opts);
     }
-    service.add_tcp(&listen.to_string());
+    match &plane.reloader.tls {
+        Some(cert) => {
+            let settings = cert.settings().map_err(|e| format!("tls: {e}"))?;
+            service.add_tls_with_settings(&listen.to_string(), None, settings);
+        }
+        None => service.add_tcp(&listen.to_string()),
+    }
     server.add_service(service);
     crate::gateway::admin::spawn(plane).map_err(|e| format!("control plane (admin_listen): {e}"))?;
     server.run(RunArgs {
