@@ -12,6 +12,7 @@ use prometheus::{
 };
 
 use crate::config::Config;
+use crate::gateway::revenue::Revenue;
 
 /// How a request ended, as logs and metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,7 +194,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     verifications: IntCounterVec,
     settlements: IntCounterVec,
-    revenue: IntCounterVec,
+    revenue: Revenue,
     facilitator_duration: HistogramVec,
     upstream_duration: HistogramVec,
     added_latency: HistogramVec,
@@ -303,12 +304,11 @@ impl Metrics {
                 "Settlements by network and result (success, failed, pending, in_doubt, error)",
                 &["network", "result"],
             )?,
-            revenue: counter(
-                &r,
-                "x402_revenue_atomic_total",
-                "Settled revenue in the asset's atomic units (USDC: 1e-6), by route, network and asset",
-                &["route", "network", "asset"],
-            )?,
+            revenue: {
+                let revenue = Revenue::new()?;
+                r.register(Box::new(revenue.clone()))?;
+                revenue
+            },
             facilitator_duration: histogram(
                 &r,
                 "x402_facilitator_request_duration_seconds",
@@ -379,7 +379,7 @@ impl Metrics {
             for o in route.pricing.iter().flat_map(|p| &p.offers) {
                 let q = &o.requirement;
                 let (network, asset) = (q.network.to_string(), q.asset.to_string());
-                self.revenue.with_label_values(&[&route.name, &network, &asset]);
+                self.revenue.add(&route.name, &network, &asset, U256::ZERO);
                 for s in Settled::ALL {
                     self.settlements.with_label_values(&[&network, s.as_str()]);
                 }
@@ -424,11 +424,9 @@ impl Metrics {
         self.settlements.with_label_values(&[network, result.as_str()]).inc();
     }
 
-    /// Adds settled revenue, in atomic units (saturating: a counter past 2^64 atomic units stays there).
+    /// Adds settled revenue, in atomic units.
     pub fn revenue(&self, route: &str, network: &str, asset: &str, atomic: U256) {
-        self.revenue
-            .with_label_values(&[route, network, asset])
-            .inc_by(atomic.saturating_to::<u64>());
+        self.revenue.add(route, network, asset, atomic);
     }
 
     /// Times a facilitator call.

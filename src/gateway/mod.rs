@@ -36,6 +36,7 @@ mod proxy;
 mod receipt;
 mod refusal;
 mod reload;
+mod revenue;
 pub mod server;
 mod settle;
 mod shadow;
