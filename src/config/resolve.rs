@@ -328,38 +328,37 @@ impl Resolver<'_> {
         let read = self.duration(&t.read, &at("read"), DEFAULT_UPSTREAM_IO, range);
         let write = self.duration(&t.write, &at("write"), DEFAULT_UPSTREAM_IO, range);
         let idle = self.duration(&t.idle, &at("idle"), DEFAULT_UPSTREAM_IDLE, range);
-        let mut trusted = Some(Vec::new());
-        for (i, p) in raw.trusted_proxies.iter().enumerate() {
-            let parsed = self.parse(p, &[Key("trusted_proxies"), Index(i)], |s| {
-                let (ip, bits) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
-                let ip: std::net::IpAddr = ip
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{s:?} is not an address or a prefix such as 10.0.0.0/8 or fd00::/8"))?;
-                let width = if ip.is_ipv4() { 32 } else { 128 };
-                let bits = match bits {
-                    Some(b) => b
-                        .trim()
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|b| *b <= width)
-                        .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {width}"))?,
-                    None => width,
-                };
-                Ok((ip, bits))
-            });
-            match (parsed, trusted.as_mut()) {
-                (Some(p), Some(t)) => t.push(p),
-                _ => trusted = None,
-            }
-        }
+        let trusted: Vec<Option<(std::net::IpAddr, u8)>> =
+            raw.trusted_proxies
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    self.parse(p, &[Key("trusted_proxies"), Index(i)], |s| {
+                        let (ip, bits) = s.split_once('/').map_or((s, None), |(a, b)| (a, Some(b)));
+                        let ip: std::net::IpAddr = ip.trim().parse().map_err(|_| {
+                            format!("{s:?} is not an address or a prefix such as 10.0.0.0/8 or fd00::/8")
+                        })?;
+                        let width = if ip.is_ipv4() { 32 } else { 128 };
+                        let bits = match bits {
+                            Some(b) => b
+                                .trim()
+                                .parse::<u8>()
+                                .ok()
+                                .filter(|b| *b <= width)
+                                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {width}"))?,
+                            None => width,
+                        };
+                        Ok((ip, bits))
+                    })
+                })
+                .collect();
         Some(Forwarding {
             connect_timeout: connect?,
             read_timeout: read?,
             write_timeout: write?,
             idle_timeout: idle?,
             host: raw.upstream_host.unwrap_or_default(),
-            trusted_proxies: trusted?,
+            trusted_proxies: trusted.into_iter().collect::<Option<Vec<_>>>()?,
         })
     }
 
@@ -557,39 +556,34 @@ impl Resolver<'_> {
 
     /// `rpc:`: a URL per network (`eip155:8453: "https://…"`); the URLs are secrets.
     fn rpc(&mut self, raw: &RawConfig) -> Option<Vec<(Network, Secret)>> {
-        let mut out = Some(Vec::new());
-        for (name, t) in &raw.rpc {
-            let at = [Key("rpc"), Key(name)];
-            let Some(network) = Network::parse(name) else {
-                out = self.fail(
-                    &at,
-                    format!("{name:?} is not eip155:<chainId> or a known v1 network name"),
-                );
-                continue;
-            };
-            // The URL may hold an API key: the message must not repeat it.
-            let url = self.parse(t, &at, |s| {
-                url::Url::parse(s)
-                    .ok()
-                    .filter(|u| u.scheme() == "http" || u.scheme() == "https")
-                    .map(|_| Secret::new(s))
-                    .ok_or_else(|| "must be an http:// or https:// JSON-RPC URL for this network".to_owned())
-            });
-            match (url, out.as_mut()) {
-                (Some(u), Some(o)) => o.push((network, u)),
-                _ => out = None,
-            }
-        }
-        out
+        let entries: Vec<Option<(Network, Secret)>> = raw
+            .rpc
+            .iter()
+            .map(|(name, t)| {
+                let at = [Key("rpc"), Key(name)];
+                let network = match network(name) {
+                    Ok(n) => Some(n),
+                    Err(e) => self.fail(&at, e),
+                };
+                // The URL may hold an API key: the message must not repeat it.
+                let url = self.parse(t, &at, |s| {
+                    url::Url::parse(s)
+                        .ok()
+                        .filter(|u| u.scheme() == "http" || u.scheme() == "https")
+                        .map(|_| Secret::new(s))
+                        .ok_or_else(|| "must be an http:// or https:// JSON-RPC URL for this network".to_owned())
+                });
+                Some((network?, url?))
+            })
+            .collect();
+        entries.into_iter().collect()
     }
 
     fn assets(&mut self, raw: &RawConfig) -> Vec<Asset> {
         let mut out = Vec::new();
         for (i, a) in raw.assets.iter().enumerate() {
             let at = |k: &'static str| [Key("assets"), Index(i), Key(k)];
-            let network = self.parse(&a.network, &at("network"), |s| {
-                Network::parse(s).ok_or_else(|| format!("{s:?} is not eip155:<chainId> or a known v1 network name"))
-            });
+            let network = self.parse(&a.network, &at("network"), network);
             let address = self.address(&a.address, &at("address"));
             let transfer = a.transfer.unwrap_or_default();
             let mut domain = |t: &Option<Text>, k: &'static str| {
@@ -635,6 +629,11 @@ fn check_url(url: &str) -> Result<String, String> {
         Ok(p) if !matches!(p.scheme(), "http" | "https") => Err(format!("{url:?} must be an http:// or https:// URL")),
         Ok(_) => Ok(url.trim_end_matches('/').to_owned()),
     }
+}
+
+/// A network as `rpc:` and `assets:` name it.
+fn network(s: &str) -> Result<Network, String> {
+    Network::parse(s).ok_or_else(|| format!("{s:?} is not eip155:<chainId> or a known v1 network name"))
 }
 
 /// `(tls, host, port)` of an upstream origin URL.

@@ -164,17 +164,20 @@ impl ClaimState {
     }
 }
 
+/// What every claim's key starts with.
+pub const CLAIM_PREFIX: &str = "x402:claim:";
+
 /// The key of an authorization, the same in every backend.
 pub fn key(id: &AuthorizationId) -> String {
     format!(
-        "x402:claim:{}:{}:{}:{}",
+        "{CLAIM_PREFIX}{}:{}:{}:{}",
         id.network.chain_id, id.asset, id.payer, id.nonce
     )
 }
 
 /// The authorization a store key names (the inverse of [`key`]).
 pub fn parse_key(k: &str) -> Option<AuthorizationId> {
-    let mut parts = k.strip_prefix("x402:claim:")?.split(':');
+    let mut parts = k.strip_prefix(CLAIM_PREFIX)?.split(':');
     let id = AuthorizationId {
         network: crate::protocol::network::Network::new(parts.next()?.parse().ok()?),
         asset: parts.next()?.parse().ok()?,

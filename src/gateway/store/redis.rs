@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
-use super::{key, ClaimState, Insert, Record, Store, StoreError};
+use super::{key, ClaimState, Insert, Record, Store, StoreError, CLAIM_PREFIX};
 use crate::config::RedisDurability;
 use crate::protocol::exact::AuthorizationId;
 
@@ -149,9 +149,9 @@ impl Link {
             .await
             .map_err(err)?;
         // A Redis that may evict or forget claims is not used unless the operator said so.
-        if let Err(problem) = durability(&c).await {
+        if let Err(problem) = durability_of(&c).await {
             match self.durability {
-                RedisDurability::Enforce => return Err(err(format!("{problem} (or set `redis_durability: warn`)"))),
+                RedisDurability::Enforce => return Err(refused(problem)),
                 RedisDurability::Warn => tracing::warn!(problem, "Redis may lose claims (redis_durability: warn)"),
             }
         }
@@ -161,9 +161,14 @@ impl Link {
     }
 }
 
+/// A Redis that may lose claims, refused under `redis_durability: enforce`.
+fn refused(problem: String) -> StoreError {
+    err(format!("{problem} (or set `redis_durability: warn`)"))
+}
+
 /// Whether Redis keeps every claim: no eviction (`maxmemory-policy noeviction`) and an append-only file
 /// (`appendonly yes`; snapshots alone lose the last minutes of writes in a crash). `Err` says what to fix.
-async fn durability<C: redis::aio::ConnectionLike + Clone + Send>(c: &C) -> Result<(), String> {
+async fn durability_of<C: redis::aio::ConnectionLike + Clone + Send>(c: &C) -> Result<(), String> {
     let get = |name: &'static str| {
         let mut c = c.clone();
         async move {
@@ -194,7 +199,7 @@ async fn durability<C: redis::aio::ConnectionLike + Clone + Send>(c: &C) -> Resu
 impl RedisStore {
     /// A store for `url`; nothing is connected yet. Its calls run on a small runtime of its own (two
     /// threads), so the connection's driver outlives the request that opened it.
-    pub fn open(url: &str, durability_at_start: RedisDurability) -> Result<Self, StoreError> {
+    pub fn open(url: &str, durability: RedisDurability) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(err)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -205,15 +210,20 @@ impl RedisStore {
         let handle = runtime.handle().clone();
         // At start-up, a reachable Redis that may lose claims stops the gateway (unless told to warn); an
         // unreachable one does not: free routes are served meanwhile, and it is checked on connecting.
-        if durability_at_start == RedisDurability::Enforce {
+        // The whole probe (connect, then CONFIG GET) within one deadline: a Redis that accepts and never
+        // answers does not hold up the start.
+        if durability == RedisDurability::Enforce {
+            // The timer is made inside the runtime it needs.
             let probe = handle.block_on(async {
-                let c = tokio::time::timeout(CALL_TIMEOUT, client.get_multiplexed_async_connection()).await;
-                match c {
-                    Ok(Ok(c)) => durability(&c).await,
-                    _ => Ok(()),
-                }
+                let checked = async {
+                    match client.get_multiplexed_async_connection().await {
+                        Ok(c) => durability_of(&c).await,
+                        Err(_) => Ok(()),
+                    }
+                };
+                tokio::time::timeout(CALL_TIMEOUT, checked).await
             });
-            probe.map_err(|problem| err(format!("{problem} (or set `redis_durability: warn`)")))?;
+            probe.unwrap_or(Ok(())).map_err(refused)?;
         }
         // The runtime lives as long as the process: its threads are parked on this one's.
         std::thread::Builder::new()
@@ -226,7 +236,7 @@ impl RedisStore {
                 conn: ArcSwapOption::empty(),
                 connecting: Mutex::new(()),
                 failed_at: std::sync::Mutex::new(None),
-                durability: durability_at_start,
+                durability,
             }),
             runtime: handle,
             insert: redis::Script::new(INSERT),
@@ -283,7 +293,7 @@ impl RedisStore {
         self.call(f).await.map_err(|f| f.error)
     }
 
-    /// The record at `k` as Redis holds it now, to read back a step whose outcome is unknown.
+    /// The record at `k` as Redis holds it now (also to read back a step whose outcome is unknown).
     async fn read_back(&self, k: String) -> Result<Option<Record>, StoreError> {
         let json: Option<String> = self
             .with(move |mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
@@ -322,15 +332,7 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, id: &AuthorizationId, now: u64) -> Result<Option<Record>, StoreError> {
-        let k = key(id);
-        let json: Option<String> = self
-            .with(move |mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
-            .await?;
-        let record = json
-            .map(|j| serde_json::from_str::<Record>(&j))
-            .transpose()
-            .map_err(err)?;
-        Ok(record.filter(|r| r.is_live(now)))
+        Ok(self.read_back(key(id)).await?.filter(|r| r.is_live(now)))
     }
 
     async fn swap(
@@ -410,14 +412,15 @@ impl Store for RedisStore {
                     let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
-                        .arg("x402:claim:*")
+                        .arg(format!("{CLAIM_PREFIX}*"))
                         .arg("COUNT")
                         .arg(1000)
                         .query_async(&mut c)
                         .await?;
-                    for k in keys {
-                        let v: Option<String> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
-                        out.push((k, v));
+                    // One round trip per batch, not per key.
+                    if !keys.is_empty() {
+                        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+                        out.extend(keys.into_iter().zip(values));
                     }
                     if next == 0 {
                         return Ok(out);
