@@ -225,7 +225,7 @@ fn signed(signer: &PrivateKeySigner, req: &Requirement, now: u64) -> Vec<Value> 
 /// What a "valid" verdict must mean, checked here independently of the verifier: the payment pays the
 /// offer's recipient exactly the offer's amount in its asset, and its signature recovers to its payer under
 /// the full EIP-712 domain (not the verifier's precomputed separator).
-fn assert_truly_valid(req: &Requirement, payment: &Payment) {
+fn assert_truly_valid(req: &Requirement, payment: &Payment, proof: verify::Proof) {
     let recover = |digest: B256, sig: &[u8]| {
         alloy::primitives::Signature::try_from(sig)
             .ok()
@@ -235,11 +235,18 @@ fn assert_truly_valid(req: &Requirement, payment: &Payment) {
         Payment::Eip3009(p) => {
             let a = &p.authorization;
             assert_eq!((a.to, a.value), (req.pay_to, req.amount), "valid EIP-3009 terms: {a:?}");
-            assert_eq!(
-                recover(req.signing_hash(a), &p.signature),
-                Some(a.from),
-                "valid EIP-3009 signer"
-            );
+            match proof {
+                verify::Proof::Key => assert_eq!(
+                    recover(req.signing_hash(a), &p.signature),
+                    Some(a.from),
+                    "valid EIP-3009 signer"
+                ),
+                // Left to the chain: only a signature no EOA could have made may be.
+                verify::Proof::Contract => assert!(
+                    verify::contract_shaped(&p.signature),
+                    "a 65-byte signature left to the chain: {p:?}"
+                ),
+            }
         }
         Payment::Permit2(p) => {
             let a = &p.authorization;
@@ -249,6 +256,7 @@ fn assert_truly_valid(req: &Requirement, payment: &Payment) {
                 "valid Permit2 terms: {a:?}"
             );
             assert_eq!(a.facilitator, req.settler(), "valid Permit2 settler");
+            assert_eq!(proof, verify::Proof::Key, "a Permit2 payer is proven by its key");
             let digest = permit2::signing_hash(&permit2::domain(req.network.chain_id).separator(), a);
             assert_eq!(recover(digest, &p.signature), Some(a.from), "valid Permit2 signer");
         }
@@ -326,8 +334,11 @@ fn payment_headers_decode_match_and_verify_without_panicking() {
                         match verify::check_payment_terms(&o.requirement, &o.domain_separator, &m.payment)
                             .and_then(|_| verify::check_payment(&o.requirement, &m.payment, now))
                         {
-                            Ok(_) => {
-                                assert_truly_valid(&o.requirement, &m.payment);
+                            Ok(v) => {
+                                assert_truly_valid(&o.requirement, &m.payment, v.proof);
+                                if v.proof == verify::Proof::Contract {
+                                    return (format!("for the chain {}", o.requirement.scheme.name()), bytes);
+                                }
                                 valid.set(valid.get() + 1);
                                 format!("valid {}", o.requirement.scheme.name())
                             }

@@ -29,6 +29,7 @@ use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleRes
 use crate::protocol::{reason, Version};
 use crate::rules::challenge::resource;
 use crate::rules::table::{OnFacilitatorError, Pricing, SettleMode, VerifyMode};
+use crate::rules::verify::Proof;
 use crate::rules::window;
 
 /// What checkout comes to, when it does not refuse.
@@ -95,12 +96,13 @@ impl Checkout<'_> {
             }
         }
         let metrics = self.remote.metrics();
-        let (offer, payer) = verify::local(pricing, &matched).map_err(|e| {
+        let (offer, verified) = verify::local(pricing, &matched).map_err(|e| {
             let network = matched.candidates.first().and_then(|&i| pricing.offers.get(i));
             let network = network.map_or_else(|| "unknown".to_owned(), |o| o.requirement.network.to_string());
             metrics.verification(&network, Where::Local, Verdict::Invalid);
             verify::refuse(&e)
         })?;
+        let (payer, proof) = (verified.payer, verified.proof);
         let requirement = &offer.requirement;
         metrics.verification(&requirement.network.to_string(), Where::Local, Verdict::Valid);
         let key = payment.id(requirement.network, requirement.asset);
@@ -201,9 +203,13 @@ impl Checkout<'_> {
         };
         fault::point(Point::AfterClaim).await;
         let mut admitted = admit(ticket, request, None);
-        match self.after_claim(&mut admitted, pricing).await {
+        match self.after_claim(&mut admitted, pricing, proof).await {
             Ok(()) => Ok(Admission::Paid(Box::new(admitted))),
-            Err(Refusal::Facilitator { error, settling: false }) if fails_open(&error, pricing) => {
+            // A contract wallet's signature was never checked here: without the facilitator's word it
+            // proves nothing, and anyone could mint such signatures, so it never fails open.
+            Err(Refusal::Facilitator { error, settling: false })
+                if proof == Proof::Key && fails_open(&error, pricing) =>
+            {
                 // Spent before anything is served: one signature, at most one unpaid response.
                 if self.claims.served_unpaid(&admitted.ticket).await {
                     Ok(Admission::Unpaid(error))
@@ -248,10 +254,11 @@ impl Checkout<'_> {
         }
     }
 
-    /// What follows the claim before proxying: the facilitator's `/verify`, and on `settle: before`
-    /// routes the settlement.
-    async fn after_claim(&self, a: &mut Admitted, pricing: &Pricing) -> Result<(), Refusal> {
-        if pricing.verify == VerifyMode::Remote {
+    /// What follows the claim before proxying: the facilitator's `/verify` (unless `verify: local` and the
+    /// signature was proven here), and on `settle: before` routes the settlement.
+    async fn after_claim(&self, a: &mut Admitted, pricing: &Pricing, proof: Proof) -> Result<(), Refusal> {
+        // A contract wallet's signature is the facilitator's to judge, even on a `verify: local` route.
+        if pricing.verify == VerifyMode::Remote || proof == Proof::Contract {
             let settler = a.metered.as_ref().map(|m| m.settler);
             let via = verify::remote(self.remote, &a.request, a.network, settler).await?;
             a.ticket.verified_by(via);

@@ -1,6 +1,8 @@
 //! Stages 2 and 4, verify: locally first (the signature and terms against the route's own offers, so a
 //! payment that cannot be valid never costs a claim or a facilitator call), then, once claimed, with the
-//! facilitator (`/verify`: balance, nonce unused, simulation), unless the route says `verify: local`.
+//! facilitator (`/verify`: balance, nonce unused, simulation), unless the route says `verify: local`. A
+//! contract wallet's signature (ERC-1271, EIP-6492) is judged only by the facilitator, whatever the route
+//! says: nothing local can.
 
 use alloy::primitives::Address;
 
@@ -14,7 +16,7 @@ use crate::protocol::network::Network;
 use crate::protocol::reason;
 use crate::rules::offer::Offer;
 use crate::rules::table::Pricing;
-use crate::rules::verify::check_payment_terms;
+use crate::rules::verify::{check_payment_terms, Verified};
 
 /// The refusal of a payment for `r`.
 pub fn refuse(r: &Rejection) -> Refusal {
@@ -24,15 +26,15 @@ pub fn refuse(r: &Rejection) -> Refusal {
     }
 }
 
-/// The offer a matched payment pays, and its payer. The signature names
+/// The offer a matched payment pays, its payer and how the signature was proven. The signature names
 /// the asset (EIP-712 `verifyingContract`), so the first candidate it verifies under is the one paid; when
 /// none does, the first candidate's reason is reported.
-pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, Address), Rejection> {
+pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, Verified), Rejection> {
     let mut first_err = None;
     for &i in &matched.candidates {
         let Some(offer) = pricing.offers.get(i) else { continue };
         match check_payment_terms(&offer.requirement, &offer.domain_separator, &matched.payment) {
-            Ok(payer) => return Ok((offer, payer)),
+            Ok(verified) => return Ok((offer, verified)),
             Err(e) => {
                 first_err.get_or_insert(e);
             }

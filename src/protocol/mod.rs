@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod cdp;
 pub mod codec;
+pub mod erc6492;
 pub mod exact;
 pub mod facilitator;
 pub mod network;
@@ -112,6 +113,12 @@ pub mod reason {
     pub const UPTO_FACILITATOR_MISMATCH: &str = "upto_facilitator_mismatch";
     pub const UPTO_SETTLEMENT_EXCEEDS_AMOUNT: &str = "invalid_upto_evm_payload_settlement_exceeds_amount";
     pub const UPTO_TRANSACTION_FAILED: &str = "invalid_upto_evm_transaction_failed";
+    /// A contract wallet's signature from an address with no code and no EIP-6492 deployment (Python SDK).
+    pub const UNDEPLOYED_SMART_WALLET: &str = "invalid_exact_evm_payload_undeployed_smart_wallet";
+    /// A counterfactual (EIP-6492) payer whose factory the facilitator does not deploy from.
+    pub const EIP6492_FACTORY_NOT_ALLOWED: &str = "eip6492_factory_not_allowed";
+    /// The counterfactual payer's deployment failed; the payment itself was never sent.
+    pub const SMART_WALLET_DEPLOYMENT_FAILED: &str = "smart_wallet_deployment_failed";
 
     /// Refusals every reference facilitator makes before it broadcasts anything (signature, balance,
     /// nonce, time window, allowance, recipient, amount, the scheme and network, and the simulation a
@@ -131,7 +138,9 @@ pub mod reason {
         "invalid_exact_evm_payload_missing_signature",
         "invalid_exact_evm_payload_signature_format",
         "invalid_exact_evm_failed_to_verify_signature",
-        "invalid_exact_evm_payload_undeployed_smart_wallet",
+        UNDEPLOYED_SMART_WALLET,
+        EIP6492_FACTORY_NOT_ALLOWED,
+        SMART_WALLET_DEPLOYMENT_FAILED,
         RECIPIENT_MISMATCH,
         "invalid_exact_evm_payload_recipient_mismatch",
         VALID_BEFORE,

@@ -8,6 +8,7 @@ use alloy::primitives::{keccak256, Address, B256, U256};
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::Message;
 
+use crate::protocol::erc6492;
 use crate::protocol::exact::{signing_hash, ExactPayload, Rejection, Requirement, Transfer};
 use crate::protocol::payment::Payment;
 use crate::protocol::permit2::{self, Permit2Payload};
@@ -19,27 +20,52 @@ const SECP256K1N_HALF: U256 = U256::from_be_slice(&alloy::hex!(
     "7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0"
 ));
 
+/// How the payer's signature was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// Recovered here: the key of `from` signed it.
+    Key,
+    /// A contract wallet's signature (ERC-1271, or EIP-6492 for a wallet not deployed yet): not an EOA's
+    /// 65 bytes, so nothing local can judge it; the chain must (`isValidSignature`, through the
+    /// facilitator's `/verify`). Every other term was checked.
+    Contract,
+}
+
+/// A payment whose terms hold: who pays, and how that was proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub payer: Address,
+    pub proof: Proof,
+}
+
+/// Whether `sig` has a contract wallet's shape rather than an EOA's: not 65 bytes, or EIP-6492-wrapped.
+/// A 65-byte signature is always an EOA's here and must recover to the payer.
+pub fn contract_shaped(sig: &[u8]) -> bool {
+    sig.len() != 65 || erc6492::unwrap(sig).is_some()
+}
+
 /// Checks a payment against `req` at unix time `now`; returns the payer on success.
 ///
 /// Order follows the reference verifiers so the first failing check names the reason a client expects.
-pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Address, Rejection> {
-    let payer = check_signer(req, &req.domain().separator(), payment)?;
+pub fn check(req: &Requirement, payment: &ExactPayload, now: u64) -> Result<Verified, Rejection> {
+    let verified = check_signer(req, &req.domain().separator(), payment)?;
     window::check(&payment.authorization, now)?;
     check_value(req, payment)?;
-    Ok(payer)
+    Ok(verified)
 }
 
 /// The parts that do not depend on the clock: domain, signature, recipient and amount, under the
 /// requirement's precomputed EIP-712 domain separator. Used on its own to recognise a payment that was
 /// already submitted for settlement, whatever the time is now.
-pub fn check_terms(req: &Requirement, domain_separator: &B256, payment: &ExactPayload) -> Result<Address, Rejection> {
-    let payer = check_signer(req, domain_separator, payment)?;
+pub fn check_terms(req: &Requirement, domain_separator: &B256, payment: &ExactPayload) -> Result<Verified, Rejection> {
+    let verified = check_signer(req, domain_separator, payment)?;
     check_value(req, payment)?;
-    Ok(payer)
+    Ok(verified)
 }
 
-/// The EIP-712 domain is complete, the signature recovers to `from`, and `to` is the payee.
-fn check_signer(req: &Requirement, domain_separator: &B256, payment: &ExactPayload) -> Result<Address, Rejection> {
+/// The EIP-712 domain is complete, the signature recovers to `from` (or has a contract wallet's shape,
+/// left to the chain), and `to` is the payee.
+fn check_signer(req: &Requirement, domain_separator: &B256, payment: &ExactPayload) -> Result<Verified, Rejection> {
     let auth = &payment.authorization;
     if req.eip712_name.is_empty() || req.eip712_version.is_empty() {
         return Err(Rejection::new(
@@ -47,20 +73,34 @@ fn check_signer(req: &Requirement, domain_separator: &B256, payment: &ExactPaylo
             "the requirement has no EIP-712 name/version",
         ));
     }
-    let signer = recover(domain_separator, payment)?;
-    if signer != auth.from {
-        return Err(Rejection::new(
-            reason::INVALID_SIGNATURE,
-            format!("signature recovers to {signer}, not authorization.from {}", auth.from),
-        ));
-    }
+    let proof = if contract_shaped(&payment.signature) {
+        if let Some(Err(())) = erc6492::unwrap(&payment.signature) {
+            return Err(Rejection::new(
+                reason::INVALID_SIGNATURE,
+                "the signature ends with the EIP-6492 suffix but is not abi.encode(address, bytes, bytes)",
+            ));
+        }
+        Proof::Contract
+    } else {
+        let signer = recover(domain_separator, payment)?;
+        if signer != auth.from {
+            return Err(Rejection::new(
+                reason::INVALID_SIGNATURE,
+                format!("signature recovers to {signer}, not authorization.from {}", auth.from),
+            ));
+        }
+        Proof::Key
+    };
     if auth.to != req.pay_to {
         return Err(Rejection::new(
             reason::RECIPIENT_MISMATCH,
             format!("authorization.to is {}, this resource pays {}", auth.to, req.pay_to),
         ));
     }
-    Ok(signer)
+    Ok(Verified {
+        payer: auth.from,
+        proof,
+    })
 }
 
 /// The exact amount (every v2 SDK requires equality).
@@ -86,9 +126,7 @@ fn recover(domain_separator: &B256, payment: &ExactPayload) -> Result<Address, R
 fn recover_signer(digest: &B256, sig: &[u8], why: &'static str) -> Result<Address, Rejection> {
     let bad = |m: &str| Rejection::new(why, m.to_owned());
     let (Some(compact), Some(&v), 65) = (sig.get(..64), sig.get(64), sig.len()) else {
-        return Err(bad(
-            "only 65-byte EOA signatures (r||s||v) are accepted; smart-wallet signatures are not supported",
-        ));
+        return Err(bad("an EOA signature is 65 bytes (r||s||v)"));
     };
     let recovery_id = match v {
         27 => RecoveryId::Zero,
@@ -109,12 +147,12 @@ fn recover_signer(digest: &B256, sig: &[u8], why: &'static str) -> Result<Addres
 }
 
 /// Checks an `exact` payment, whichever way it moves the tokens, at unix time `now`; returns the payer.
-pub fn check_payment(req: &Requirement, payment: &Payment, now: u64) -> Result<Address, Rejection> {
+pub fn check_payment(req: &Requirement, payment: &Payment, now: u64) -> Result<Verified, Rejection> {
     match (payment, req.transfer) {
         (Payment::Eip3009(p), Transfer::Eip3009) => check(req, p, now),
         (Payment::Permit2(p), Transfer::Permit2) => {
             window::check_permit2(&p.authorization, now)?;
-            check_permit2_terms(req, &permit2::domain(req.network.chain_id).separator(), p)
+            check_permit2_terms(req, &permit2::domain(req.network.chain_id).separator(), p).map(by_key)
         }
         _ => Err(other_transfer()),
     }
@@ -126,11 +164,19 @@ pub fn check_payment_terms(
     req: &Requirement,
     domain_separator: &B256,
     payment: &Payment,
-) -> Result<Address, Rejection> {
+) -> Result<Verified, Rejection> {
     match (payment, req.transfer) {
         (Payment::Eip3009(p), Transfer::Eip3009) => check_terms(req, domain_separator, p),
-        (Payment::Permit2(p), Transfer::Permit2) => check_permit2_terms(req, domain_separator, p),
+        (Payment::Permit2(p), Transfer::Permit2) => check_permit2_terms(req, domain_separator, p).map(by_key),
         _ => Err(other_transfer()),
+    }
+}
+
+/// A payer proven by its key (Permit2 payers are EOAs here: a contract wallet pays by EIP-3009).
+fn by_key(payer: Address) -> Verified {
+    Verified {
+        payer,
+        proof: Proof::Key,
     }
 }
 
@@ -284,7 +330,7 @@ mod tests {
     fn golden_vector_verifies() {
         assert_eq!(
             check(&requirement(), &payment(), NOW),
-            Ok(address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266"))
+            Ok(by_key(address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266")))
         );
     }
 
@@ -376,6 +422,34 @@ mod tests {
         assert!(check(&req, &q, NOW).unwrap_err().message.contains("27 or 28"));
     }
 
+    #[test]
+    fn contract_wallet_signatures_are_left_to_the_chain_and_a_broken_wrapper_is_refused() {
+        let req = requirement();
+        // An ERC-1271 wallet's signature: any length but 65; every other term is still checked here.
+        let mut p = payment();
+        p.signature = Bytes::from(vec![0x5a; 96]);
+        let contract = Verified {
+            payer: p.authorization.from,
+            proof: Proof::Contract,
+        };
+        assert_eq!(check(&req, &p, NOW), Ok(contract));
+        p.authorization.value = U256::from(1);
+        assert_eq!(check(&req, &p, NOW).unwrap_err().reason, reason::VALUE_MISMATCH);
+        // An EIP-6492 wrapper around 65 bytes is still a contract's (the wallet is not deployed yet).
+        let mut q = payment();
+        q.signature = erc6492::wrap(&erc6492::Wrapped {
+            factory: Address::repeat_byte(0x11),
+            calldata: Bytes::from(vec![1, 2, 3]),
+            signature: payment().signature,
+        });
+        assert_eq!(check(&req, &q, NOW), Ok(contract));
+        // The suffix on something that is not a wrapper.
+        let mut broken = vec![0xab; 10];
+        broken.extend_from_slice(erc6492::MAGIC.as_slice());
+        q.signature = broken.into();
+        assert_eq!(check(&req, &q, NOW).unwrap_err().reason, reason::INVALID_SIGNATURE);
+    }
+
     /// The Permit2 vector of contracts/PERMIT2-RESEARCH.md §1.4 (signed as the official clients sign).
     fn permit2_case() -> (Requirement, Permit2Payload) {
         use crate::protocol::permit2::tests::{vector, EXACT_SIGNATURE};
@@ -404,7 +478,7 @@ mod tests {
         let (req, good) = permit2_case();
         let separator = domain(31_337).separator();
         let check = |p: &Permit2Payload| check_payment_terms(&req, &separator, &Payment::Permit2(p.clone()));
-        assert_eq!(check(&good), Ok(good.authorization.from));
+        assert_eq!(check(&good), Ok(by_key(good.authorization.from)));
         let other = address!("0000000000000000000000000000000000000001");
         type Tamper = fn(&mut Permit2Payload, Address);
         let cases: [(Tamper, &str); 6] = [

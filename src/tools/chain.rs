@@ -12,9 +12,21 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy::sol;
 
 use crate::core::secret::redact;
+use crate::protocol::erc6492;
 use crate::protocol::exact::ExactPayload;
 use crate::protocol::payment::Payment;
 use crate::protocol::permit2::{Permit2Payload, EXACT_PROXY, PERMIT2, UPTO_PROXY};
+
+sol! {
+    /// ERC-1271: a contract wallet says whether it made a signature.
+    #[sol(rpc)]
+    interface IErc1271 {
+        function isValidSignature(bytes32 hash, bytes signature) external view returns (bytes4);
+    }
+}
+
+/// What `isValidSignature` returns for a signature the wallet made.
+const ERC1271_MAGIC: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
 
 sol! {
     /// The parts of an EIP-3009 token (USDC, or our test token) the facilitator and devnet use. Its
@@ -27,6 +39,8 @@ sol! {
         function balanceOf(address account) external view returns (uint256);
         function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
         function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
+        /// USDC v2.2's overload for any signature (a contract wallet's is checked with ERC-1271).
+        function transferWithAuthorization(address from, address to, uint256 value, uint256 validAfter, uint256 validBefore, bytes32 nonce, bytes signature) external;
         function mint(address to, uint256 amount) external;
         function approve(address spender, uint256 value) external returns (bool);
         function allowance(address owner, address spender) external view returns (uint256);
@@ -225,25 +239,34 @@ impl Chain {
             .map_err(|e| ChainError::Call(e.to_string()))
     }
 
+    /// `transferWithAuthorization`: with `v, r, s` for an EOA's 65 bytes, else the `bytes` overload with the
+    /// wallet's own signature (an EIP-6492 wrapper removed: the wallet exists by the time this is sent).
     fn transfer_call(&self, asset: Address, p: &ExactPayload) -> Result<TransactionRequest, ChainError> {
-        let sig = p.signature.as_ref();
-        let (Some(r), Some(s), Some(&v)) = (sig.get(..32), sig.get(32..64), sig.get(64)) else {
-            return Err(ChainError::Call("signature is not 65 bytes".into()));
+        let sig = match erc6492::unwrap(&p.signature) {
+            Some(Ok(w)) => w.signature,
+            Some(Err(())) => return Err(ChainError::Call("a malformed EIP-6492 signature".into())),
+            None => p.signature.clone(),
         };
         let a = &p.authorization;
         let token = self.token(asset);
-        let call = token.transferWithAuthorization(
-            a.from,
-            a.to,
-            a.value,
-            a.valid_after,
-            a.valid_before,
-            a.nonce,
-            v,
-            B256::from_slice(r),
-            B256::from_slice(s),
-        );
-        let mut tx = call.into_transaction_request();
+        let mut tx = match (sig.get(..32), sig.get(32..64), sig.get(64), sig.len()) {
+            (Some(r), Some(s), Some(&v), 65) => token
+                .transferWithAuthorization_0(
+                    a.from,
+                    a.to,
+                    a.value,
+                    a.valid_after,
+                    a.valid_before,
+                    a.nonce,
+                    v,
+                    B256::from_slice(r),
+                    B256::from_slice(s),
+                )
+                .into_transaction_request(),
+            _ => token
+                .transferWithAuthorization_1(a.from, a.to, a.value, a.valid_after, a.valid_before, a.nonce, sig)
+                .into_transaction_request(),
+        };
         if let Some(from) = self.sender {
             tx.set_from(from);
         }
@@ -325,6 +348,33 @@ impl Chain {
             .await
             .map_err(|e| ChainError::Call(e.to_string()))?;
         Ok(word.bit((nonce & U256::from(0xff)).to::<usize>()))
+    }
+
+    /// Whether `who` has code (a contract wallet, once deployed).
+    pub async fn has_code(&self, who: Address) -> Result<bool, ChainError> {
+        let code = self.provider.get_code_at(who).await.map_err(self.rpc_error())?;
+        Ok(!code.is_empty())
+    }
+
+    /// Whether the contract wallet `wallet` says it made `signature` over `digest` (ERC-1271). A revert
+    /// or any other answer is "no".
+    pub async fn is_valid_signature(
+        &self,
+        wallet: Address,
+        digest: B256,
+        signature: Bytes,
+    ) -> Result<bool, ChainError> {
+        match IErc1271::new(wallet, &self.provider)
+            .isValidSignature(digest, signature)
+            .call()
+            .await
+        {
+            Ok(magic) => Ok(magic.0 == ERC1271_MAGIC),
+            Err(alloy::contract::Error::TransportError(e)) if !e.is_error_resp() => {
+                Err(ChainError::Call(e.to_string()))
+            }
+            Err(_) => Ok(false),
+        }
     }
 
     /// Runs the settlement of `amount` of `payment` in `eth_call`: would it succeed if sent now?

@@ -41,6 +41,8 @@ pub struct DevnetArgs {
 const TOKEN_ARTIFACT: &str = include_str!("../../contracts/X402TestToken.json");
 /// The plain ERC-20 (`contracts/X402PlainToken.sol`).
 const PLAIN_TOKEN_ARTIFACT: &str = include_str!("../../contracts/X402PlainToken.json");
+/// The ERC-1271 test wallet's CREATE2 factory (`contracts/X402TestWallet.sol`).
+const WALLET_FACTORY_ARTIFACT: &str = include_str!("../../contracts/X402TestWalletFactory.json");
 /// Runtime code placed at fixed addresses with `anvil_setCode` (none of it depends on its constructor).
 const PLACED: [(Address, &str); 3] = [
     (PERMIT2, include_str!("../../contracts/X402Permit2.json")),
@@ -119,6 +121,9 @@ pub struct DevnetState {
     pub permit2: String,
     pub exact_permit2_proxy: String,
     pub upto_permit2_proxy: String,
+    /// The factory of `X402TestWallet`s, ERC-1271 contract wallets of one owner key: `createAccount(owner,
+    /// salt)` deploys one, `getAddress(owner, salt)` says where before it exists (EIP-6492 payers).
+    pub wallet_factory: String,
     /// The dev account (index into `accounts` + 1) that has not approved Permit2.
     pub unapproved_account: String,
     pub accounts: Vec<Account>,
@@ -206,6 +211,7 @@ impl Devnet {
         )
             .abi_encode_params();
         let plain = deploy(&chain, PLAIN_TOKEN_ARTIFACT, &plain_args).await?;
+        let wallet_factory = deploy(&chain, WALLET_FACTORY_ARTIFACT, &[]).await?;
         for (at, artifact) in PLACED {
             let code = artifact_code(artifact, "deployedBytecode")?;
             let _: serde_json::Value = chain
@@ -264,6 +270,7 @@ impl Devnet {
             permit2: PERMIT2.to_string(),
             exact_permit2_proxy: EXACT_PROXY.to_string(),
             upto_permit2_proxy: UPTO_PROXY.to_string(),
+            wallet_factory: wallet_factory.to_string(),
             unapproved_account: dev_signer(UNAPPROVED_ACCOUNT)?.address().to_string(),
             accounts,
             facilitator_private_key: DEV_KEYS[0].to_owned(),

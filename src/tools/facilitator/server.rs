@@ -32,6 +32,11 @@ pub struct FacilitatorArgs {
     /// How long to wait for a settlement's receipt before answering `settlement_pending`.
     #[arg(long, default_value = "30s", value_parser = crate::core::time::parse_duration)]
     pub receipt_timeout: std::time::Duration,
+    /// A factory a counterfactual (EIP-6492) payer's wallet may be deployed from, by this facilitator at
+    /// its own cost before settling. Repeatable. Default: none (as the official facilitators: such a payer
+    /// is refused with `eip6492_factory_not_allowed`).
+    #[arg(long = "eip6492-factory")]
+    pub eip6492_factories: Vec<alloy::primitives::Address>,
 }
 
 /// Request bodies above this are refused; a real payload is a few KB.
@@ -175,7 +180,8 @@ pub async fn run(args: FacilitatorArgs) -> Result<(), String> {
         tracing::info!(network = %Network::new(chain.chain_id()), rpc = %crate::core::secret::redact(&url), "serving network");
         chains.push(chain);
     }
-    let service = Arc::new(FacilitatorService::new(chains, args.receipt_timeout));
+    let service =
+        Arc::new(FacilitatorService::new(chains, args.receipt_timeout).deploying_from(args.eip6492_factories.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

@@ -13,7 +13,8 @@ use alloy::primitives::{Address, TxHash, U256};
 use tokio::sync::Mutex;
 
 use crate::core::time::unix_now;
-use crate::protocol::exact::{AuthorizationId, ExactPayload, Rejection, Requirement};
+use crate::protocol::erc6492::{self, Wrapped};
+use crate::protocol::exact::{signing_hash, AuthorizationId, ExactPayload, Rejection, Requirement};
 use crate::protocol::facilitator::{
     FacilitatorRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
 };
@@ -21,7 +22,7 @@ use crate::protocol::network::Network;
 use crate::protocol::payment::Payment;
 use crate::protocol::permit2::{Permit2Payload, PERMIT2};
 use crate::protocol::{assets, reason, v1, v2, Version, SCHEME_EXACT, SCHEME_UPTO};
-use crate::rules::verify;
+use crate::rules::verify::{self, Proof};
 use crate::tools::chain::{Chain, ChainError, TokenInfo, TxOutcome};
 
 /// How long settled-or-pending authorizations are remembered; longer than any sane `maxTimeoutSeconds`.
@@ -70,6 +71,8 @@ pub struct FacilitatorService {
     /// makes concurrent settles of one payload send one transaction.
     settlements: moka::future::Cache<AuthorizationId, Arc<Mutex<Option<SentSettlement>>>>,
     receipt_timeout: Duration,
+    /// Factories a counterfactual (EIP-6492) payer's wallet may be deployed from before settling.
+    factories: Vec<Address>,
     /// Public call counters.
     pub counters: Counters,
 }
@@ -87,8 +90,16 @@ impl FacilitatorService {
                 .time_to_live(SETTLEMENT_MEMORY)
                 .build(),
             receipt_timeout,
+            factories: Vec::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// Lets counterfactual (EIP-6492) payers whose wrapper names one of `factories` be deployed, at this
+    /// facilitator's cost, before their payment is settled.
+    pub fn deploying_from(mut self, factories: Vec<Address>) -> Self {
+        self.factories = factories;
+        self
     }
 
     /// `GET /supported`: v1 and v2 `exact` for each chain, v2 `upto` where it has a key (its address is the
@@ -231,9 +242,11 @@ impl FacilitatorService {
     }
 
     /// Every check of x402-notes §10.1 (EIP-3009) or §9.1 (Permit2), local first, then chain state.
-    async fn check(&self, p: &Parsed, simulate: bool) -> Result<Address, Rejection> {
+    /// `Ok(Some(wrapper))`: a counterfactual payer, whose wallet the wrapper deploys before settling.
+    async fn check(&self, p: &Parsed, simulate: bool) -> Result<Option<Wrapped>, Rejection> {
         let req = &p.requirement;
-        let payer = verify::check_payment(req, &p.payment, unix_now())?;
+        let verified = verify::check_payment(req, &p.payment, unix_now())?;
+        let payer = verified.payer;
         let chain = self.chain(req.network)?;
         // Only the named facilitator can settle an `upto` payment: one naming another is not ours to take.
         if let Some(named) = req.settler().filter(|&a| Some(a) != chain.sender()) {
@@ -245,8 +258,12 @@ impl FacilitatorService {
                 ),
             ));
         }
+        let mut deploy = None;
         let simulation_failed = match &p.payment {
             Payment::Eip3009(e) => {
+                if verified.proof == Proof::Contract {
+                    deploy = self.check_wallet(chain, req, e).await?;
+                }
                 self.check_eip3009(chain, req, e).await?;
                 reason::SIMULATION_FAILED
             }
@@ -255,13 +272,95 @@ impl FacilitatorService {
                 reason::PERMIT2_SIMULATION_FAILED
             }
         };
-        if simulate {
+        // A wallet that does not exist yet cannot be simulated paying (it is deployed first, at settle).
+        if simulate && deploy.is_none() {
             chain
                 .simulate(req.asset, &p.payment, req.amount)
                 .await
                 .map_err(|e| Rejection::new(simulation_failed, e.to_string()))?;
         }
-        Ok(payer)
+        Ok(deploy)
+    }
+
+    /// A contract wallet's signature: a deployed wallet must accept it (ERC-1271 `isValidSignature` over
+    /// the authorization's digest); one not deployed yet must come wrapped (EIP-6492) with a factory this
+    /// facilitator deploys from, and is judged once deployed. `Ok(Some(wrapper))` for the latter.
+    async fn check_wallet(
+        &self,
+        chain: &Chain,
+        req: &Requirement,
+        payment: &ExactPayload,
+    ) -> Result<Option<Wrapped>, Rejection> {
+        let from = payment.authorization.from;
+        let wrapped = erc6492::unwrap(&payment.signature).and_then(Result::ok);
+        let deployed = chain
+            .has_code(from)
+            .await
+            .map_err(|e| Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string()))?;
+        if deployed {
+            self.wallet_accepts(chain, req, payment).await?;
+            return Ok(None);
+        }
+        match wrapped {
+            Some(w) if self.factories.contains(&w.factory) => Ok(Some(w)),
+            Some(w) => Err(Rejection::new(
+                reason::EIP6492_FACTORY_NOT_ALLOWED,
+                format!(
+                    "the payer's wallet is not deployed, and this facilitator does not deploy from factory {}",
+                    w.factory
+                ),
+            )),
+            None => Err(Rejection::new(
+                reason::UNDEPLOYED_SMART_WALLET,
+                format!("no contract at {from}, and the signature carries no EIP-6492 deployment"),
+            )),
+        }
+    }
+
+    /// The deployed wallet `from` accepts the payment's (inner) signature.
+    async fn wallet_accepts(&self, chain: &Chain, req: &Requirement, payment: &ExactPayload) -> Result<(), Rejection> {
+        let auth = &payment.authorization;
+        let inner = match erc6492::unwrap(&payment.signature) {
+            Some(Ok(w)) => w.signature,
+            _ => payment.signature.clone(),
+        };
+        let digest = signing_hash(&req.domain().separator(), auth);
+        match chain.is_valid_signature(auth.from, digest, inner).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Rejection::new(
+                reason::INVALID_SIGNATURE,
+                format!("the wallet at {} does not accept this signature (ERC-1271)", auth.from),
+            )),
+            Err(e) => Err(Rejection::new(reason::UNEXPECTED_VERIFY_ERROR, e.to_string())),
+        }
+    }
+
+    /// Deploys a counterfactual payer's wallet with its EIP-6492 wrapper's factory call, then asks it
+    /// whether it made the signature. Nothing of the payer's moves here.
+    async fn deploy_wallet(&self, chain: &Chain, p: &Parsed, w: &Wrapped) -> Result<(), Rejection> {
+        let failed = |m: String| Rejection::new(reason::SMART_WALLET_DEPLOYMENT_FAILED, m);
+        let Payment::Eip3009(payment) = &p.payment else {
+            return Err(failed("only an EIP-3009 payer is deployed".into()));
+        };
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .to(w.factory)
+            .input(w.calldata.clone().into());
+        let hash = chain.send(tx).await.map_err(|e| failed(e.to_string()))?;
+        match chain.wait(hash, self.receipt_timeout).await {
+            Ok(TxOutcome::Succeeded) => {}
+            Ok(other) => return Err(failed(format!("the factory call {hash} did not succeed: {other:?}"))),
+            Err(e) => return Err(failed(format!("the factory call {hash}: {e}"))),
+        }
+        self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(tx = %hash, wallet = %payment.authorization.from, factory = %w.factory, "payer's wallet deployed (EIP-6492)");
+        let deployed = chain.has_code(payment.authorization.from).await.unwrap_or(false);
+        if !deployed {
+            return Err(failed(format!(
+                "the factory call {hash} succeeded but left no contract at {}",
+                payment.authorization.from
+            )));
+        }
+        self.wallet_accepts(chain, &p.requirement, payment).await
     }
 
     /// The chain checks of an EIP-3009 payment: the token's domain, the balance, the nonce.
@@ -408,8 +507,14 @@ impl FacilitatorService {
         }
         // Reference facilitators skip the simulation here; the balance and nonce checks still run, and
         // gas estimation simulates the call anyway.
-        if let Err(r) = self.check(&parsed, false).await {
-            return Ok(failed(r.reason, r.message, String::new()));
+        let deploy = match self.check(&parsed, false).await {
+            Ok(d) => d,
+            Err(r) => return Ok(failed(r.reason, r.message, String::new())),
+        };
+        if let Some(w) = &deploy {
+            if let Err(r) = self.deploy_wallet(chain, &parsed, w).await {
+                return Ok(failed(r.reason, r.message, String::new()));
+            }
         }
         if charge == Some(U256::ZERO) {
             // Nothing to move: no transaction (the proxy refuses zero), and the answer says so.
