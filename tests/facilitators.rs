@@ -62,17 +62,24 @@ async fn the_second_facilitator_verifies_and_settles_when_the_first_is_down() {
     let mut paid = 0;
     // `verify: local` payments go to the first facilitator up and are settled there, never failed over:
     // with the unreachable one marked down by the first health check, that is the second.
-    for (first, paths) in [
-        (dead, &["/paid/failover", "/local/failover"][..]),
-        (broken, &["/paid/failover"][..]),
+    for (first, paths, down_at_start) in [
+        (dead, &["/paid/failover", "/local/failover"][..], true),
+        (broken, &["/paid/failover"][..], false),
     ] {
         let section = format!(
             "facilitators:\n  - url: \"{first}\"\n    timeout: 2s\n  - url: \"{}\"\n    timeout: 20s\n",
             stack.facilitator.url
         );
         let gateway = Gateway::start(&with_facilitators(&stack, &section)).await;
-        // The first health check runs as the gateway starts; give it the moment a refused connect takes.
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        // The first health check runs as the gateway starts: wait until it has found the dead one down.
+        if down_at_start {
+            support::wait_until(
+                "the dead facilitator marked down",
+                std::time::Duration::from_secs(30),
+                || gateway.log().contains("facilitator is down"),
+            )
+            .await;
+        }
         for path in paths {
             paid += 1;
             let (resp, _) = pay(&stack, &gateway, path, paid).await;

@@ -637,12 +637,13 @@ async fn a_payment_identifier_makes_a_retry_get_the_first_answer_and_never_a_sec
     ));
     let slow_url = format!("{}/ided/slow", gw.url);
     let (u, h) = (slow_url.clone(), slow.clone());
+    let reached = support::upstream_received(&stack.upstream.url).await;
     let first = tokio::spawn(async move {
         get(&u, &[("payment-signature", &h), ("x-echo-delay-ms", "1500")])
             .await
             .status()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    support::wait_upstream_reached(&stack.upstream.url, reached).await;
     let busy = get(&slow_url, &[("payment-signature", &slow)]).await;
     assert_eq!(busy.status(), 409);
     assert_eq!(busy.headers().get("retry-after").unwrap(), "1");

@@ -576,12 +576,13 @@ async fn sigterm_during_a_paid_request_finishes_it_with_its_receipt_then_exits_0
     let before = stack.devnet.balance(payer).await;
     let url = format!("{}/paid/slow", gw.url);
     let header = encode_header(&python_sign(&challenge(&url).await, &key));
+    let reached = support::upstream_received(&stack.upstream.url).await;
     let request = tokio::spawn(async move {
         let resp = get(&url, &[("payment-signature", &header), ("x-echo-delay-ms", "5000")]).await;
         let status = resp.status().as_u16();
         (status, receipt(&resp))
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::wait_upstream_reached(&stack.upstream.url, reached).await;
     gw.signal("-TERM");
     let sent = Instant::now();
     let text = loop {

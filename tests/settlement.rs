@@ -20,9 +20,11 @@ async fn failed_settlement_gets_402_with_the_failed_receipt_and_no_upstream_byte
     let header = encode_header(&python_sign(&stack.challenge("/paid/drain").await, &key));
     let url = format!("{}/paid/drain", stack.gateway.url);
     // The upstream takes a while; meanwhile the payer empties its account, so settlement must fail.
+    let reached = support::upstream_received(&stack.upstream.url).await;
     let request =
         tokio::spawn(async move { get(&url, &[("payment-signature", &header), ("x-echo-delay-ms", "2000")]).await });
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    // Verified (balance included) once it is at the upstream; settlement comes after the delay.
+    support::wait_upstream_reached(&stack.upstream.url, reached).await;
     let balance = stack.devnet.balance(payer).await;
     let transfer = format!("0xa9059cbb{:0>64}{:064x}", hex(sink.as_slice()), balance);
     stack
@@ -740,10 +742,11 @@ async fn payments_lists_a_payment_in_doubt_and_resolves_it_by_hand() {
     let gave_up = json!({"success": false, "errorReason": "unexpected_settle_error", "transaction": tx, "network": stack.devnet.state.network});
     let (url, _) = scripted_facilitator((200, json!({"isValid": true})), (200, gave_up)).await;
     let dir = tempfile::tempdir().unwrap();
-    let admin = format!("http://127.0.0.1:{}", support::free_port());
+    // Bound on every address, as for probes and Prometheus from other pods.
+    let admin_port = support::free_port();
+    let admin = format!("http://127.0.0.1:{admin_port}");
     let extra = format!(
-        "admin_listen: \"{}\"\nstore: \"sqlite:{}\"",
-        admin.trim_start_matches("http://"),
+        "admin_listen: \"0.0.0.0:{admin_port}\"\nstore: \"sqlite:{}\"",
         dir.path().join("claims.db").display()
     );
     let gw = stack.gateway_with(&url, &extra).await;
@@ -781,6 +784,21 @@ async fn payments_lists_a_payment_in_doubt_and_resolves_it_by_hand() {
     assert!(!ok && text.contains("is not a payment key"), "{text}");
     let (ok, text) = payments(&["resolve", &payment_key, "--settled", "0x12"]);
     assert!(!ok && text.contains("transaction hash"), "{text}");
+    // From another host (this machine's own non-loopback address stands in for one): refused, untouched.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    probe.connect("198.51.100.1:9").unwrap();
+    let outside = probe.local_addr().unwrap().ip();
+    assert!(!outside.is_loopback(), "this test needs a non-loopback address");
+    let remote = reqwest::Client::new()
+        .post(format!("http://{outside}:{admin_port}/payments/resolve"))
+        .json(&json!({"key": payment_key, "settled": tx}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote.status(), 403);
+    assert!(remote.text().await.unwrap().contains("loopback"));
+    let (ok, text) = payments(&["list", "--json"]);
+    assert!(ok && text.contains("in_doubt"), "still in doubt: {text}");
     let (ok, text) = payments(&["resolve", &payment_key, "--settled", &tx]);
     assert!(ok, "{text}");
     // Settled by the operator's word: the same payment is used, never served again or re-settled.

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use alloy::primitives::U256;
 use serde_json::{json, Value};
-use support::{decode_header, encode_header, free_port, get, python_sign, wait_http, wait_until, Proc, Redis, Stack};
+use support::{
+    decode_header, encode_header, free_port, get, python_sign, wait_for, wait_http, wait_until, Proc, Redis, Stack,
+};
 
 const PRICE: u64 = 1000;
 
@@ -305,7 +307,13 @@ async fn redis_down_fails_priced_routes_closed_keeps_free_ones_and_recovers() {
     );
     let gw = support::Gateway::start(&yaml).await;
     let readyz = || async move { get(&format!("http://127.0.0.1:{admin}/readyz"), &[]).await };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The store's health check has run (and found nothing listening).
+    wait_for(
+        "the store check to report Redis down",
+        Duration::from_secs(30),
+        || async { readyz().await.text().await.unwrap().contains("store: ") },
+    )
+    .await;
     let (payer, key) = stack.devnet.account(5);
     let header = encode_header(&python_sign(&stack.challenge("/paid/r").await, &key));
     let resp = get(&format!("{}/paid/r", gw.url), &[("payment-signature", &header)]).await;
@@ -454,7 +462,10 @@ async fn a_payment_being_settled_is_not_settled_again_by_a_request_on_another_re
         let r = get(&url_a, &[("payment-signature", &h)]).await;
         (r.status().as_u16(), r.text().await.unwrap().contains("served_by"))
     });
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_until("the first replica's /settle", Duration::from_secs(30), || {
+        settles.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let second = get(&format!("{}/local/slow", b.url), &[("payment-signature", &header)]).await;
     assert_eq!(
         second.status(),

@@ -360,7 +360,9 @@ impl Member {
 
     /// A failed call or check: skipped until a health check finds it answering.
     pub fn failed(&self) {
-        self.up.store(false, Ordering::Relaxed);
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(facilitator = %self.client.shown, "facilitator is down; skipped until it answers again");
+        }
     }
 }
 

@@ -4,12 +4,16 @@
 //! `x-echo-delay-ms: <n>` makes it wait first, `x-echo-pad: <n>` makes the answer n bytes longer, and
 //! `x-echo-charge: <amount>` makes it report that charge for a metered (`upto`) route, as a real API
 //! would report what a call cost, in `Settlement-Overrides`; each `x-echo-header: <name>: <value>` adds
-//! that header to the answer (caching headers, say).
+//! that header to the answer (caching headers, say). `GET /__echo/received` answers how many requests it
+//! has received so far (`{"received": n}`, counted as each arrives), so a test can wait until one reached
+//! it instead of sleeping.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,7 +24,15 @@ const MAX_PAD: usize = 64 * 1024 * 1024;
 /// Largest request body echoed back.
 const MAX_BODY: usize = 1024 * 1024;
 
-async fn echo(req: Request) -> Response {
+/// Requests received so far (the counter endpoint's own excluded).
+type Received = Arc<AtomicU64>;
+
+async fn received(State(count): State<Received>) -> Json<Value> {
+    Json(json!({ "received": count.load(Ordering::SeqCst) }))
+}
+
+async fn echo(State(count): State<Received>, req: Request) -> Response {
+    count.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
@@ -86,7 +98,11 @@ async fn echo(req: Request) -> Response {
 
 /// Serves the echo app on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, axum::Router::new().fallback(echo)).await
+    let app = axum::Router::new()
+        .route("/__echo/received", axum::routing::get(received))
+        .fallback(echo)
+        .with_state(Received::default());
+    axum::serve(listener, app).await
 }
 
 /// `x402-gateway upstream`: run the echo service by itself.

@@ -109,6 +109,39 @@ pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut c
     }
 }
 
+/// Waits until the async `cond` holds, panicking with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many requests the echo upstream at `url` has received.
+pub async fn upstream_received(url: &str) -> u64 {
+    let v: Value = reqwest::get(format!("{url}/__echo/received"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["received"].as_u64().unwrap()
+}
+
+/// Waits until the echo upstream at `url` has received more than `before` requests: a request sent
+/// through the gateway got past payment verification and is now being served.
+pub async fn wait_upstream_reached(url: &str, before: u64) {
+    wait_for("the request to reach the upstream", Duration::from_secs(30), || async {
+        upstream_received(url).await > before
+    })
+    .await;
+}
+
 /// Waits until `url` answers any HTTP status.
 pub async fn wait_http(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -355,6 +388,12 @@ impl Gateway {
         let url = format!("http://{listen}");
         wait_http(&url).await;
         Gateway { proc, url, dir }
+    }
+
+    /// What the gateway has logged so far.
+    pub fn log(&self) -> String {
+        let listen = self.url.trim_start_matches("http://");
+        std::fs::read_to_string(repo().join(format!("target/test-logs/gateway-{listen}.log"))).unwrap_or_default()
     }
 }
 
