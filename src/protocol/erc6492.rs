@@ -34,6 +34,16 @@ pub fn unwrap(sig: &[u8]) -> Option<Result<Wrapped, ()>> {
     )
 }
 
+/// The wallet's own signature in `sig`: the inner one when wrapped, `sig` itself otherwise; `None` for a
+/// malformed wrapper.
+pub fn inner(sig: &Bytes) -> Option<Bytes> {
+    match unwrap(sig) {
+        Some(Ok(w)) => Some(w.signature),
+        Some(Err(())) => None,
+        None => Some(sig.clone()),
+    }
+}
+
 /// `w` as a wrapped signature.
 pub fn wrap(w: &Wrapped) -> Bytes {
     let mut out = (w.factory, w.calldata.clone(), w.signature.clone()).abi_encode_params();

@@ -242,10 +242,8 @@ impl Chain {
     /// `transferWithAuthorization`: with `v, r, s` for an EOA's 65 bytes, else the `bytes` overload with the
     /// wallet's own signature (an EIP-6492 wrapper removed: the wallet exists by the time this is sent).
     fn transfer_call(&self, asset: Address, p: &ExactPayload) -> Result<TransactionRequest, ChainError> {
-        let sig = match erc6492::unwrap(&p.signature) {
-            Some(Ok(w)) => w.signature,
-            Some(Err(())) => return Err(ChainError::Call("a malformed EIP-6492 signature".into())),
-            None => p.signature.clone(),
+        let Some(sig) = erc6492::inner(&p.signature) else {
+            return Err(ChainError::Call("a malformed EIP-6492 signature".into()));
         };
         let a = &p.authorization;
         let token = self.token(asset);

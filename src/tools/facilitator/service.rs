@@ -320,10 +320,8 @@ impl FacilitatorService {
     /// The deployed wallet `from` accepts the payment's (inner) signature.
     async fn wallet_accepts(&self, chain: &Chain, req: &Requirement, payment: &ExactPayload) -> Result<(), Rejection> {
         let auth = &payment.authorization;
-        let inner = match erc6492::unwrap(&payment.signature) {
-            Some(Ok(w)) => w.signature,
-            _ => payment.signature.clone(),
-        };
+        // `verify::check` already refused a malformed wrapper.
+        let inner = erc6492::inner(&payment.signature).unwrap_or_else(|| payment.signature.clone());
         let digest = signing_hash(&req.domain().separator(), auth);
         match chain.is_valid_signature(auth.from, digest, inner).await {
             Ok(true) => Ok(()),
