@@ -344,12 +344,13 @@ impl FacilitatorService {
             .to(w.factory)
             .input(w.calldata.clone().into());
         let hash = chain.send(tx).await.map_err(|e| failed(e.to_string()))?;
+        // Counted once sent, whatever its receipt says: gas was spent either way.
+        self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
         match chain.wait(hash, self.receipt_timeout).await {
             Ok(TxOutcome::Succeeded) => {}
             Ok(other) => return Err(failed(format!("the factory call {hash} did not succeed: {other:?}"))),
             Err(e) => return Err(failed(format!("the factory call {hash}: {e}"))),
         }
-        self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
         tracing::info!(tx = %hash, wallet = %payment.authorization.from, factory = %w.factory, "payer's wallet deployed (EIP-6492)");
         let deployed = chain.has_code(payment.authorization.from).await.unwrap_or(false);
         if !deployed {
