@@ -81,6 +81,36 @@ class Rpc:
         return (decode(list(out), r) if out else r), None
 
 
+class Calls:
+    """Calls into contracts through `rpc`, naming reverts from `errors` (selector hex → name); `frm` is
+    the default sender."""
+
+    def __init__(self, rpc, errors, frm):
+        self.rpc, self.errors, self.frm = rpc, errors, frm
+
+    def call(self, to, sig, types=(), args=(), out=None, frm=None):
+        """An eth_call: (decoded `out` or raw bytes, None), or (None, why it reverted)."""
+        return self.rpc.call(frm or self.frm, to, sig, types, args, out, self.errors)
+
+    def view(self, to, sig, types=(), args=(), out=("uint256",)):
+        """A view's single (or, with several `out` types, tuple) result; raises if it reverts."""
+        res, err = self.call(to, sig, types, args, out)
+        if err is not None:
+            raise RuntimeError(f"{sig}: {err}")
+        return res[0] if len(out) == 1 else tuple(res)
+
+    def tx(self, to, sig, types, args, frm=None):
+        """eth_call first for the revert reason, then the transaction itself: (receipt, None) or (None, why)."""
+        frm = frm or self.frm
+        _, err = self.call(to, sig, types, args, frm=frm)
+        if err is not None:
+            return None, err
+        rcpt, err = self.rpc.send(frm, to, calldata(sig, list(types), list(args)), None, self.errors)
+        if err is not None or rcpt["status"] != "0x1":
+            return None, err or "mined with status 0"
+        return rcpt, None
+
+
 def selector(sig):
     return keccak(text=sig)[:4]
 

@@ -23,7 +23,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
-from devchain import calldata, check, load, run_checks
+from devchain import Calls, calldata, check, load, run_checks
 
 PERMIT2 = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
 EXACT_PROXY = "0x402085c248EeA27D92E8b30b2C58ed07f9E20001"
@@ -103,24 +103,8 @@ def run(rpc):
     def send(frm, to, data, gas=None):
         return rpc.send(frm, to, data, gas, ERRORS)
 
-    def call(to, sig, types=(), args=(), out=None, frm=ACCT0):
-        return rpc.call(frm, to, sig, types, args, out, ERRORS)
-
-    def view(to, sig, types=(), args=(), out=("uint256",)):
-        res, err = call(to, sig, types, args, out)
-        if err is not None:
-            raise RuntimeError(f"{sig}: {err}")
-        return res[0]
-
-    def tx(to, sig, types, args, frm=ACCT0):
-        """eth_call first for the revert reason, then send it for real if it passes."""
-        _, err = call(to, sig, types, args, frm=frm)
-        if err is not None:
-            return None, err
-        rcpt, err = send(frm, to, calldata(sig, list(types), list(args)))
-        if err is not None or rcpt["status"] != "0x1":
-            return None, err or "mined with status 0"
-        return rcpt, None
+    calls = Calls(rpc, ERRORS, ACCT0)
+    call, view, tx = calls.call, calls.view, calls.tx
 
     # --- placement at the canonical addresses -----------------------------
     for addr, name in [(PERMIT2, "X402Permit2"), (EXACT_PROXY, "X402ExactPermit2Proxy"),

@@ -332,11 +332,15 @@ fn committed_token_artifact_matches_its_source() {
 }
 
 /// The contracts' own on-chain checks (`contracts/test_*.py`) against a fresh anvil: the test token's
-/// EIP-3009, and the Permit2 stand-in with the x402 proxies at their canonical addresses, paid with
-/// payloads the official Python client builds.
+/// EIP-3009, the Permit2 stand-in with the x402 proxies, and the batch-settlement contract with its two
+/// deposit collectors, at their canonical addresses, paid with payloads the official Python client builds.
 #[test]
 fn the_contracts_behave_on_a_real_chain() {
-    for script in ["contracts/test_token.py", "contracts/test_permit2.py"] {
+    for script in [
+        "contracts/test_token.py",
+        "contracts/test_permit2.py",
+        "contracts/test_batch_settlement.py",
+    ] {
         let (ok, text) =
             support::output(std::process::Command::new(support::python()).arg(support::repo().join(script)));
         assert!(ok, "{script}:\n{text}");
