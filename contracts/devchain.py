@@ -35,6 +35,11 @@ def check(name, ok, detail=""):
         _failures += 1
 
 
+def failures():
+    """How many checks have failed so far."""
+    return _failures
+
+
 class Rpc:
     """A minimal JSON-RPC client: `rpc(method, *params)` returns the result or raises."""
 

@@ -224,7 +224,12 @@ async fn supported_lists_v1_and_v2_kinds_and_the_signer() {
         kinds.contains(&json!({"x402Version": 2, "scheme": "upto", "network": "eip155:84532", "extra": {"facilitatorAddress": signer.address().to_string()}})),
         "{s}"
     );
-    assert_eq!(kinds.len(), 3, "{s}");
+    // `batch-settlement` (v2 only), with no receiver authorizer of its own: resource servers sign claims.
+    assert!(
+        kinds.contains(&json!({"x402Version": 2, "scheme": "batch-settlement", "network": "eip155:84532"})),
+        "{s}"
+    );
+    assert_eq!(kinds.len(), 4, "{s}");
     assert_eq!(s["extensions"], json!([]));
     assert_eq!(s["signers"]["eip155:*"], json!([signer.address().to_string()]));
 }
@@ -564,4 +569,35 @@ async fn an_upto_payment_settles_the_charge_never_above_the_ceiling_and_only_by_
     let theirs = upto_requirements(&devnet, pay_to, 10_000, &other.to_string());
     let (_, refused) = facilitator.post("/verify", &request(&sign(&theirs), &theirs)).await;
     assert_eq!(refused["invalidReason"], "upto_facilitator_mismatch", "{refused}");
+}
+
+/// Our facilitator's `batch-settlement` scheme, driven by the official Python SDK as its resource server
+/// and channel manager drive a facilitator (`tests/clients/batch_facilitator.py`, which checks each
+/// balance on chain): one deposit, vouchers verified against the channel, a claim, a settle to the
+/// receiver and a refund of the rest; four transactions in all, the repeated deposit sending none.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_settlement_deposit_claim_settle_and_refund_move_exactly_what_the_sdk_asks() {
+    let devnet = Devnet::start(31_337).await;
+    let facilitator = Facilitator::start(&devnet, &[]).await;
+    let (_, payer_key) = devnet.account(0);
+    let (receiver, _) = devnet.account(1);
+    let (_, authorizer_key) = devnet.account(2);
+    let script = support::repo().join("tests/clients/batch_facilitator.py");
+    let (ok, text) = support::output(
+        std::process::Command::new(support::python())
+            .arg(script)
+            .env("RPC_URL", &devnet.state.rpc_url)
+            .env("FACILITATOR_URL", &facilitator.url)
+            .env("TOKEN", &devnet.state.asset)
+            .env("PAYER_KEY", &payer_key)
+            .env("RECEIVER", receiver.to_string())
+            .env("AUTHORIZER_KEY", &authorizer_key),
+    );
+    assert!(ok && text.contains("all checks passed"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("FAIL")), "{text}");
+    assert_eq!(
+        facilitator.counter("facilitator_transactions_sent_total").await,
+        4,
+        "{text}"
+    );
 }

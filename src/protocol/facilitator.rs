@@ -60,6 +60,9 @@ pub struct VerifyResponse {
     pub invalid_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer: Option<String>,
+    /// Scheme-specific detail; `batch-settlement`: the channel's on-chain state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
 }
 
 impl VerifyResponse {
@@ -70,6 +73,7 @@ impl VerifyResponse {
             invalid_reason: Some(reason.to_owned()),
             invalid_message: Some(message.into()),
             payer,
+            extra: None,
         }
     }
 }
@@ -94,6 +98,10 @@ pub struct SettleResponse {
     /// `upto`: what was charged, in atomic units (`"0"` when nothing was sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
+    /// Scheme-specific detail; `batch-settlement`: the channel's state after a deposit or refund, and
+    /// what this call charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
 }
 
 impl SettleResponse {
@@ -113,6 +121,7 @@ impl SettleResponse {
             transaction,
             network,
             amount: None,
+            extra: None,
         }
     }
 
@@ -126,6 +135,7 @@ impl SettleResponse {
             transaction,
             network,
             amount: None,
+            extra: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! round-trip; typed values (addresses, integers) are parsed out of them by [`exact`].
 
 pub mod assets;
+pub mod batch;
 pub mod cdp;
 pub mod codec;
 pub mod erc6492;

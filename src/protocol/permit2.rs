@@ -110,10 +110,11 @@ struct WireAuthorization {
     witness: WireWitness,
 }
 
+/// `permitted` as the clients send it (also in a `batch-settlement` Permit2 deposit).
 #[derive(Deserialize)]
-struct WirePermitted {
-    token: String,
-    amount: String,
+pub(super) struct WirePermitted {
+    pub(super) token: String,
+    pub(super) amount: String,
 }
 
 #[derive(Deserialize)]

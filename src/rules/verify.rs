@@ -123,7 +123,7 @@ fn recover(domain_separator: &B256, payment: &ExactPayload) -> Result<Address, R
 }
 
 /// The EOA whose 65-byte `r‖s‖v` signature (`v` ∈ {27, 28}, low `s`) signed `digest`; refusals carry `why`.
-fn recover_signer(digest: &B256, sig: &[u8], why: &'static str) -> Result<Address, Rejection> {
+pub fn recover_signer(digest: &B256, sig: &[u8], why: &'static str) -> Result<Address, Rejection> {
     let bad = |m: &str| Rejection::new(why, m.to_owned());
     let (Some(compact), Some(&v), 65) = (sig.get(..64), sig.get(64), sig.len()) else {
         return Err(bad("an EOA signature is 65 bytes (r||s||v)"));

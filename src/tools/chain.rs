@@ -317,7 +317,7 @@ impl Chain {
 
     /// The transaction that settles `amount` of `payment` in `asset` (only `upto` may take less than
     /// the amount signed).
-    fn settlement_call(
+    pub fn settlement_call(
         &self,
         asset: Address,
         payment: &Payment,

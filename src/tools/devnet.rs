@@ -1,6 +1,7 @@
 //! `x402-gateway devnet`: a local chain anyone can start. Runs anvil, deploys the project's EIP-3009 test
 //! token and a plain 18-decimal ERC-20 (no EIP-3009), places Permit2 and the x402 Permit2 proxies at
-//! their canonical addresses (our own compatible contracts: `contracts/README-permit2.md`), funds anvil's
+//! their canonical addresses (our own compatible contracts: `contracts/README-permit2.md`), and the
+//! batch-settlement contract with its two deposit collectors at theirs, funds anvil's
 //! dev accounts 1–9 with both tokens, approves Permit2 for both from accounts 1–8 (9 is kept unapproved),
 //! and describes all of that in a state file.
 
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use crate::core::signal::shutdown_signal;
+use crate::protocol::batch;
 use crate::protocol::network::Network;
 use crate::protocol::permit2::{EXACT_PROXY, PERMIT2, UPTO_PROXY};
 use crate::tools::chain::{Chain, ChainError, IEip3009Token};
@@ -44,10 +46,22 @@ const PLAIN_TOKEN_ARTIFACT: &str = include_str!("../../contracts/X402PlainToken.
 /// The ERC-1271 test wallet's CREATE2 factory (`contracts/X402TestWallet.sol`).
 const WALLET_FACTORY_ARTIFACT: &str = include_str!("../../contracts/X402TestWalletFactory.json");
 /// Runtime code placed at fixed addresses with `anvil_setCode` (none of it depends on its constructor).
-const PLACED: [(Address, &str); 3] = [
+const PLACED: [(Address, &str); 6] = [
     (PERMIT2, include_str!("../../contracts/X402Permit2.json")),
     (EXACT_PROXY, include_str!("../../contracts/X402ExactPermit2Proxy.json")),
     (UPTO_PROXY, include_str!("../../contracts/X402UptoPermit2Proxy.json")),
+    (
+        batch::SETTLEMENT,
+        include_str!("../../contracts/X402BatchSettlement.json"),
+    ),
+    (
+        batch::ERC3009_COLLECTOR,
+        include_str!("../../contracts/X402ERC3009DepositCollector.json"),
+    ),
+    (
+        batch::PERMIT2_COLLECTOR,
+        include_str!("../../contracts/X402Permit2DepositCollector.json"),
+    ),
 ];
 /// The plain token's name, symbol and decimals (18, so amounts are converted unlike USDC's 6).
 const PLAIN_TOKEN: (&str, &str, u8) = ("Plain Test Token", "PLAIN", 18);
@@ -121,6 +135,8 @@ pub struct DevnetState {
     pub permit2: String,
     pub exact_permit2_proxy: String,
     pub upto_permit2_proxy: String,
+    /// The batch-settlement contract (its deposit collectors sit at their canonical addresses too).
+    pub batch_settlement: String,
     /// The factory of `X402TestWallet`s, ERC-1271 contract wallets of one owner key: `createAccount(owner,
     /// salt)` deploys one, `getAddress(owner, salt)` says where before it exists (EIP-6492 payers).
     pub wallet_factory: String,
@@ -270,6 +286,7 @@ impl Devnet {
             permit2: PERMIT2.to_string(),
             exact_permit2_proxy: EXACT_PROXY.to_string(),
             upto_permit2_proxy: UPTO_PROXY.to_string(),
+            batch_settlement: batch::SETTLEMENT.to_string(),
             wallet_factory: wallet_factory.to_string(),
             unapproved_account: dev_signer(UNAPPROVED_ACCOUNT)?.address().to_string(),
             accounts,

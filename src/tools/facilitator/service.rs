@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, TxHash, U256};
+use alloy::rpc::types::TransactionRequest;
 use tokio::sync::Mutex;
 
 use crate::core::time::unix_now;
+use crate::protocol::batch;
 use crate::protocol::erc6492::{self, Wrapped};
 use crate::protocol::exact::{signing_hash, AuthorizationId, ExactPayload, Rejection, Requirement};
 use crate::protocol::facilitator::{
@@ -53,6 +55,28 @@ struct SentSettlement {
     settled: bool,
 }
 
+/// Whom a settlement answer names: the payer (if any) and the network as the request spelled it.
+pub(super) struct Addressee<'a> {
+    pub payer: Option<String>,
+    pub network: &'a str,
+}
+
+/// A scheme's reasons for the ways a settlement transaction fails.
+pub(super) struct Failures {
+    /// Another request already spends this authorization.
+    pub nonce_used: &'static str,
+    /// The call would revert (found before anything was sent).
+    pub simulation: &'static str,
+    /// Sent and reverted or dropped, or refused by the node.
+    pub transaction: &'static str,
+}
+
+const EXACT_FAILURES: Failures = Failures {
+    nonce_used: reason::NONCE_ALREADY_USED,
+    simulation: reason::SIMULATION_FAILED,
+    transaction: reason::TRANSACTION_FAILED,
+};
+
 /// Counters the facilitator exposes on `/metrics` (tests use them to count calls).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -64,7 +88,7 @@ pub struct Counters {
 
 /// The self-hosted facilitator.
 pub struct FacilitatorService {
-    chains: HashMap<u64, Chain>,
+    pub(super) chains: HashMap<u64, Chain>,
     /// EIP-712 identities of tokens outside the built-in table, read from the token once.
     token_domains: moka::future::Cache<(u64, Address), TokenInfo>,
     /// Per authorization: the sent transaction whose outcome is not known yet, or that succeeded. The mutex
@@ -102,8 +126,8 @@ impl FacilitatorService {
         self
     }
 
-    /// `GET /supported`: v1 and v2 `exact` for each chain, v2 `upto` where it has a key (its address is the
-    /// one `upto` payers name), and the settling address.
+    /// `GET /supported`: v1 and v2 `exact` for each chain; v2 `batch-settlement` and `upto` where it has a
+    /// key (its address is the one `upto` payers name); and the settling address.
     pub fn supported(&self) -> SupportedResponse {
         let mut ids: Vec<u64> = self.chains.keys().copied().collect();
         ids.sort_unstable();
@@ -120,6 +144,13 @@ impl FacilitatorService {
                 });
             }
             if let Some(sender) = self.chains.get(id).and_then(Chain::sender) {
+                // No receiver-authorizer key here: resource servers sign claims and refunds themselves.
+                kinds.push(SupportedKind {
+                    x402_version: Version::V2,
+                    scheme: batch::SCHEME.into(),
+                    network: net.caip2(),
+                    extra: None,
+                });
                 kinds.push(SupportedKind {
                     x402_version: Version::V2,
                     scheme: SCHEME_UPTO.into(),
@@ -410,6 +441,9 @@ impl FacilitatorService {
     /// `POST /verify`.
     pub async fn verify(&self, req: &FacilitatorRequest) -> Result<VerifyResponse, BadRequest> {
         self.counters.verify_requests.fetch_add(1, Ordering::Relaxed);
+        if is_batch(req) {
+            return self.verify_batch(req).await;
+        }
         let parsed = match self.parse(req)? {
             Ok(p) => p,
             Err(r) => return Ok(VerifyResponse::invalid(r.reason, r.message, claimed_payer(req))),
@@ -421,6 +455,7 @@ impl FacilitatorService {
                 invalid_reason: None,
                 invalid_message: None,
                 payer,
+                extra: None,
             },
             Err(r) => VerifyResponse::invalid(r.reason, r.message, payer),
         })
@@ -430,6 +465,9 @@ impl FacilitatorService {
     /// is reconciled against that transaction, never sent twice.
     pub async fn settle(&self, req: &FacilitatorRequest) -> Result<SettleResponse, BadRequest> {
         self.counters.settle_requests.fetch_add(1, Ordering::Relaxed);
+        if is_batch(req) {
+            return self.settle_batch(req).await;
+        }
         let mut parsed = match self.parse(req)? {
             Ok(p) => p,
             Err(r) => {
@@ -473,6 +511,61 @@ impl FacilitatorService {
             Err(r) => return Ok(failed(r.reason, r.message, String::new())),
         };
         let key = payment.id(parsed.requirement.network, parsed.requirement.asset);
+        let transaction = async {
+            // Reference facilitators skip the simulation here; the balance and nonce checks still run, and
+            // gas estimation simulates the call anyway.
+            let deploy = self.check(&parsed, false).await.map_err(|r| (r, String::new()))?;
+            if let Some(w) = &deploy {
+                self.deploy_wallet(chain, &parsed, w)
+                    .await
+                    .map_err(|r| (r, String::new()))?;
+            }
+            if charge == Some(U256::ZERO) {
+                // Nothing to move: no transaction (the proxy refuses zero), and the answer says so.
+                return Ok(None);
+            }
+            chain
+                .settlement_call(parsed.requirement.asset, payment, amount)
+                .map(Some)
+                .map_err(|e| (Rejection::new(reason::SIMULATION_FAILED, e.to_string()), String::new()))
+        };
+        let sent = self
+            .send_once(
+                chain,
+                key,
+                req,
+                &EXACT_FAILURES,
+                Addressee {
+                    payer: payer.clone(),
+                    network: &parsed.network_wire,
+                },
+                transaction,
+            )
+            .await;
+        if sent.success {
+            tracing::info!(tx = %sent.transaction, payer = %payment.payer(), to = %payment.payee(), value = %amount, network = %parsed.requirement.network, "settlement concluded");
+        }
+        Ok(sent.charged(charge))
+    }
+
+    /// Sends the transaction `transaction` builds at most once per `key` (the authorization it spends),
+    /// whatever happens to this request: a retry of the same request finds the transaction already sent
+    /// and is answered from its outcome; another request spending the same key is refused. `transaction`
+    /// runs under the key's lock; `Ok(None)` settles with nothing to send, `Err` refuses (with the
+    /// transaction it names, if any). `failures` names the scheme's reasons.
+    pub(super) async fn send_once(
+        &self,
+        chain: &Chain,
+        key: AuthorizationId,
+        req: &FacilitatorRequest,
+        failures: &Failures,
+        to: Addressee<'_>,
+        transaction: impl std::future::Future<Output = Result<Option<TransactionRequest>, (Rejection, String)>>,
+    ) -> SettleResponse {
+        let Addressee { payer, network } = to;
+        let failed = |reason: &str, message: String, tx: String| {
+            SettleResponse::failed(reason, message, payer.clone(), network.to_owned(), tx)
+        };
         // The whole request, so a different payload reusing this authorization's nonce is told apart.
         let digest = req.encode().digest;
         let slot = self
@@ -483,8 +576,8 @@ impl FacilitatorService {
 
         if let Some(sent) = *pending {
             if sent.digest != digest {
-                return Ok(failed(
-                    reason::NONCE_ALREADY_USED,
+                return failed(
+                    failures.nonce_used,
                     format!(
                         "another payment with this nonce {} in {}",
                         if sent.settled {
@@ -495,39 +588,24 @@ impl FacilitatorService {
                         sent.hash
                     ),
                     String::new(),
-                ));
+                );
             }
             if sent.settled {
-                let again = SettleResponse::settled(payer, parsed.network_wire, sent.hash.to_string());
-                return Ok(again.charged(charge));
+                return SettleResponse::settled(payer, network.to_owned(), sent.hash.to_string());
             }
             let outcome = self.outcome(chain, &sent).await;
-            return Ok(Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire).charged(charge));
+            return Self::conclude(&mut pending, outcome, sent.hash, failures, payer, network);
         }
-        // Reference facilitators skip the simulation here; the balance and nonce checks still run, and
-        // gas estimation simulates the call anyway.
-        let deploy = match self.check(&parsed, false).await {
-            Ok(d) => d,
-            Err(r) => return Ok(failed(r.reason, r.message, String::new())),
+        let tx = match transaction.await {
+            Ok(Some(tx)) => tx,
+            Ok(None) => return SettleResponse::settled(payer, network.to_owned(), String::new()),
+            Err((r, tx)) => return failed(r.reason, r.message, tx),
         };
-        if let Some(w) = &deploy {
-            if let Err(r) = self.deploy_wallet(chain, &parsed, w).await {
-                return Ok(failed(r.reason, r.message, String::new()));
-            }
-        }
-        if charge == Some(U256::ZERO) {
-            // Nothing to move: no transaction (the proxy refuses zero), and the answer says so.
-            let nothing = SettleResponse::settled(payer.clone(), parsed.network_wire.clone(), String::new());
-            return Ok(nothing.charged(charge));
-        }
-        let prepared = match chain
-            .prepare_settlement(parsed.requirement.asset, payment, amount)
-            .await
-        {
+        let prepared = match chain.prepare(tx).await {
             Ok(p) => p,
-            // Gas estimation simulates the transfer: nothing was sent, and the answer must say so (a failure
+            // Gas estimation simulates the call: nothing was sent, and the answer must say so (a failure
             // that names no pre-broadcast reason leaves a resource server in doubt).
-            Err(e) => return Ok(failed(reason::SIMULATION_FAILED, e.to_string(), String::new())),
+            Err(e) => return failed(failures.simulation, e.to_string(), String::new()),
         };
         let sent = SentSettlement {
             hash: prepared.hash,
@@ -541,22 +619,22 @@ impl FacilitatorService {
             Ok(_) => {}
             Err(ChainError::Unknown { message, .. }) => {
                 self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(tx = %sent.hash, error = %message, "settlement sent, answer lost");
-                return Ok(failed(
+                tracing::warn!(tx = %sent.hash, error = %message, "transaction sent, answer lost");
+                return failed(
                     reason::SETTLEMENT_PENDING,
                     format!("sent, but the node's answer was lost ({message}); retry settle with the same payload"),
                     sent.hash.to_string(),
-                ));
+                );
             }
             Err(e) => {
                 *pending = None;
-                return Ok(failed(reason::TRANSACTION_FAILED, e.to_string(), String::new()));
+                return failed(failures.transaction, e.to_string(), String::new());
             }
         }
         self.counters.transactions_sent.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(tx = %sent.hash, payer = %payment.payer(), to = %payment.payee(), value = %amount, network = %parsed.requirement.network, "settlement sent");
+        tracing::info!(tx = %sent.hash, network, "transaction sent");
         let outcome = chain.wait(sent.hash, self.receipt_timeout).await;
-        Ok(Self::conclude(&mut pending, outcome, sent.hash, payer, parsed.network_wire).charged(charge))
+        Self::conclude(&mut pending, outcome, sent.hash, failures, payer, network)
     }
 
     /// The outcome of a sent settlement, noticing one the chain dropped.
@@ -572,9 +650,11 @@ impl FacilitatorService {
         pending: &mut Option<SentSettlement>,
         outcome: Result<TxOutcome, ChainError>,
         hash: TxHash,
+        failures: &Failures,
         payer: Option<String>,
-        network: String,
+        network: &str,
     ) -> SettleResponse {
+        let network = network.to_owned();
         let tx = hash.to_string();
         let failed = |reason: &str, message: String| {
             SettleResponse::failed(reason, message, payer.clone(), network.clone(), tx.clone())
@@ -585,12 +665,12 @@ impl FacilitatorService {
                 true,
             ),
             Ok(TxOutcome::Reverted) => (
-                failed(reason::TRANSACTION_FAILED, "the settlement transaction reverted".into()),
+                failed(failures.transaction, "the settlement transaction reverted".into()),
                 true,
             ),
             Ok(TxOutcome::Dropped) => (
                 failed(
-                    reason::TRANSACTION_FAILED,
+                    failures.transaction,
                     "the settlement transaction was dropped by the network".into(),
                 ),
                 true,
@@ -657,6 +737,12 @@ async fn check_permit2(
 }
 
 /// `authorization.from` if the payload has one, for answers about payloads we could not fully parse.
+/// Whether the requirement is `batch-settlement` (a v2 scheme with payloads of its own).
+fn is_batch(req: &FacilitatorRequest) -> bool {
+    req.x402_version == Version::V2
+        && req.payment_requirements.get("scheme").and_then(|s| s.as_str()) == Some(batch::SCHEME)
+}
+
 fn claimed_payer(req: &FacilitatorRequest) -> Option<String> {
     ["/payload/authorization/from", "/payload/permit2Authorization/from"]
         .iter()
