@@ -1,6 +1,7 @@
 //! One conformance suite for the three stores (memory, SQLite, a real `redis-server`): the same steps, the
 //! same answers. Claims are raced on several threads behind a barrier, so a store whose insert or swap were
-//! not atomic would let two requests hold one payment.
+//! not atomic would let two requests hold one payment; shared records (batch-settlement channels) are
+//! changed by racing read-modify-writes, none of which may be lost.
 
 mod support;
 
@@ -10,6 +11,7 @@ use alloy::primitives::{Address, B256};
 use support::{free_port, Redis};
 use x402_gateway::config::{RedisDurability, StoreUrl};
 use x402_gateway::core::time::Clock;
+use x402_gateway::gateway::channels::{self, Change};
 use x402_gateway::gateway::store::{self, ClaimState, Insert, Record, Store};
 use x402_gateway::protocol::exact::AuthorizationId;
 use x402_gateway::protocol::network::Network;
@@ -209,6 +211,65 @@ async fn conforms(name: &str, s: Arc<dyn Store>) {
         None,
         "{name}: removed"
     );
+
+    // Shared records (batch-settlement channels): a swap happens only over the value expected.
+    let k = "x402:channel:test:a";
+    assert!(
+        !s.swap_entry(k, Some("x"), Some("y".into()), NOW + 60, NOW)
+            .await
+            .unwrap(),
+        "{name}: absent"
+    );
+    assert!(
+        s.swap_entry(k, None, Some("1".into()), NOW + 60, NOW).await.unwrap(),
+        "{name}"
+    );
+    assert!(
+        !s.swap_entry(k, None, Some("2".into()), NOW + 60, NOW).await.unwrap(),
+        "{name}: present"
+    );
+    assert!(
+        !s.swap_entry(k, Some("9"), Some("2".into()), NOW + 60, NOW)
+            .await
+            .unwrap(),
+        "{name}: other"
+    );
+    assert_eq!(s.entry(k, NOW).await.unwrap().as_deref(), Some("1"), "{name}");
+    assert!(
+        s.swap_entry(k, Some("1"), None, NOW + 60, NOW).await.unwrap(),
+        "{name}: delete"
+    );
+    assert_eq!(s.entry(k, NOW).await.unwrap(), None, "{name}: deleted");
+    // Sixteen read-modify-writes of one record on several threads at once: none is lost.
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let writers: Vec<_> = (0..16u64)
+        .map(|i| {
+            let (s, b) = (s.clone(), barrier.clone());
+            tokio::spawn(async move {
+                b.wait().await;
+                channels::update(
+                    s.as_ref(),
+                    "x402:channel:test:count",
+                    NOW + 60,
+                    NOW,
+                    |n: Option<Vec<u64>>| {
+                        let mut seen = n.unwrap_or_default();
+                        seen.push(i);
+                        (Change::Put(seen), ())
+                    },
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut seen: Vec<u64> =
+        serde_json::from_str(&s.entry("x402:channel:test:count", NOW).await.unwrap().unwrap()).unwrap();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..16).collect::<Vec<_>>(), "{name}: every writer's change is in");
     s.ping().await.unwrap();
 }
 

@@ -18,6 +18,7 @@
 
 mod access;
 mod admin;
+pub mod channels;
 mod checkout;
 mod claims;
 mod cors;

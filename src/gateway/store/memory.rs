@@ -9,7 +9,7 @@
 
 use std::collections::hash_map::{Entry as Slot, HashMap};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -373,6 +373,43 @@ impl Store for MemoryStore {
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         self.entries.invalidate(key).await;
         Ok(())
+    }
+
+    async fn entry(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .entries
+            .get(key)
+            .await
+            .filter(|e| now < e.expires_at)
+            .map(|e| e.value))
+    }
+
+    async fn swap_entry(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        next: Option<String>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let matched = AtomicBool::new(false);
+        self.entries
+            .entry(key.to_owned())
+            .and_compute_with(|current| {
+                let live = current.map(|e| e.into_value()).filter(|e| now < e.expires_at);
+                let op = if live.as_ref().map(|e| e.value.as_str()) != expected {
+                    Op::Nop
+                } else {
+                    matched.store(true, Ordering::Relaxed);
+                    match next {
+                        Some(value) => Op::Put(Entry { value, expires_at }),
+                        None => Op::Remove,
+                    }
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(matched.load(Ordering::Relaxed))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -115,6 +115,22 @@ pub trait Store: Send + Sync {
     /// Removes `key`.
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
 
+    /// The live plain entry at `key`, if any.
+    async fn entry(&self, key: &str, now: u64) -> Result<Option<String>, StoreError>;
+
+    /// Replaces the live entry at `key` by `next` (until `expires_at`; `None` removes it), only if it is
+    /// `expected` now (`None`: no live entry). `Ok(false)`: it was something else, and nothing changed.
+    /// One atomic step, across replicas: what a read-modify-write of a shared record (a
+    /// `batch-settlement` channel) is built on.
+    async fn swap_entry(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        next: Option<String>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError>;
+
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -59,6 +59,19 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 ";
 
+/// Replaces KEYS[1] by ARGV[4] (TTL ARGV[5] ms; deleted when ARGV[3] is '0') if it holds ARGV[2] (absent
+/// when ARGV[1] is '0'); 1 if it did, 0 if the key held something else.
+const SWAP_ENTRY: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if cur ~= ARGV[2] then return 0 end
+elseif cur then
+  return 0
+end
+if ARGV[3] == '1' then redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5]) else redis.call('DEL', KEYS[1]) end
+return 1
+";
+
 /// The Redis store.
 pub struct RedisStore {
     link: Arc<Link>,
@@ -66,6 +79,7 @@ pub struct RedisStore {
     insert: redis::Script,
     swap: redis::Script,
     put_new: redis::Script,
+    swap_entry: redis::Script,
 }
 
 /// The connection, opened on first use and again after a failure. One task connects at a time; the others
@@ -242,6 +256,7 @@ impl RedisStore {
             insert: redis::Script::new(INSERT),
             swap: redis::Script::new(SWAP),
             put_new: redis::Script::new(PUT_NEW),
+            swap_entry: redis::Script::new(SWAP_ENTRY),
         })
     }
 
@@ -293,11 +308,15 @@ impl RedisStore {
         self.call(f).await.map_err(|f| f.error)
     }
 
+    /// The value at `k` as Redis holds it now.
+    async fn value(&self, k: String) -> Result<Option<String>, StoreError> {
+        self.with(move |mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
+            .await
+    }
+
     /// The record at `k` as Redis holds it now (also to read back a step whose outcome is unknown).
     async fn read_back(&self, k: String) -> Result<Option<Record>, StoreError> {
-        let json: Option<String> = self
-            .with(move |mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
-            .await?;
+        let json = self.value(k).await?;
         json.map(|j| serde_json::from_str::<Record>(&j))
             .transpose()
             .map_err(err)
@@ -400,6 +419,48 @@ impl Store for RedisStore {
         let k = key.to_owned();
         self.with(move |mut c| async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await })
             .await
+    }
+
+    async fn entry(&self, key: &str, _now: u64) -> Result<Option<String>, StoreError> {
+        self.value(key.to_owned()).await
+    }
+
+    async fn swap_entry(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        next: Option<String>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let flag = |present: bool| if present { "1" } else { "0" };
+        let (k, script, ttl) = (key.to_owned(), self.swap_entry.clone(), ttl_ms(expires_at, now));
+        let args = (
+            flag(expected.is_some()),
+            expected.unwrap_or_default().to_owned(),
+            flag(next.is_some()),
+            next.clone().unwrap_or_default(),
+        );
+        let done: Result<i64, Failure> = self
+            .call(move |mut c| async move {
+                script
+                    .key(k)
+                    .arg(args.0)
+                    .arg(args.1)
+                    .arg(args.2)
+                    .arg(args.3)
+                    .arg(ttl)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        match done {
+            Ok(n) => Ok(n == 1),
+            // The script may have run: it did if Redis now holds what it would have written (a record
+            // carries its request's random hold id, so another writer's equal value is not a worry).
+            Err(Failure { maybe_ran: true, .. }) if self.value(key.to_owned()).await? == next => Ok(true),
+            Err(f) => Err(f.error),
+        }
     }
 
     async fn unknown(&self, now: u64) -> Result<Vec<(AuthorizationId, Record)>, StoreError> {

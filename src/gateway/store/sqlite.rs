@@ -206,13 +206,7 @@ impl Store for SqliteStore {
         let k = key.to_owned();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2",
-                    params![k, now],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let existing = live_entry(&tx, &k, now)?;
             if existing.is_none() {
                 tx.execute(
                     "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)",
@@ -221,6 +215,38 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(existing)
+        })
+        .await
+    }
+
+    async fn entry(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
+        let k = key.to_owned();
+        self.run(move |c| live_entry(c, &k, now)).await
+    }
+
+    async fn swap_entry(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        next: Option<String>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (k, expected) = (key.to_owned(), expected.map(str::to_owned));
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if live_entry(&tx, &k, now)? != expected {
+                return Ok(false);
+            }
+            match next {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?1, ?2, ?3)",
+                    params![k, v, expires_at],
+                )?,
+                None => tx.execute("DELETE FROM entries WHERE key = ?1", params![k])?,
+            };
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -262,4 +288,14 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
+}
+
+/// The value at `key` unless it expired by `now`.
+fn live_entry(c: &Connection, key: &str, now: u64) -> Result<Option<String>, rusqlite::Error> {
+    c.query_row(
+        "SELECT value FROM entries WHERE key = ?1 AND expires_at > ?2",
+        params![key, now],
+        |row| row.get(0),
+    )
+    .optional()
 }
