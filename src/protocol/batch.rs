@@ -90,6 +90,7 @@ sol! {
         function refundNonce(bytes32 channelId) external view returns (uint256);
         function receivers(address receiver, address token) external view returns (uint128 totalClaimed, uint128 totalSettled);
         event Settled(address indexed receiver, address indexed token, address indexed sender, uint128 amount);
+        event Refunded(bytes32 indexed channelId, address indexed sender, uint128 amount);
     }
 }
 

@@ -9,7 +9,7 @@
 use alloy::primitives::{keccak256, Address, Bytes, B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
-use alloy::sol_types::{SolCall, SolValue};
+use alloy::sol_types::{SolCall, SolEvent, SolValue};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -32,21 +32,31 @@ const DEPOSIT_FAILURES: Failures = Failures {
     nonce_used: reason::NONCE_ALREADY_USED,
     simulation: why::DEPOSIT_SIMULATION_FAILED,
     transaction: why::DEPOSIT_TRANSACTION_FAILED,
+    fresh_after_success: false,
 };
 const CLAIM_FAILURES: Failures = Failures {
     nonce_used: reason::NONCE_ALREADY_USED,
     simulation: why::CLAIM_SIMULATION_FAILED,
     transaction: why::CLAIM_TRANSACTION_FAILED,
+    // The same action again once it succeeded is a new one: judged afresh (nothing to claim, settle or
+    // refund twice on chain), never answered with the old success.
+    fresh_after_success: true,
 };
 const SETTLE_FAILURES: Failures = Failures {
     nonce_used: reason::NONCE_ALREADY_USED,
     simulation: why::SETTLE_SIMULATION_FAILED,
     transaction: why::SETTLE_TRANSACTION_FAILED,
+    // The same action again once it succeeded is a new one: judged afresh (nothing to claim, settle or
+    // refund twice on chain), never answered with the old success.
+    fresh_after_success: true,
 };
 const REFUND_FAILURES: Failures = Failures {
     nonce_used: reason::NONCE_ALREADY_USED,
     simulation: why::REFUND_SIMULATION_FAILED,
     transaction: why::REFUND_TRANSACTION_FAILED,
+    // The same action again once it succeeded is a new one: judged afresh (nothing to claim, settle or
+    // refund twice on chain), never answered with the old success.
+    fresh_after_success: true,
 };
 
 /// A settle refused before anything was sent.
@@ -213,7 +223,7 @@ impl FacilitatorService {
             voucherClaims: claims,
             authorizerSignature: signature,
         };
-        self.send_action(chain, req, r, &CLAIM_FAILURES, call_.abi_encode())
+        self.send_action(chain, req, r, &CLAIM_FAILURES, call_.abi_encode(), async { Ok(()) })
             .await
     }
 
@@ -228,20 +238,30 @@ impl FacilitatorService {
             );
         };
         let owed = match view(chain, IX402BatchSettlement::receiversCall { receiver, token }).await {
-            Ok(s) => s.totalClaimed.saturating_sub(s.totalSettled),
+            Ok(s) => s,
             Err(e) => return refused(why::RPC_READ_FAILED, e.to_string(), network),
         };
-        if owed == 0 {
-            return refused(
-                why::NOTHING_TO_SETTLE,
-                "nothing to settle for receiver and token",
-                network,
-            );
-        }
+        // Nothing owed refuses only a settle not sent yet: a retry of one already sent (and perhaps mined)
+        // is answered from its transaction, whatever the chain says now.
+        let ready = async {
+            if owed.totalClaimed <= owed.totalSettled {
+                return Err(Rejection::new(
+                    why::NOTHING_TO_SETTLE,
+                    "nothing to settle for receiver and token",
+                ));
+            }
+            Ok(())
+        };
         let data = IX402BatchSettlement::settleCall { receiver, token }.abi_encode();
-        let mut sent = self.send_action(chain, req, r, &SETTLE_FAILURES, data).await;
+        let mut sent = self.send_action(chain, req, r, &SETTLE_FAILURES, data, ready).await;
         if sent.success {
-            sent.amount = Some(owed.to_string());
+            sent.amount = logged(chain, &sent.transaction, |log| {
+                IX402BatchSettlement::Settled::decode_log_data(log)
+                    .ok()
+                    .map(|e| e.amount)
+            })
+            .await
+            .map(|a| a.to_string());
         }
         sent
     }
@@ -269,24 +289,35 @@ impl FacilitatorService {
                 "a refund needs refundNonce and the receiver authorizer's refundAuthorizerSignature (this facilitator holds no authorizer key)", network);
         };
         let channel = p.voucher.channel_id;
-        let pre = match read_state(chain, channel).await {
-            Ok(s) => s,
-            Err(e) => return refused(why::RPC_READ_FAILED, e.to_string(), network),
-        };
-        // What the claims in the same transaction leave claimed, and so what is left to return.
-        let claimed = claims
-            .iter()
-            .filter(|c| batch::channel_id(&c.voucher.channel, r.terms.network.chain_id) == channel)
-            .map(|c| c.totalClaimed)
-            .fold(pre.total_claimed, u128::max);
+        if channel != batch::channel_id(&p.config, r.terms.network.chain_id) {
+            return refused(
+                why::CHANNEL_ID_MISMATCH,
+                "voucher.channelId is not the hash of channelConfig",
+                network,
+            );
+        }
         let asked = match &p.kind {
             Kind::Refund { amount: Some(a) } => *a,
             _ => u128::MAX,
         };
-        let refunded = asked.min(pre.balance.saturating_sub(claimed));
-        if claimed > pre.balance || refunded == 0 {
-            return refused(why::REFUND_NO_BALANCE, "Nothing to refund", network);
-        }
+        // Nothing left refuses only a refund not sent yet: a retry of one already sent is answered from
+        // its transaction.
+        let rows: Vec<u128> = claims
+            .iter()
+            .filter(|c| batch::channel_id(&c.voucher.channel, r.terms.network.chain_id) == channel)
+            .map(|c| c.totalClaimed)
+            .collect();
+        let ready = async {
+            let pre = read_state(chain, channel)
+                .await
+                .map_err(|e| Rejection::new(why::RPC_READ_FAILED, e.to_string()))?;
+            // What the claims in the same transaction leave claimed, and so what is left to return.
+            let claimed = rows.iter().copied().fold(pre.total_claimed, u128::max);
+            if claimed > pre.balance || asked.min(pre.balance - claimed) == 0 {
+                return Err(Rejection::new(why::REFUND_NO_BALANCE, "Nothing to refund"));
+            }
+            Ok(())
+        };
         let refund = IX402BatchSettlement::refundWithSignatureCall {
             config: p.config.clone(),
             amount: asked,
@@ -313,27 +344,26 @@ impl FacilitatorService {
             }
             .abi_encode()
         };
-        let mut sent = self.send_action(chain, req, r, &REFUND_FAILURES, data).await;
+        let mut sent = self.send_action(chain, req, r, &REFUND_FAILURES, data, ready).await;
         if sent.success {
-            let post = ChannelState {
-                balance: pre.balance - refunded,
-                total_claimed: claimed,
-                withdraw_requested_at: 0,
-                refund_nonce: pre.refund_nonce + U256::from(1),
-            };
-            // A pending withdrawal is shortened by the refund; read what the chain says rather than guess.
-            let post = match pre.withdraw_requested_at {
-                0 => post,
-                _ => read_state(chain, channel).await.unwrap_or(post),
-            };
+            // What the transaction did, from its own log, and the channel as the chain now holds it.
+            let refunded = logged(chain, &sent.transaction, |log| {
+                IX402BatchSettlement::Refunded::decode_log_data(log)
+                    .ok()
+                    .map(|e| e.amount)
+            })
+            .await;
             sent.payer = Some(p.config.payer.to_string());
-            sent.amount = Some(refunded.to_string());
-            sent.extra = Some(json!({"channelState": post.to_json(channel)}));
+            sent.amount = Some(refunded.unwrap_or(0).to_string());
+            if let Ok(post) = read_state(chain, channel).await {
+                sent.extra = Some(json!({"channelState": post.to_json(channel)}));
+            }
         }
         sent
     }
 
-    /// A claim, settle or refund transaction: simulated, then sent once per request.
+    /// A claim, settle or refund transaction: checked by `ready` and simulated only when this request has
+    /// nothing in flight; a retry while it is pending is answered from its transaction.
     async fn send_action(
         &self,
         chain: &Chain,
@@ -341,6 +371,7 @@ impl FacilitatorService {
         r: &Request,
         failures: &Failures,
         data: Vec<u8>,
+        ready: impl std::future::Future<Output = Result<(), Rejection>>,
     ) -> SettleResponse {
         let tx = call(data);
         // No authorisation of a payer is spent here: the request itself is what must not be sent twice.
@@ -351,6 +382,7 @@ impl FacilitatorService {
             nonce: keccak256(req.encode().body),
         };
         let transaction = async {
+            ready.await.map_err(|e| (e, String::new()))?;
             chain
                 .provider()
                 .call(tx.clone())
@@ -358,19 +390,24 @@ impl FacilitatorService {
                 .map_err(|e| (Rejection::new(failures.simulation, e.to_string()), String::new()))?;
             Ok(Some(tx))
         };
-        self.send_once(
-            chain,
-            key,
-            req,
-            failures,
-            Addressee {
-                payer: None,
-                network: &r.terms.network_wire,
-            },
-            transaction,
-        )
-        .await
+        let to = Addressee {
+            payer: None,
+            network: &r.terms.network_wire,
+        };
+        self.send_once(chain, key, req, failures, to, transaction).await
     }
+}
+
+/// The first of the settlement contract's logs in transaction `hash` that `pick` reads.
+async fn logged<T>(chain: &Chain, hash: &str, pick: impl Fn(&alloy::primitives::LogData) -> Option<T>) -> Option<T> {
+    let hash: alloy::primitives::TxHash = hash.parse().ok()?;
+    let receipt = chain.provider().get_transaction_receipt(hash).await.ok()??;
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter(|l| l.address() == batch::SETTLEMENT)
+        .find_map(|l| pick(l.data()))
 }
 
 /// Every check of a deposit, voucher or refund, local first, then against the chain; the channel's state

@@ -69,12 +69,16 @@ pub(super) struct Failures {
     pub simulation: &'static str,
     /// Sent and reverted or dropped, or refused by the node.
     pub transaction: &'static str,
+    /// Whether the same request after a success is judged again (an action that spends no payer's
+    /// authorization) instead of being answered with that success (a payment, spent once).
+    pub fresh_after_success: bool,
 }
 
 const EXACT_FAILURES: Failures = Failures {
     nonce_used: reason::NONCE_ALREADY_USED,
     simulation: reason::SIMULATION_FAILED,
     transaction: reason::TRANSACTION_FAILED,
+    fresh_after_success: false,
 };
 
 /// Counters the facilitator exposes on `/metrics` (tests use them to count calls).
@@ -574,6 +578,9 @@ impl FacilitatorService {
             .await;
         let mut pending = slot.lock().await;
 
+        if pending.is_some_and(|sent| sent.settled && failures.fresh_after_success) {
+            *pending = None;
+        }
         if let Some(sent) = *pending {
             if sent.digest != digest {
                 return failed(
