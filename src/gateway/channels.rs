@@ -7,9 +7,6 @@ use serde::Serialize;
 
 use super::store::{Store, StoreError};
 
-/// Key prefix of channel records in the store.
-pub const KEY_PREFIX: &str = "x402:channel:";
-
 /// How often a change is retried when another writer got there first before giving up (a store error:
 /// the request gets a 503, never a wrong answer).
 const ATTEMPTS: usize = 64;
@@ -23,11 +20,6 @@ pub enum Change<R> {
     Put(R),
     /// Delete it.
     Delete,
-}
-
-/// The store key of a channel (its id as `0x…` lower-case hex, on its chain).
-pub fn key(chain_id: u64, channel_id: &alloy::primitives::B256) -> String {
-    format!("{KEY_PREFIX}{chain_id}:{channel_id:x}")
 }
 
 /// Applies `f` to the record at `key` as one atomic step: `f` sees the record as it is, and what it decides
