@@ -289,7 +289,7 @@ fn payment_headers_decode_match_and_verify_without_panicking() {
                             Scheme::Exact => Scheme::Upto {
                                 facilitator: alloy::primitives::Address::repeat_byte(rng.next() as u8),
                             },
-                            Scheme::Upto { .. } => Scheme::Exact,
+                            Scheme::Upto { .. } | Scheme::Batch(_) => Scheme::Exact,
                         }
                     }
                     _ => req.max_timeout_seconds = rng.next() % 100_000,
@@ -331,11 +331,20 @@ fn payment_headers_decode_match_and_verify_without_panicking() {
                     Err(e) => format!("match: {}", e.reason().split(':').next().unwrap_or_default()),
                     Ok(m) => {
                         let o = &offers[m.candidates[0]];
-                        match verify::check_payment_terms(&o.requirement, &o.domain_separator, &m.payment)
-                            .and_then(|_| verify::check_payment(&o.requirement, &m.payment, now))
+                        let payment = match m.exact_payment(&offers) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                return (
+                                    format!("match: {}", e.reason().split(':').next().unwrap_or_default()),
+                                    bytes,
+                                )
+                            }
+                        };
+                        match verify::check_payment_terms(&o.requirement, &o.domain_separator, &payment)
+                            .and_then(|_| verify::check_payment(&o.requirement, &payment, now))
                         {
                             Ok(v) => {
-                                assert_truly_valid(&o.requirement, &m.payment, v.proof);
+                                assert_truly_valid(&o.requirement, &payment, v.proof);
                                 if v.proof == verify::Proof::Contract {
                                     return (format!("for the chain {}", o.requirement.scheme.name()), bytes);
                                 }

@@ -3,6 +3,7 @@
 //! upstreams by index, each route's offers and challenge built), reporting every mistake in the file at
 //! once. The request path never sees a string it has to re-check or a name it has to look up.
 
+mod batch;
 pub mod env;
 mod locate;
 mod raw;
@@ -98,7 +99,37 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub reload: Reload,
     pub health: Health,
+    /// `batch_settlement:`: set when any route sells by batch settlement.
+    pub batch: Option<BatchSettings>,
     pub table: RouteTable,
+}
+
+/// `batch_settlement:`: what the gateway needs to sell by `batch-settlement`.
+#[derive(Clone)]
+pub struct BatchSettings {
+    /// Signs claim batches and refunds for the receiver; its address is every offer's `receiverAuthorizer`.
+    pub authorizer: Arc<alloy::signers::local::PrivateKeySigner>,
+    /// Seconds, offered as `withdrawDelay`.
+    pub withdraw_delay: u64,
+    /// How long an on-chain snapshot of a channel lets vouchers be checked without the facilitator.
+    pub onchain_ttl: Duration,
+    pub claim_every: Duration,
+    pub settle_every: Duration,
+    pub max_claims_per_batch: usize,
+}
+
+impl std::fmt::Debug for BatchSettings {
+    // The key never reaches a log: only its address.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchSettings")
+            .field("authorizer", &self.authorizer.address())
+            .field("withdraw_delay", &self.withdraw_delay)
+            .field("onchain_ttl", &self.onchain_ttl)
+            .field("claim_every", &self.claim_every)
+            .field("settle_every", &self.settle_every)
+            .field("max_claims_per_batch", &self.max_claims_per_batch)
+            .finish()
+    }
 }
 
 /// How requests are sent upstream.

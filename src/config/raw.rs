@@ -74,6 +74,28 @@ pub struct RawConfig {
     pub reload: RawReload,
     #[serde(default)]
     pub health: RawHealth,
+    /// What every `batch-settlement` route shares: the receiver-authorizer key and the channel terms.
+    pub batch_settlement: Option<RawBatch>,
+}
+
+/// `batch_settlement:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// The receiver authorizer's private key (`${ENV}`), or a file holding it.
+    pub receiver_authorizer_key: Option<Text>,
+    pub receiver_authorizer_key_file: Option<Text>,
+    /// How long a payer waits between asking to withdraw and withdrawing (900s to 30d).
+    pub withdraw_delay: Option<Text>,
+    /// How long a channel's on-chain balance, read at a deposit or a claim, counts as fresh for checking
+    /// vouchers locally.
+    pub onchain_ttl: Option<Text>,
+    /// How often served vouchers are claimed.
+    pub claim_every: Option<Text>,
+    /// How often claimed funds are settled to the receiver.
+    pub settle_every: Option<Text>,
+    /// Channels per claim transaction.
+    pub max_claims_per_batch: Option<usize>,
 }
 
 /// `tls:`.
@@ -230,6 +252,13 @@ pub enum RawPrice {
         asset: Option<Text>,
         min: Option<Text>,
     },
+    /// `batch-settlement`: each call adds `price` to the payer's voucher on a channel it deposited into
+    /// once; `min_deposit` is the least deposit the payer is told to make. With `asset`, atomic units.
+    Batch {
+        price: Text,
+        asset: Option<Text>,
+        min_deposit: Option<Text>,
+    },
 }
 
 impl<'de> Deserialize<'de> for RawPrice {
@@ -248,14 +277,22 @@ impl<'de> Deserialize<'de> for RawPrice {
             min: Option<Text>,
         }
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Batch {
+            batch: Text,
+            asset: Option<Text>,
+            min_deposit: Option<Text>,
+        }
+        #[derive(Deserialize)]
         #[serde(untagged)]
         enum Either {
             Usd(Text),
             Atomic(Atomic),
             Upto(Upto),
+            Batch(Batch),
         }
         match Either::deserialize(d).map_err(|_| {
-            D::Error::custom("price must be a dollar string like \"$0.001\", {amount: \"1000\", asset: \"eip155:8453/erc20:0x…\"} (atomic units), or metered: {upto: \"$0.10\", min: \"$0.001\"} (min optional; with `asset:`, atomic units)")
+            D::Error::custom("price must be a dollar string like \"$0.001\", {amount: \"1000\", asset: \"eip155:8453/erc20:0x…\"} (atomic units), metered: {upto: \"$0.10\", min: \"$0.001\"}, or batch settlement: {batch: \"$0.0001\", min_deposit: \"$0.10\"} (min and min_deposit optional; with `asset:`, atomic units)")
         })? {
             Either::Usd(t) => Ok(RawPrice::Usd(t)),
             Either::Atomic(a) => Ok(RawPrice::Atomic { amount: a.amount, asset: a.asset }),
@@ -263,6 +300,11 @@ impl<'de> Deserialize<'de> for RawPrice {
                 max: u.upto,
                 asset: u.asset,
                 min: u.min,
+            }),
+            Either::Batch(b) => Ok(RawPrice::Batch {
+                price: b.batch,
+                asset: b.asset,
+                min_deposit: b.min_deposit,
             }),
         }
     }

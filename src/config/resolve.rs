@@ -70,6 +70,8 @@ pub(super) struct Defaults {
     pub(super) mode: Mode,
     /// Who settles `upto` payments: the first facilitator with an `address`.
     pub(super) upto_facilitator: Option<Address>,
+    /// `batch_settlement:`'s receiver authorizer and withdraw delay (seconds), when set.
+    pub(super) batch: Option<(Address, u64)>,
 }
 
 pub(super) struct Resolver<'a> {
@@ -213,6 +215,7 @@ impl Resolver<'_> {
             None => Some(None),
         };
         let (shutdown, reload, health) = (self.shutdown(raw), self.reload(raw), self.health(raw));
+        let batch = self.batch(raw);
         let pay_to = match &raw.pay_to {
             Some(t) => self.address(t, &[Key("pay_to")]).map(Some),
             None => Some(None),
@@ -232,6 +235,11 @@ impl Resolver<'_> {
             case_sensitive: raw.case_sensitive.unwrap_or(false),
             mode: raw.mode.unwrap_or_default(),
             upto_facilitator: facilitators.iter().flatten().find_map(|f| f.address),
+            batch: batch
+                .iter()
+                .flatten()
+                .map(|b| (b.authorizer.address(), b.withdraw_delay))
+                .next(),
         };
         let routes: Vec<Option<Route>> = raw
             .routes
@@ -275,6 +283,7 @@ impl Resolver<'_> {
             shutdown: shutdown?,
             reload: reload?,
             health: health?,
+            batch: batch?,
             table: RouteTable {
                 routes: routes.into_iter().collect::<Option<Vec<_>>>()?,
                 unmatched: unmatched?,
@@ -299,7 +308,7 @@ impl Resolver<'_> {
     }
 
     /// A duration at `at`, `default` when unset, refused outside `min..=max`.
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         t: &Option<Text>,
         at: &[PathPart],

@@ -9,11 +9,12 @@ use super::raw::{RawPrice, RawRoute, Text};
 use super::resolve::{Defaults, Resolver, DEFAULT_UPSTREAM};
 use crate::core::money::UsdPrice;
 use crate::protocol::assets::{self, Asset};
+use crate::protocol::batch::BatchTerms;
 use crate::protocol::exact::{parse_address, parse_decimal, Requirement, Scheme, Transfer};
 use crate::protocol::network::Network;
 use crate::rules::offer::Offer;
 use crate::rules::routes::{HostPattern, Matching, PathPattern};
-use crate::rules::table::{Policy, Pricing, Route, SettleMode};
+use crate::rules::table::{Mode, Policy, Pricing, Route, SettleMode};
 
 /// Longest `maxTimeoutSeconds` accepted: an authorization stays claimable this long.
 const MAX_TIMEOUT_LIMIT_SECS: u64 = 86_400;
@@ -122,6 +123,30 @@ impl Resolver<'_> {
         if matches!(price, RawPrice::Upto { .. }) && r.settle == Some(SettleMode::Before) {
             return self.fail(&at("settle"), "an `upto` route charges what the upstream reports, which is known only after it answered: drop `settle: before`");
         }
+        let batch = match (price, d.batch) {
+            (RawPrice::Batch { .. }, None) => {
+                return self.fail(&at("price"), "a `batch` price needs the top-level `batch_settlement:` block with the receiver authorizer's key (`receiver_authorizer_key: ${RECEIVER_AUTHORIZER_KEY}`)")
+            }
+            (RawPrice::Batch { .. }, Some(terms)) => Some(terms),
+            _ => None,
+        };
+        if batch.is_some() {
+            // A voucher is charged after the upstream answered, and channels are their own idempotency.
+            for (key, set) in [
+                ("settle", r.settle == Some(SettleMode::Before)),
+                ("payment_identifier", r.payment_identifier.is_some()),
+            ] {
+                if set {
+                    return self.fail(&at(key), format!("a `batch` route charges each voucher after the upstream answered and needs no `{key}`: remove it"));
+                }
+            }
+            if r.mode.unwrap_or(d.mode) == Mode::Shadow {
+                return self.fail(
+                    &at("mode"),
+                    "`mode: shadow` judges exact and upto payments only: give this `batch` route `mode: enforce`",
+                );
+            }
+        }
         let priced = self.priced(r, price, i, d);
         let (pay_to, max_timeout_seconds, priced) = (pay_to?, max_timeout_seconds?, priced?);
         let mut offers: Vec<Offer> = Vec::new();
@@ -129,14 +154,31 @@ impl Resolver<'_> {
             if amount.is_zero() {
                 return self.fail(&at("price"), "the price is zero: use `free: true` for free routes");
             }
-            if min > amount {
+            if min > amount && batch.is_none() {
                 return self.fail(
                     &at("price"),
                     "`min` is above `upto`: the least charge cannot exceed the maximum",
                 );
             }
+            if !min.is_zero() && min < amount && batch.is_some() {
+                return self.fail(
+                    &at("price"),
+                    "`min_deposit` is below the price of one call: raise it, or leave it out (ten calls' worth)",
+                );
+            }
             // `upto` always moves the tokens through Permit2, whatever the asset's own method.
             let (scheme, transfer) = match (price, d.upto_facilitator) {
+                (RawPrice::Batch { .. }, _) => {
+                    let (receiver_authorizer, withdraw_delay) = batch?;
+                    // The SDK servers' hint when none is configured: ten calls.
+                    let min_deposit = if min.is_zero() { amount.saturating_mul(U256::from(10)) } else { min };
+                    let terms = BatchTerms {
+                        receiver_authorizer,
+                        withdraw_delay,
+                        min_deposit,
+                    };
+                    (Scheme::Batch(terms), asset.transfer)
+                }
                 (RawPrice::Upto { .. }, Some(facilitator)) => (Scheme::Upto { facilitator }, Transfer::Permit2),
                 (RawPrice::Upto { .. }, None) => {
                     return self.fail(&at("price"), "an `upto` price is settled by one facilitator, whose address the payer signs: set `address:` on that facilitator (the `extra.facilitatorAddress` its /supported lists for upto)")
@@ -157,6 +199,7 @@ impl Resolver<'_> {
             if offers.iter().any(|o| o.requirement == requirement) {
                 continue;
             }
+            let min = if batch.is_some() { U256::ZERO } else { min };
             offers.push(Offer::new(requirement, asset.symbol.clone(), asset.decimals).with_min(min));
         }
         Some(Pricing::new(
@@ -173,13 +216,19 @@ impl Resolver<'_> {
         ))
     }
 
-    /// Each asset the price is payable in, with the amount (for `upto`, the maximum) and the least charge
-    /// (zero but for `upto` with `min`) in its atomic units.
+    /// Each asset the price is payable in, with the amount (for `upto`, the maximum; for `batch`, one call)
+    /// and the second figure (`upto`'s least charge, `batch`'s least deposit; zero when unset) in its atomic
+    /// units.
     fn priced(&mut self, r: &RawRoute, price: &RawPrice, i: usize, d: &Defaults) -> Option<Vec<(Asset, U256, U256)>> {
         let (amount, asset, min) = match price {
             RawPrice::Usd(s) => (s, None, None),
             RawPrice::Atomic { amount, asset } => (amount, Some(asset), None),
             RawPrice::Upto { max, asset, min } => (max, asset.as_ref(), min.as_ref()),
+            RawPrice::Batch {
+                price,
+                asset,
+                min_deposit,
+            } => (price, asset.as_ref(), min_deposit.as_ref()),
         };
         let amounts = self.amounts(r, amount, asset, i, d)?;
         let mins = match min {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::gateway::metrics::Outcome;
-use crate::gateway::settle::Admitted;
+use crate::gateway::scheme::Hold;
 
 /// What one request came to.
 pub struct Entry<'a> {
@@ -16,7 +16,8 @@ pub struct Entry<'a> {
     /// 0 when no response went out (the client left).
     pub status: u16,
     pub outcome: Outcome,
-    pub admitted: Option<&'a Admitted>,
+    /// The payment admitted for it, whatever its scheme.
+    pub admitted: Option<&'a dyn Hold>,
     /// From sending upstream to the upstream's response header; `None` when the upstream was not asked.
     pub upstream: Option<Duration>,
     pub total: Duration,
@@ -33,10 +34,11 @@ pub fn log(e: &Entry<'_>) {
         path = e.path,
         status = e.status,
         outcome = e.outcome.as_str(),
-        payer = a.map(|a| tracing::field::display(a.payer)),
+        payer = a.map(|a| tracing::field::display(a.payer())),
         amount = a.map(|a| tracing::field::display(a.paid())),
-        network = a.map(|a| tracing::field::display(a.network)),
-        transaction = a.and_then(|a| a.settled.as_ref()).map(|s| s.transaction.as_str()),
+        network = a.map(|a| tracing::field::display(a.network())),
+        transaction = a.and_then(|a| a.settled()).map(|s| s.transaction.as_str()),
+        channel = a.and_then(|a| a.channel()).map(tracing::field::display),
         upstream_ms = e.upstream.map(ms),
         total_ms = ms(e.total),
         "request"

@@ -1,7 +1,10 @@
-//! The paid request's way in, stage by stage: decode and match the payment ([`decode`]), verify it locally
+//! The paid request's way in: decode and match the payment ([`decode`]), then hand it to the server of the
+//! scheme its offer names ([`scheme`]). For `exact` and `upto`, stage by stage: verify it locally
 //! ([`verify::local`]), claim the authorization ([`claims`]), verify it with the facilitator
 //! ([`verify::remote`]), and settle first on `settle: before` routes ([`settle`]). Each refusal is typed;
 //! nothing here writes HTTP.
+//!
+//! [`scheme`]: crate::gateway::scheme
 //!
 //! [`decode`]: crate::gateway::decode
 //! [`claims`]: crate::gateway::claims
@@ -10,7 +13,9 @@
 use std::sync::Arc;
 
 use alloy::primitives::Address;
+use async_trait::async_trait;
 
+use crate::config::BatchSettings;
 use crate::core::time::Clock;
 use crate::gateway::claims::{ClaimRefusal, ClaimState, ClaimTicket, Claims};
 use crate::gateway::decode::{self, Matched, Presented};
@@ -20,12 +25,14 @@ use crate::gateway::idempotency;
 use crate::gateway::metrics::{Verdict, Where};
 use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::Refusal;
-use crate::gateway::settle::{settle, Admitted, Metered, Resolver};
+use crate::gateway::scheme::{self, Hold, SchemeServer};
+use crate::gateway::settle::{settle, Admitted, ExactHold, Metered, Resolver};
 use crate::gateway::store::Store;
 use crate::gateway::throttle::Throttle;
 use crate::gateway::verify;
 use crate::protocol::exact::{AuthorizationId, Requirement};
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
+use crate::protocol::payment::Payment;
 use crate::protocol::{reason, Version};
 use crate::rules::challenge::resource;
 use crate::rules::table::{OnFacilitatorError, Pricing, SettleMode, VerifyMode};
@@ -33,70 +40,131 @@ use crate::rules::verify::Proof;
 use crate::rules::window;
 
 /// What checkout comes to, when it does not refuse.
-#[derive(Debug)]
 pub enum Admission {
-    /// Verified and claimed: proxy, then settle.
-    Paid(Box<Admitted>),
+    /// Verified and held (an `exact` authorization claimed, a channel reserved): proxy, then collect.
+    Paid(Box<dyn Hold>),
     /// The facilitator could not verify it, on a route that fails open (`on_facilitator_error: allow`):
     /// served once, unpaid. Its authorization is spent before anything is served, so one signature never
     /// buys a second unpaid response.
     Unpaid(FacilitatorError),
 }
 
-/// The parts checkout needs.
+/// The parts checkout needs: the stages every scheme shares.
 pub struct Checkout<'a> {
-    pub claims: &'a Claims,
-    pub remote: &'a Remote,
+    pub claims: &'a Arc<Claims>,
+    pub remote: &'a Arc<Remote>,
     pub onchain: &'a Arc<Onchain>,
     /// The per-client limit on attempts that reach the facilitator, and this request's client.
     pub throttle: Option<(&'a Throttle, std::net::IpAddr)>,
-    pub store: &'a dyn Store,
+    pub store: &'a Arc<dyn Store>,
     pub clock: &'a Clock,
+    /// `batch_settlement:`, when configured.
+    pub batch: Option<&'a BatchSettings>,
+}
+
+/// Refuses a payment for what decoding it found.
+fn undecodable(e: &decode::PaymentError) -> Refusal {
+    Refusal::PaymentRequired {
+        reason: Some(e.reason()),
+        receipt: None,
+    }
 }
 
 impl Checkout<'_> {
-    /// Runs a presented payment through every check; on success the authorization is claimed.
+    /// Runs a presented payment through every check of the scheme of the offer it names; on success the
+    /// payment is held for this request.
     pub async fn admit(&self, presented: Presented, pricing: &Pricing, url: &str) -> Result<Admission, Refusal> {
-        let matched = decode::match_offer(presented, &pricing.offers).map_err(|e| Refusal::PaymentRequired {
-            reason: Some(e.reason()),
-            receipt: None,
-        })?;
+        let matched = decode::match_offer(presented, &pricing.offers).map_err(|e| undecodable(&e))?;
+        let Some(offer) = matched.offer(&pricing.offers) else {
+            return Err(Refusal::PaymentRequired {
+                reason: Some(reason::NO_MATCHING_REQUIREMENTS.to_owned()),
+                receipt: None,
+            });
+        };
+        scheme::server(&offer.requirement.scheme)
+            .admit(self, matched, pricing, url)
+            .await
+    }
+}
+
+/// `exact` and `upto`: an authorization signed for one payment, claimed here and settled by the
+/// facilitator.
+pub struct ExactServer;
+
+#[async_trait]
+impl SchemeServer for ExactServer {
+    async fn admit(
+        &self,
+        cx: &Checkout<'_>,
+        matched: Matched,
+        pricing: &Pricing,
+        url: &str,
+    ) -> Result<Admission, Refusal> {
+        let payment = matched.exact_payment(&pricing.offers).map_err(|e| undecodable(&e))?;
         // A payment identifier is looked up before anything is verified: a retry gets its first answer.
         let tracked = idempotency::begin(
-            self.store,
+            cx.store.as_ref(),
             pricing.payment_id,
             matched.extensions.as_ref(),
             &matched.json,
-            window::claim_expiry(&matched.payment, pricing.max_timeout(), self.clock.now()),
-            self.clock.now(),
-            self.claims.lease(),
+            window::claim_expiry(&payment, pricing.max_timeout(), cx.clock.now()),
+            cx.clock.now(),
+            cx.claims.lease(),
         )
         .await?;
-        let checked = self.checked(matched, pricing, url).await;
-        if let Ok(Admission::Paid(mut a)) = checked {
-            a.tracked = tracked;
-            return Ok(Admission::Paid(a));
+        match cx.checked(matched, payment, pricing, url).await {
+            Ok(mut a) => {
+                a.tracked = tracked;
+                Ok(Admission::Paid(Box::new(ExactHold::new(*a, cx.claims, cx.remote))))
+            }
+            Err(e) => {
+                if let Some(t) = &tracked {
+                    idempotency::abandon(cx.store.as_ref(), t).await;
+                }
+                match e {
+                    Checked::Refused(r) => Err(r),
+                    Checked::Unpaid(error) => Ok(Admission::Unpaid(error)),
+                }
+            }
         }
-        if let Some(t) = &tracked {
-            idempotency::abandon(self.store, t).await;
-        }
-        checked
     }
+}
 
-    /// Every check after the identifier, through the claim and the facilitator's `/verify`.
-    async fn checked(&self, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admission, Refusal> {
+/// How an `exact` payment's checks end when it is not admitted.
+enum Checked {
+    Refused(Refusal),
+    /// Served unpaid under `on_facilitator_error: allow`.
+    Unpaid(FacilitatorError),
+}
+
+impl From<Refusal> for Checked {
+    fn from(r: Refusal) -> Self {
+        Checked::Refused(r)
+    }
+}
+
+impl Checkout<'_> {
+    /// Every check of an `exact` payment after the identifier, through the claim and the facilitator's
+    /// `/verify`.
+    async fn checked(
+        &self,
+        matched: Matched,
+        payment: Payment,
+        pricing: &Pricing,
+        url: &str,
+    ) -> Result<Box<Admitted>, Checked> {
         // A payment this process already settled is refused before any signature work: a replay costs a
         // cache lookup. (`from` is unverified here, but it is part of the settled payment's identity.)
-        let payment = &matched.payment;
+        let payment = &payment;
         for o in matched.candidates.iter().filter_map(|&i| pricing.offers.get(i)) {
             let q = &o.requirement;
             if let Some(transaction) = self.claims.settled_here(&payment.id(q.network, q.asset)).await {
                 let settled = ClaimRefusal::Settled { transaction };
-                return Err(claim_refusal(settled, matched.version, q, payment.payer()));
+                return Err(claim_refusal(settled, matched.version, q, payment.payer()).into());
             }
         }
         let metrics = self.remote.metrics();
-        let (offer, verified) = verify::local(pricing, &matched).map_err(|e| {
+        let (offer, verified) = verify::local(pricing, &matched, payment).map_err(|e| {
             let network = matched.candidates.first().and_then(|&i| pricing.offers.get(i));
             let network = network.map_or_else(|| "unknown".to_owned(), |o| o.requirement.network.to_string());
             metrics.verification(&network, Where::Local, Verdict::Invalid);
@@ -177,8 +245,8 @@ impl Checkout<'_> {
             // is reconciled below, whatever the clock says; any other is refused for its window.
             Err(e) => match self.claims.get(&key).await {
                 Ok(Some(r)) if r.state.is_unknown() => Err(r.state.into()),
-                Ok(_) => return Err(verify::refuse(&e)),
-                Err(_) => return Err(Refusal::Store),
+                Ok(_) => return Err(verify::refuse(&e).into()),
+                Err(_) => return Err(Refusal::Store.into()),
             },
         };
         let ticket = match claimed {
@@ -197,14 +265,14 @@ impl Checkout<'_> {
                     })
                 });
                 admitted.settled = Some(settle(self.claims, self.remote, &admitted).await?);
-                return Ok(Admission::Paid(Box::new(admitted)));
+                return Ok(Box::new(admitted));
             }
-            Err(e) => return Err(claim_refusal(e, version, requirement, payer)),
+            Err(e) => return Err(claim_refusal(e, version, requirement, payer).into()),
         };
         fault::point(Point::AfterClaim).await;
         let mut admitted = admit(ticket, request, None);
         match self.after_claim(&mut admitted, pricing, proof).await {
-            Ok(()) => Ok(Admission::Paid(Box::new(admitted))),
+            Ok(()) => Ok(Box::new(admitted)),
             // A contract wallet's signature was never checked here: without the facilitator's word it
             // proves nothing, and anyone could mint such signatures, so it never fails open.
             Err(Refusal::Facilitator { error, settling: false })
@@ -212,16 +280,16 @@ impl Checkout<'_> {
             {
                 // Spent before anything is served: one signature, at most one unpaid response.
                 if self.claims.served_unpaid(&admitted.ticket).await {
-                    Ok(Admission::Unpaid(error))
+                    Err(Checked::Unpaid(error))
                 } else {
                     self.claims.release(&admitted.ticket).await;
-                    Err(Refusal::Facilitator { error, settling: false })
+                    Err(Refusal::Facilitator { error, settling: false }.into())
                 }
             }
             Err(r) => {
                 // Frees the authorization unless settlement already moved the claim on (settled or in doubt).
                 self.claims.release(&admitted.ticket).await;
-                Err(r)
+                Err(r.into())
             }
         }
     }

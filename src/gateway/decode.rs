@@ -28,9 +28,27 @@ pub struct Matched {
     /// assets on one network are all candidates; the signature decides).
     pub candidates: Vec<usize>,
     pub json: Value,
-    pub payment: Payment,
+    /// The payment's `payload`, as its scheme defines it.
+    pub payload: Value,
     /// The v2 payload's `extensions` (v1 has none).
     pub extensions: Option<Value>,
+}
+
+impl Matched {
+    /// The offer this payment names (v2), or the first it could be for (v1).
+    pub fn offer<'o>(&self, offers: &'o [Offer]) -> Option<&'o Offer> {
+        self.candidates.first().and_then(|&i| offers.get(i))
+    }
+
+    /// The payload as an `exact` (or `upto`) payment: v2 names its offer, which says how the tokens move;
+    /// v1 clients only know EIP-3009.
+    pub fn exact_payment(&self, offers: &[Offer]) -> Result<Payment, PaymentError> {
+        let transfer = match self.version {
+            Version::V2 => self.offer(offers).map(|o| o.requirement.transfer),
+            Version::V1 => None,
+        };
+        Payment::parse(transfer.unwrap_or(Transfer::Eip3009), &self.payload).map_err(PaymentError::Rejected)
+    }
 }
 
 /// Why a payment was refused before any verification.
@@ -121,20 +139,11 @@ pub fn match_offer(p: Presented, offers: &[Offer]) -> Result<Matched, PaymentErr
             (c, pp.payload, None)
         }
     };
-    // v2 names its offer, which says how the tokens move; v1 clients only know EIP-3009.
-    let transfer = match p.version {
-        Version::V2 => candidates
-            .first()
-            .and_then(|&i| offers.get(i))
-            .map(|o| o.requirement.transfer),
-        Version::V1 => None,
-    };
-    let payment = Payment::parse(transfer.unwrap_or(Transfer::Eip3009), &payload).map_err(PaymentError::Rejected)?;
     Ok(Matched {
         version: p.version,
         candidates,
         json: p.json,
-        payment,
+        payload,
         extensions,
     })
 }
@@ -146,8 +155,15 @@ pub fn quotes(p: &Presented, offers: &[Offer]) -> bool {
     let Ok(m) = match_offer(p.clone(), offers) else {
         return false;
     };
+    // A v2 `accepted` equal to an offer is made out for exactly its terms.
+    if m.version == Version::V2 {
+        return true;
+    }
+    let Ok(payment) = m.exact_payment(offers) else {
+        return false;
+    };
     m.candidates
         .iter()
         .filter_map(|&i| offers.get(i))
-        .any(|o| o.requirement.amount == m.payment.amount() && o.requirement.pay_to == m.payment.payee())
+        .any(|o| o.requirement.amount == payment.amount() && o.requirement.pay_to == payment.payee())
 }

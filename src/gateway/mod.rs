@@ -18,6 +18,7 @@
 
 mod access;
 mod admin;
+mod batch;
 pub mod channels;
 mod checkout;
 mod claims;
@@ -38,6 +39,7 @@ mod receipt;
 mod refusal;
 mod reload;
 mod revenue;
+mod scheme;
 pub mod server;
 mod settle;
 mod shadow;

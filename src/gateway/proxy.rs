@@ -26,7 +26,8 @@ use crate::gateway::live::{Generations, LiveConfig};
 use crate::gateway::metrics::{Metrics, Outcome, WouldDo, UNMATCHED};
 use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::{self, Answer, Refusal};
-use crate::gateway::settle::{self, Admitted};
+use crate::gateway::scheme::Hold;
+use crate::gateway::settle;
 use crate::gateway::store::Store;
 use crate::gateway::throttle::Throttle;
 use crate::gateway::{access, cors, forward, receipt, shadow};
@@ -71,7 +72,8 @@ pub struct Ctx {
     /// The absolute URL, for priced routes (the 402's `resource`).
     url: String,
     browser: bool,
-    admitted: Option<Admitted>,
+    /// The payment admitted for this request, whatever its scheme.
+    admitted: Option<Box<dyn Hold>>,
     /// A refusal decided in a phase that can only fail; `fail_to_proxy` renders it.
     refusal: Option<Refusal>,
     outcome: Outcome,
@@ -134,13 +136,13 @@ impl Gateway {
 impl Gateway {
     /// Keeps a paid outcome under its `payment-identifier`, or frees the identifier when it was not paid.
     /// The body is kept only when it went out whole (`complete`) and as plain bytes (no content encoding).
-    async fn keep_outcome(&self, session: &Session, ctx: &Ctx, a: &Admitted, t: &Tracked, complete: bool) {
-        let (Outcome::Paid, Some(settled), Some(resp)) = (ctx.outcome, &a.settled, session.response_written()) else {
+    async fn keep_outcome(&self, session: &Session, ctx: &Ctx, a: &dyn Hold, t: &Tracked, complete: bool) {
+        let (Outcome::Paid, Some(settled), Some(resp)) = (ctx.outcome, a.settled(), session.response_written()) else {
             return idempotency::abandon(self.store.as_ref(), t).await;
         };
         let outcome = idempotency::Outcome {
             status: resp.status.as_u16(),
-            receipt: receipt::header(a.version, settled),
+            receipt: receipt::header(a.version(), settled),
             transaction: &settled.transaction,
             content_type: ctx.kept_type.clone(),
             body: (complete && !ctx.kept_overflow && !resp.headers.contains_key("content-encoding"))
@@ -206,12 +208,13 @@ impl Gateway {
             claims: &self.claims,
             remote: &self.remote,
             onchain: &self.onchain,
+            batch: gen.current.config.batch.as_ref(),
             // The client is worked out only when a limit is set.
             throttle: self.throttle.as_deref().and_then(|t| {
                 let f = &gen.current.config.forwarding;
                 forward::client(f, forward::peer(session), &session.req_header().headers).map(|c| (t, c))
             }),
-            store: self.store.as_ref(),
+            store: &self.store,
             clock: &self.clock,
         };
         let pricing = self.quoted(session.req_header(), gen, pricing, &presented);
@@ -219,8 +222,12 @@ impl Gateway {
         match result {
             Ok(Admission::Paid(a)) => {
                 self.metrics.claims_in_flight.inc();
-                ctx.admitted = Some(*a);
-                Ok(false)
+                let own = a.own_answer();
+                ctx.admitted = Some(a);
+                match own {
+                    Some(answer) => self.answer_paid(session, ctx, answer).await,
+                    None => Ok(false),
+                }
             }
             Ok(Admission::Unpaid(error)) => {
                 tracing::warn!(route = ctx.route_name(), error = %error, "facilitator could not verify; serving this payment once, unpaid (on_facilitator_error: allow)");
@@ -229,6 +236,34 @@ impl Gateway {
             }
             Err(r) => {
                 let outcome = r.outcome();
+                self.refuse(session, ctx, r, outcome).await
+            }
+        }
+    }
+
+    /// Answers a paid request with the gateway's own answer (a refund acknowledged), collecting its
+    /// payment first as if the upstream had given that answer.
+    async fn answer_paid(&self, session: &mut Session, ctx: &mut Ctx, mut answer: Answer) -> Result<bool> {
+        let head = session.req_header().method == Method::HEAD;
+        let Some(a) = ctx.admitted.as_mut() else {
+            return Ok(false);
+        };
+        match a.on_response(answer.status, head, None).await {
+            Ok(settled) => {
+                if let Some(s) = &settled {
+                    answer.headers.push(receipt::header(a.version(), s));
+                }
+                answer.headers.push(("cache-control", "private".to_owned()));
+                ctx.outcome = if settled.is_some() {
+                    Outcome::Paid
+                } else {
+                    Outcome::UpstreamError
+                };
+                self.write(session, ctx, answer, &[]).await?;
+                Ok(true)
+            }
+            Err(r) => {
+                let outcome = Outcome::SettleFailed;
                 self.refuse(session, ctx, r, outcome).await
             }
         }
@@ -384,12 +419,11 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let status = resp.status.as_u16();
-        let settled =
-            settle::on_response(&self.claims, &self.remote, admitted, status, head, overrides.as_deref()).await;
+        let settled = admitted.on_response(status, head, overrides.as_deref()).await;
         ctx.header_ready = Some(Instant::now());
         match settled {
             Ok(Some(settled)) => {
-                receipt::attach(resp, admitted.version, &settled)?;
+                receipt::attach(resp, admitted.version(), &settled)?;
                 let content_type = resp.headers.get("content-type").and_then(|v| v.to_str().ok());
                 ctx.kept_type = content_type.map(str::to_owned);
                 ctx.outcome = Outcome::Paid;
@@ -419,7 +453,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
         // Keep the paid body for a `payment-identifier` replay, up to the configured size; streamed as is.
-        let tracked = ctx.admitted.as_ref().is_some_and(|a| a.tracked.is_some());
+        let tracked = ctx.admitted.as_ref().is_some_and(|a| a.tracked().is_some());
         if let (true, Outcome::Paid, false, Some(b)) = (tracked, ctx.outcome, ctx.kept_overflow, body.as_ref()) {
             if ctx.kept.len() + b.len() > ctx.gen.current.config.payment_identifier_max_body {
                 ctx.kept_overflow = true;
@@ -452,7 +486,11 @@ impl ProxyHttp for Gateway {
         };
         let answer = refusal::render(&refusal, ctx.pricing(), &ctx.url, ctx.browser);
         // A route that settled before proxying keeps the payer's receipt whatever went wrong after.
-        let kept: Vec<_> = ctx.admitted.iter().filter_map(settle::kept_receipt).collect();
+        let kept: Vec<_> = ctx
+            .admitted
+            .iter()
+            .filter_map(|a| settle::kept_receipt(a.as_ref()))
+            .collect();
         let code = answer.status;
         match self.write(session, ctx, answer, &kept).await {
             Ok(()) => FailToProxy {
@@ -469,20 +507,20 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let Some(a) = &ctx.admitted {
+        if let Some(mut a) = ctx.admitted.take() {
             self.metrics.claims_in_flight.dec();
-            // Whatever did not settle (upstream >= 400, errors, client gone) frees the authorization.
-            // Settled and in-doubt claims are untouched by a release, so a settled one is not asked.
-            if a.settled.is_none() {
-                self.claims.release(&a.ticket).await;
+            // Whatever did not settle (upstream >= 400, errors, client gone) frees what was held.
+            if a.settled().is_none() {
+                a.release().await;
             }
-            if let Some(t) = &a.tracked {
-                self.keep_outcome(session, ctx, a, t, e.is_none()).await;
+            if let Some(t) = a.tracked() {
+                self.keep_outcome(session, ctx, a.as_ref(), t, e.is_none()).await;
             }
-            if a.settled.is_some() {
-                let (network, asset) = (a.network.to_string(), a.asset.to_string());
+            if a.settled().is_some() && a.settles_on_chain() {
+                let (network, asset) = (a.network().to_string(), a.asset().to_string());
                 self.metrics.revenue(ctx.route_name(), &network, &asset, a.paid());
             }
+            ctx.admitted = Some(a);
         }
         let total = ctx.started.elapsed();
         let to_header = ctx.header_ready.map_or(total, |t| t.duration_since(ctx.started));
@@ -497,7 +535,7 @@ impl ProxyHttp for Gateway {
             path: req.uri.path(),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             outcome: ctx.outcome,
-            admitted: ctx.admitted.as_ref(),
+            admitted: ctx.admitted.as_deref(),
             upstream: ctx.upstream_took,
             total,
         });

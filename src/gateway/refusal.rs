@@ -20,6 +20,13 @@ pub enum Refusal {
         reason: Option<String>,
         receipt: Option<(Version, SettleResponse)>,
     },
+    /// 402 for a `batch-settlement` voucher that does not continue its channel as the gateway knows it:
+    /// the challenge, with the channel's state added to offer `offer`'s `extra` so the client can resume.
+    Corrective {
+        reason: String,
+        offer: usize,
+        extra: serde_json::Map<String, serde_json::Value>,
+    },
     /// 400: the request itself is malformed.
     BadRequest(String),
     /// 404: unmatched under `default: deny`.
@@ -119,7 +126,7 @@ impl Refusal {
                 Outcome::RefusedReplay
             }
             Refusal::PaymentRequired { reason: None, .. } => Outcome::Challenged,
-            Refusal::PaymentRequired { .. } => Outcome::RefusedPayment,
+            Refusal::PaymentRequired { .. } | Refusal::Corrective { .. } => Outcome::RefusedPayment,
             Refusal::BadRequest(_) => Outcome::BadRequest,
             Refusal::NotFound | Refusal::MethodNotAllowed { .. } => Outcome::Denied,
             Refusal::Facilitator { .. } => Outcome::FacilitatorError,
@@ -138,7 +145,7 @@ impl Refusal {
         match self {
             // The payer must approve Permit2 once before this payment can work (x402-notes §9.1).
             Refusal::PaymentRequired { reason: Some(r), .. } if r == reason::PERMIT2_ALLOWANCE_REQUIRED => 412,
-            Refusal::PaymentRequired { .. } => 402,
+            Refusal::PaymentRequired { .. } | Refusal::Corrective { .. } => 402,
             Refusal::BadRequest(_) => 400,
             Refusal::NotFound => 404,
             Refusal::MethodNotAllowed { .. } => 405,
@@ -189,6 +196,21 @@ pub fn render(refusal: &Refusal, pricing: Option<&Pricing>, url: &str, browser: 
             return Answer {
                 status,
                 headers,
+                body: c.body,
+            };
+        }
+        Refusal::Corrective { reason, offer, extra } => {
+            let Some(pricing) = pricing else {
+                return json_answer(status, json!({ "error": reason }));
+            };
+            let c = pricing.challenge.render_amended(url, reason, *offer, extra);
+            return Answer {
+                status,
+                headers: vec![
+                    ("content-type", c.content_type.to_owned()),
+                    ("cache-control", "no-store".to_owned()),
+                    (HEADER_PAYMENT_REQUIRED, c.header),
+                ],
                 body: c.body,
             };
         }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use alloy::primitives::{Address, U256};
+use async_trait::async_trait;
 
 use crate::gateway::claims::{ClaimTicket, Claims};
 use crate::gateway::facilitator::{FacilitatorError, Remote, Settlement};
@@ -13,6 +14,7 @@ use crate::gateway::idempotency::Tracked;
 use crate::gateway::metrics::Settled;
 use crate::gateway::onchain::{Finding, Onchain};
 use crate::gateway::refusal::Refusal;
+use crate::gateway::scheme::Hold;
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
 use crate::protocol::network::Network;
 use crate::protocol::payment::Payment;
@@ -81,6 +83,65 @@ impl Admitted {
     }
 }
 
+/// An admitted `exact` or `upto` payment with the stages that settle it: the [`Hold`] the proxy drives.
+pub struct ExactHold {
+    pub admitted: Admitted,
+    claims: Arc<Claims>,
+    remote: Arc<Remote>,
+}
+
+impl ExactHold {
+    /// Holds `admitted` for its request.
+    pub fn new(admitted: Admitted, claims: &Arc<Claims>, remote: &Arc<Remote>) -> Self {
+        ExactHold {
+            admitted,
+            claims: claims.clone(),
+            remote: remote.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Hold for ExactHold {
+    fn version(&self) -> Version {
+        self.admitted.version
+    }
+    fn payer(&self) -> Address {
+        self.admitted.payer
+    }
+    fn network(&self) -> Network {
+        self.admitted.network
+    }
+    fn asset(&self) -> Address {
+        self.admitted.asset
+    }
+    fn paid(&self) -> U256 {
+        self.admitted.paid()
+    }
+    fn settled(&self) -> Option<&SettleResponse> {
+        self.admitted.settled.as_ref()
+    }
+    fn tracked(&self) -> Option<&Tracked> {
+        self.admitted.tracked.as_ref()
+    }
+
+    async fn on_response(
+        &mut self,
+        status: u16,
+        head: bool,
+        overrides: Option<&[u8]>,
+    ) -> Result<Option<SettleResponse>, Refusal> {
+        on_response(&self.claims, &self.remote, &mut self.admitted, status, head, overrides).await
+    }
+
+    async fn release(&mut self) {
+        // Settled and in-doubt claims are untouched by a release, so a settled one is not asked.
+        if self.admitted.settled.is_none() {
+            self.claims.release(&self.admitted.ticket).await;
+        }
+    }
+}
+
 /// What the upstream's final answer (`status`, and for `upto` the `Settlement-Overrides` header it sent)
 /// to an admitted request comes to: the settlement whose receipt goes out with it, `None` when nothing is
 /// to be settled (the upstream answered >= 400, or the request was HEAD), or the refusal that replaces
@@ -113,10 +174,8 @@ pub async fn on_response(
 }
 
 /// The receipt of a payment settled before its upstream failed: the payer keeps it whatever the answer.
-pub fn kept_receipt(a: &Admitted) -> Option<(&'static str, String)> {
-    a.settled
-        .as_ref()
-        .map(|s| crate::gateway::receipt::header(a.version, s))
+pub fn kept_receipt(h: &dyn Hold) -> Option<(&'static str, String)> {
+    h.settled().map(|s| crate::gateway::receipt::header(h.version(), s))
 }
 
 /// Settles an admitted payment and records the outcome on its claim. `Ok` is a successful settlement.

@@ -22,9 +22,12 @@ pub fn judge(
     let checked = decode::match_offer(presented, &pricing.offers)
         .map_err(|e| e.reason())
         .and_then(|m| {
-            let (offer, _) = verify::local(pricing, &m).map_err(|r| r.reason.to_owned())?;
+            // Shadow judges what the local checks of `exact` and `upto` can; other schemes' payloads fail
+            // to parse here and count as would-refuse.
+            let payment = m.exact_payment(&pricing.offers).map_err(|e| e.reason())?;
+            let (offer, _) = verify::local(pricing, &m, &payment).map_err(|r| r.reason.to_owned())?;
             let max = offer.requirement.max_timeout_seconds;
-            window::check_for_route(&m.payment, max, now).map_err(|r| r.reason.to_owned())
+            window::check_for_route(&payment, max, now).map_err(|r| r.reason.to_owned())
         });
     match checked {
         Ok(()) => (WouldDo::Accept, None),

@@ -13,6 +13,7 @@ use crate::gateway::refusal::Refusal;
 use crate::protocol::exact::Rejection;
 use crate::protocol::facilitator::EncodedRequest;
 use crate::protocol::network::Network;
+use crate::protocol::payment::Payment;
 use crate::protocol::reason;
 use crate::rules::offer::Offer;
 use crate::rules::table::Pricing;
@@ -29,11 +30,15 @@ pub fn refuse(r: &Rejection) -> Refusal {
 /// The offer a matched payment pays, its payer and how the signature was proven. The signature names
 /// the asset (EIP-712 `verifyingContract`), so the first candidate it verifies under is the one paid; when
 /// none does, the first candidate's reason is reported.
-pub fn local<'p>(pricing: &'p Pricing, matched: &Matched) -> Result<(&'p Offer, Verified), Rejection> {
+pub fn local<'p>(
+    pricing: &'p Pricing,
+    matched: &Matched,
+    payment: &Payment,
+) -> Result<(&'p Offer, Verified), Rejection> {
     let mut first_err = None;
     for &i in &matched.candidates {
         let Some(offer) = pricing.offers.get(i) else { continue };
-        match check_payment_terms(&offer.requirement, &offer.domain_separator, &matched.payment) {
+        match check_payment_terms(&offer.requirement, &offer.domain_separator, payment) {
             Ok(verified) => return Ok((offer, verified)),
             Err(e) => {
                 first_err.get_or_insert(e);

@@ -140,6 +140,7 @@ pub mod reason {
     pub const RPC_READ_FAILED: &str = "invalid_batch_settlement_evm_rpc_read_failed";
     pub const CHANNEL_BUSY: &str = "invalid_batch_settlement_evm_channel_busy";
     pub const MISSING_CHANNEL: &str = "invalid_batch_settlement_evm_missing_channel";
+    pub const VERIFICATION_STATE_UNAVAILABLE: &str = "invalid_batch_settlement_evm_verification_state_unavailable";
     pub const CHARGE_EXCEEDS_SIGNED_CUMULATIVE: &str = "invalid_batch_settlement_evm_charge_exceeds_signed_cumulative";
 }
 
@@ -189,6 +190,17 @@ pub fn deposit_nonce(channel_id: B256, salt: B256) -> B256 {
     both[..32].copy_from_slice(channel_id.as_slice());
     both[32..].copy_from_slice(salt.as_slice());
     alloy::primitives::keccak256(both)
+}
+
+/// The channel terms a `batch-settlement` offer fixes beyond the usual requirement (its `extra`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BatchTerms {
+    /// Signs claim batches and refunds for the receiver (`extra.receiverAuthorizer`); never zero.
+    pub receiver_authorizer: Address,
+    /// Seconds between a payer's withdraw request and its completion (`extra.withdrawDelay`).
+    pub withdraw_delay: u64,
+    /// The deposit a client is told to make at least (`extra.minDeposit`), in atomic units.
+    pub min_deposit: U256,
 }
 
 /// A voucher as it travels: the channel, the cumulative ceiling, the payer's signature.
@@ -318,6 +330,16 @@ pub fn config_json(c: &ChannelConfig) -> Value {
         "token": c.token.to_string(),
         "withdrawDelay": withdraw_delay(c),
         "salt": c.salt.to_string(),
+    })
+}
+
+/// One row of a `claim` or enriched `refund` payload: the payer's voucher on `config` up to
+/// `max_claimable`, and the cumulative amount to claim on it.
+pub fn claim_row_json(config: &ChannelConfig, max_claimable: u128, signature: &Bytes, total_claimed: u128) -> Value {
+    json!({
+        "voucher": {"channel": config_json(config), "maxClaimableAmount": max_claimable.to_string()},
+        "signature": signature.to_string(),
+        "totalClaimed": total_claimed.to_string(),
     })
 }
 

@@ -10,6 +10,7 @@ use alloy::sol_types::{Eip712Domain, SolStruct};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::batch::{self, BatchTerms};
 use super::network::Network;
 use super::{reason, v1, v2, Version, SCHEME_EXACT, SCHEME_UPTO};
 
@@ -68,6 +69,9 @@ pub enum Scheme {
     /// `upto` (x402-notes §14): the amount is a maximum; the server settles what the call cost, through
     /// the Permit2 upto proxy, from `facilitator` (the only account the payer lets settle it).
     Upto { facilitator: Address },
+    /// `batch-settlement` (x402 v2): `amount` is the most one call adds to the payer's voucher; the payer
+    /// deposits into a channel under these terms and each call is paid by a signed voucher.
+    Batch(BatchTerms),
 }
 
 impl Scheme {
@@ -76,6 +80,7 @@ impl Scheme {
         match self {
             Scheme::Exact => SCHEME_EXACT,
             Scheme::Upto { .. } => SCHEME_UPTO,
+            Scheme::Batch(_) => batch::SCHEME,
         }
     }
 }
@@ -105,8 +110,16 @@ impl Requirement {
         if self.transfer == Transfer::Permit2 {
             m.insert("assetTransferMethod".into(), json!(PERMIT2_TRANSFER_METHOD));
         }
-        if let Scheme::Upto { facilitator } = self.scheme {
-            m.insert("facilitatorAddress".into(), json!(facilitator.to_string()));
+        match self.scheme {
+            Scheme::Exact => {}
+            Scheme::Upto { facilitator } => {
+                m.insert("facilitatorAddress".into(), json!(facilitator.to_string()));
+            }
+            Scheme::Batch(t) => {
+                m.insert("receiverAuthorizer".into(), json!(t.receiver_authorizer.to_string()));
+                m.insert("withdrawDelay".into(), json!(t.withdraw_delay));
+                m.insert("minDeposit".into(), json!(t.min_deposit.to_string()));
+            }
         }
         // A Permit2 payment does not use them; clients only read them for a token's own EIP-2612 permit.
         if !self.eip712_name.is_empty() || self.transfer == Transfer::Eip3009 {
@@ -119,7 +132,7 @@ impl Requirement {
     /// `upto`: the account the payer lets settle it; `None` for `exact`, which anyone may settle.
     pub fn settler(&self) -> Option<Address> {
         match self.scheme {
-            Scheme::Exact => None,
+            Scheme::Exact | Scheme::Batch(_) => None,
             Scheme::Upto { facilitator } => Some(facilitator),
         }
     }
@@ -140,7 +153,7 @@ impl Requirement {
     /// The v1 wire form, or `None` when legacy clients could not pay it: the network has no v1 name, or
     /// the payment goes through Permit2 (v1 knows only EIP-3009).
     pub fn to_v1(&self, meta: &v2::ResourceInfo) -> Option<v1::PaymentRequirements> {
-        if self.transfer != Transfer::Eip3009 {
+        if self.transfer != Transfer::Eip3009 || matches!(self.scheme, Scheme::Batch(_)) {
             return None;
         }
         Some(self.v1_named(self.network.v1_name()?.to_owned(), meta))
@@ -216,7 +229,26 @@ impl Requirement {
     ) -> Result<Self, Rejection> {
         let bad = |what: &str| Rejection::new(reason::INVALID_REQUIREMENTS, what.to_owned());
         let field = |k: &str| extra.and_then(|e| e.get(k)).and_then(Value::as_str).map(str::to_owned);
+        let number = |k: &str| {
+            let v = extra.and_then(|e| e.get(k))?;
+            v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        };
         let scheme = match scheme {
+            batch::SCHEME => Scheme::Batch(BatchTerms {
+                receiver_authorizer: field("receiverAuthorizer")
+                    .as_deref()
+                    .and_then(parse_address)
+                    .filter(|a| !a.is_zero())
+                    .ok_or_else(|| {
+                        bad("a batch-settlement requirement needs extra.receiverAuthorizer, a non-zero address")
+                    })?,
+                withdraw_delay: number("withdrawDelay")
+                    .ok_or_else(|| bad("a batch-settlement requirement needs extra.withdrawDelay, in seconds"))?,
+                min_deposit: field("minDeposit")
+                    .as_deref()
+                    .and_then(parse_decimal)
+                    .unwrap_or_default(),
+            }),
             SCHEME_EXACT => Scheme::Exact,
             SCHEME_UPTO => Scheme::Upto {
                 facilitator: field("facilitatorAddress")
@@ -227,7 +259,7 @@ impl Requirement {
             _ => {
                 return Err(Rejection::new(
                     reason::INVALID_SCHEME,
-                    format!("scheme {scheme:?} is not supported; \"exact\" or \"upto\""),
+                    format!("scheme {scheme:?} is not supported; \"exact\", \"upto\" or \"batch-settlement\""),
                 ))
             }
         };
@@ -240,7 +272,7 @@ impl Requirement {
         // `upto` always moves the tokens through Permit2.
         let transfer = match (field("assetTransferMethod").as_deref(), scheme) {
             (None, Scheme::Upto { .. }) | (Some(PERMIT2_TRANSFER_METHOD), _) => Transfer::Permit2,
-            (None | Some("eip3009"), Scheme::Exact) => Transfer::Eip3009,
+            (None | Some("eip3009"), Scheme::Exact | Scheme::Batch(_)) => Transfer::Eip3009,
             (Some("eip3009"), Scheme::Upto { .. }) => return Err(bad("upto is paid through Permit2, not EIP-3009")),
             (Some(other), _) => {
                 return Err(bad(&format!(

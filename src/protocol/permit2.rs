@@ -261,6 +261,7 @@ pub fn spender(scheme: Scheme) -> Address {
     match scheme {
         Scheme::Exact => EXACT_PROXY,
         Scheme::Upto { .. } => UPTO_PROXY,
+        Scheme::Batch(_) => crate::protocol::batch::PERMIT2_COLLECTOR,
     }
 }
 

@@ -41,9 +41,11 @@ enum Piece {
 pub struct Template {
     v2: Vec<Piece>,
     v1: Vec<Piece>,
-    /// For the browser page.
+    /// For the browser page and amended challenges.
     offers: Vec<Offer>,
     description: String,
+    mime_type: String,
+    extensions: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Splits serialised JSON at the (JSON-escaped) holes.
@@ -120,7 +122,7 @@ impl Template {
             error: Some(ERROR_HOLE.to_owned()),
             resource: meta.clone(),
             accepts: offers.iter().map(|o| o.requirement.to_v2()).collect(),
-            extensions,
+            extensions: extensions.clone(),
         };
         let v1 = v1::PaymentRequired {
             x402_version: Version::V1,
@@ -133,6 +135,35 @@ impl Template {
             v1: pieces(&serde_json::to_vec(&v1).unwrap_or_default()),
             offers: offers.to_vec(),
             description: description.to_owned(),
+            mime_type: mime_type.to_owned(),
+            extensions,
+        }
+    }
+
+    /// The challenge for `url` refusing with `error`, with `extra` added to offer `offer`'s `extra` (a
+    /// `batch-settlement` channel's state, for the client to resume from). Built afresh: it is rare.
+    pub fn render_amended(
+        &self,
+        url: &str,
+        error: &str,
+        offer: usize,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Challenge {
+        let mut accepts: Vec<v2::PaymentRequirements> = self.offers.iter().map(|o| o.requirement.to_v2()).collect();
+        if let Some(e) = accepts.get_mut(offer).and_then(|a| a.extra.as_mut()) {
+            e.extend(extra.clone());
+        }
+        let v2 = v2::PaymentRequired {
+            x402_version: Version::V2,
+            error: Some(error.to_owned()),
+            resource: resource(url, &self.description, &self.mime_type),
+            accepts,
+            extensions: self.extensions.clone(),
+        };
+        Challenge {
+            header: codec::encode(&v2),
+            content_type: "application/json",
+            body: b"{}".to_vec(),
         }
     }
 

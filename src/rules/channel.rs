@@ -56,6 +56,41 @@ pub struct OnChain {
     pub refund_nonce: U256,
 }
 
+impl OnChain {
+    /// The wire form (`channelState`, a `/verify` answer's `extra`): amounts as strings, the time a
+    /// number, as the SDK facilitators write it.
+    pub fn to_json(&self, channel_id: alloy::primitives::B256) -> serde_json::Value {
+        serde_json::json!({
+            "channelId": channel_id.to_string(),
+            "balance": self.balance.to_string(),
+            "totalClaimed": self.total_claimed.to_string(),
+            "withdrawRequestedAt": self.withdraw_requested_at,
+            "refundNonce": self.refund_nonce.to_string(),
+        })
+    }
+
+    /// Reads the wire form leniently, as the SDK servers do: numbers or decimal strings.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let field = |k: &str| -> Option<U256> {
+            match v.get(k)? {
+                serde_json::Value::String(s) => crate::protocol::exact::parse_decimal(s),
+                serde_json::Value::Number(n) => n.as_u64().map(U256::from),
+                _ => None,
+            }
+        };
+        let small = |k: &str| field(k).and_then(|x| u128::try_from(x).ok());
+        Some(OnChain {
+            balance: small("balance")?,
+            total_claimed: small("totalClaimed")?,
+            withdraw_requested_at: match v.get("withdrawRequestedAt") {
+                None => 0,
+                Some(_) => u64::try_from(field("withdrawRequestedAt")?).ok()?,
+            },
+            refund_nonce: field("refundNonce").unwrap_or_default(),
+        })
+    }
+}
+
 impl Channel {
     /// The on-chain part of the record.
     pub fn on_chain(&self) -> OnChain {
@@ -91,49 +126,66 @@ pub fn expected(record: Option<&Channel>, p: &BatchPayload, price: u128) -> u128
     }
 }
 
-/// The channel's terms against the offer, in the SDKs' order.
-pub fn check_terms(
-    p: &BatchPayload,
-    chain_id: u64,
-    pay_to: Address,
-    receiver_authorizer: Address,
-    asset: Address,
-    withdraw_delay: u64,
-) -> Result<(), Rejection> {
+/// What a channel's config must agree with: the offer's terms (a facilitator may be asked about a
+/// requirement that leaves the authorizer or the delay out; `None` then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    pub chain_id: u64,
+    pub pay_to: Address,
+    pub asset: Address,
+    pub receiver_authorizer: Option<Address>,
+    pub withdraw_delay: Option<u64>,
+}
+
+/// The channel's config against the offer's terms, in the SDKs' order (`validateChannelConfig`).
+pub fn check_terms(p: &BatchPayload, t: &Terms) -> Result<(), Rejection> {
     let c = &p.config;
     let refuse = |why: &'static str, m: String| Err(Rejection::new(why, m));
-    if !p.channel_matches(chain_id) {
+    if !p.channel_matches(t.chain_id) {
         return refuse(
             reason::CHANNEL_ID_MISMATCH,
-            "voucher.channelId is not the hash of channelConfig".into(),
-        );
-    }
-    if c.receiver != pay_to {
-        return refuse(
-            reason::RECEIVER_MISMATCH,
-            format!("receiver {} is not payTo {pay_to}", c.receiver),
-        );
-    }
-    if c.receiverAuthorizer != receiver_authorizer {
-        return refuse(
-            reason::RECEIVER_AUTHORIZER_MISMATCH,
             format!(
-                "receiverAuthorizer {} is not {receiver_authorizer}",
-                c.receiverAuthorizer
+                "voucher.channelId {} is not the hash of channelConfig",
+                p.voucher.channel_id
             ),
         );
     }
-    if c.token != asset {
+    if c.receiver != t.pay_to {
+        return refuse(
+            reason::RECEIVER_MISMATCH,
+            format!("receiver {} is not payTo {}", c.receiver, t.pay_to),
+        );
+    }
+    match t.receiver_authorizer {
+        Some(a) if !a.is_zero() && a == c.receiverAuthorizer => {}
+        _ => {
+            return refuse(
+                reason::RECEIVER_AUTHORIZER_MISMATCH,
+                format!("receiverAuthorizer {} is not the offer's", c.receiverAuthorizer),
+            )
+        }
+    }
+    if c.token != t.asset {
         return refuse(
             reason::TOKEN_MISMATCH,
-            format!("token {} is not the asset {asset}", c.token),
+            format!("token {} is not the asset {}", c.token, t.asset),
         );
     }
     let delay = batch::withdraw_delay(c);
-    if delay != withdraw_delay {
+    if t.withdraw_delay.is_some_and(|d| d != delay) {
         return refuse(
             reason::WITHDRAW_DELAY_MISMATCH,
-            format!("withdrawDelay {delay} is not the offered {withdraw_delay}"),
+            format!("withdrawDelay {delay} is not the offered one"),
+        );
+    }
+    if !(batch::MIN_WITHDRAW_DELAY..=batch::MAX_WITHDRAW_DELAY).contains(&delay) {
+        return refuse(
+            reason::WITHDRAW_DELAY_OUT_OF_RANGE,
+            format!(
+                "withdrawDelay {delay} is outside {}..={} seconds",
+                batch::MIN_WITHDRAW_DELAY,
+                batch::MAX_WITHDRAW_DELAY
+            ),
         );
     }
     Ok(())
@@ -205,11 +257,10 @@ pub fn reserve(
     if current.is_some_and(|c| c.busy(now_ms)) {
         return Err(Refused::Busy);
     }
-    let provisional = || provisional(p, price, state, now_ms);
-    if p.voucher.max_claimable != expected(current, p, price) {
-        return Err(Refused::Stale(Box::new(current.cloned().unwrap_or_else(provisional))));
+    let base = current.cloned().unwrap_or_else(|| provisional(p, price, state, now_ms));
+    if p.voucher.max_claimable != expected(Some(&base), p, price) {
+        return Err(Refused::Stale(Box::new(base)));
     }
-    let base = current.cloned().unwrap_or_else(provisional);
     Ok(Channel {
         signed_max: p.voucher.max_claimable,
         signature: p.voucher.signature.clone(),
@@ -230,7 +281,13 @@ fn provisional(p: &BatchPayload, price: u128, state: OnChain, now_ms: u64) -> Ch
     let signed = p.voucher.max_claimable;
     Channel {
         config: p.config.clone(),
-        charged: if refund { signed } else { signed.saturating_sub(price) },
+        // The client's own base, but never below what the chain shows claimed already: a payer whose
+        // record was lost does not get calls for less than their price.
+        charged: if refund {
+            signed
+        } else {
+            signed.saturating_sub(price).max(state.total_claimed)
+        },
         signed_max: signed,
         signature: p.voucher.signature.clone(),
         balance: state.balance,

@@ -4,7 +4,7 @@
 use alloy::primitives::{B256, U256};
 
 use crate::core::money::format_units;
-use crate::protocol::exact::{Requirement, Transfer};
+use crate::protocol::exact::{Requirement, Scheme, Transfer};
 use crate::protocol::permit2;
 
 /// One accepted network/asset of a priced route.
@@ -48,12 +48,19 @@ impl Offer {
     pub fn display(&self) -> String {
         let units = |a: U256| format_units(a, self.decimals);
         let (symbol, network) = (&self.symbol, self.requirement.network);
-        match self.requirement.settler() {
-            None => format!("{} {symbol} on {network}", units(self.requirement.amount)),
-            Some(settler) => format!(
-                "up to {} {symbol} on {network}, at least {}, settled by {settler}",
+        match self.requirement.scheme {
+            Scheme::Exact => format!("{} {symbol} on {network}", units(self.requirement.amount)),
+            Scheme::Upto { facilitator } => format!(
+                "up to {} {symbol} on {network}, at least {}, settled by {facilitator}",
                 units(self.requirement.amount),
                 units(self.min)
+            ),
+            Scheme::Batch(t) => format!(
+                "{} {symbol} a call on {network} by batch settlement: deposit at least {}, withdraw delay {}s, claims signed by {}",
+                units(self.requirement.amount),
+                units(t.min_deposit),
+                t.withdraw_delay,
+                t.receiver_authorizer
             ),
         }
     }

@@ -22,6 +22,7 @@ use crate::protocol::exact::{parse_address, AuthorizationId, Rejection};
 use crate::protocol::facilitator::{FacilitatorRequest, SettleResponse, VerifyResponse};
 use crate::protocol::network::Network;
 use crate::protocol::{reason, v2};
+use crate::rules::channel::{self, OnChain as ChannelState};
 use crate::rules::verify::recover_signer;
 use crate::tools::chain::{Chain, ChainError};
 
@@ -62,29 +63,6 @@ const REFUND_FAILURES: Failures = Failures {
 /// A settle refused before anything was sent.
 fn refused(reason: &str, message: impl Into<String>, network: &str) -> SettleResponse {
     SettleResponse::failed(reason, message, None, network.to_owned(), String::new())
-}
-
-/// A channel's on-chain state, as `/verify` and `/settle` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelState {
-    pub balance: u128,
-    pub total_claimed: u128,
-    /// When the payer started a withdrawal (unix seconds), 0 for none.
-    pub withdraw_requested_at: u64,
-    pub refund_nonce: U256,
-}
-
-impl ChannelState {
-    /// The wire form (`channelState` / verify `extra`): amounts as strings, the time a number.
-    pub fn to_json(&self, channel_id: B256) -> Value {
-        json!({
-            "channelId": channel_id.to_string(),
-            "balance": self.balance.to_string(),
-            "totalClaimed": self.total_claimed.to_string(),
-            "withdrawRequestedAt": self.withdraw_requested_at,
-            "refundNonce": self.refund_nonce.to_string(),
-        })
-    }
 }
 
 /// The terms of the requirement a batch-settlement payment answers.
@@ -413,7 +391,16 @@ async fn logged<T>(chain: &Chain, hash: &str, pick: impl Fn(&alloy::primitives::
 /// Every check of a deposit, voucher or refund, local first, then against the chain; the channel's state
 /// (before a deposit) when it passes.
 async fn check(chain: &Chain, terms: &Terms, p: &BatchPayload) -> Result<ChannelState, Rejection> {
-    check_config(terms, p)?;
+    channel::check_terms(
+        p,
+        &channel::Terms {
+            chain_id: terms.network.chain_id,
+            pay_to: terms.pay_to,
+            asset: terms.asset,
+            receiver_authorizer: terms.receiver_authorizer,
+            withdraw_delay: terms.withdraw_delay,
+        },
+    )?;
     check_voucher_signature(chain, terms.network.chain_id, p).await?;
     let channel = p.voucher.channel_id;
     let state = read_state(chain, channel)
@@ -463,55 +450,6 @@ async fn check(chain: &Chain, terms: &Terms, p: &BatchPayload) -> Result<Channel
             .map_err(|e| Rejection::new(why::DEPOSIT_SIMULATION_FAILED, e.to_string()))?;
     }
     Ok(state)
-}
-
-/// The channel config against the requirement, in the SDKs' order.
-fn check_config(terms: &Terms, p: &BatchPayload) -> Result<(), Rejection> {
-    let c = &p.config;
-    if !p.channel_matches(terms.network.chain_id) {
-        return Err(Rejection::new(
-            why::CHANNEL_ID_MISMATCH,
-            format!(
-                "voucher.channelId {} is not the hash of channelConfig",
-                p.voucher.channel_id
-            ),
-        ));
-    }
-    if c.receiver != terms.pay_to {
-        return Err(Rejection::new(
-            why::RECEIVER_MISMATCH,
-            format!("receiver {} is not payTo", c.receiver),
-        ));
-    }
-    match terms.receiver_authorizer {
-        Some(a) if a != Address::ZERO && a == c.receiverAuthorizer => {}
-        _ => {
-            return Err(Rejection::new(
-                why::RECEIVER_AUTHORIZER_MISMATCH,
-                format!("receiverAuthorizer {} is not the requirement's", c.receiverAuthorizer),
-            ))
-        }
-    }
-    if c.token != terms.asset {
-        return Err(Rejection::new(
-            why::TOKEN_MISMATCH,
-            format!("token {} is not the asset", c.token),
-        ));
-    }
-    let delay = batch::withdraw_delay(c);
-    if terms.withdraw_delay.is_some_and(|d| d != delay) {
-        return Err(Rejection::new(
-            why::WITHDRAW_DELAY_MISMATCH,
-            format!("withdrawDelay {delay} is not the requirement's"),
-        ));
-    }
-    if !(batch::MIN_WITHDRAW_DELAY..=batch::MAX_WITHDRAW_DELAY).contains(&delay) {
-        return Err(Rejection::new(
-            why::WITHDRAW_DELAY_OUT_OF_RANGE,
-            format!("withdrawDelay {delay} is outside 900..=2592000 seconds"),
-        ));
-    }
-    Ok(())
 }
 
 /// The voucher's signature: by the payer authorizer's key when there is one (what the contract requires
