@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{LogFormat, ProcessEnv};
+use crate::tools::channels::ChannelsArgs;
 use crate::tools::demo::DemoArgs;
 use crate::tools::devnet::DevnetArgs;
 use crate::tools::facilitator::server::FacilitatorArgs;
@@ -44,6 +45,8 @@ pub enum Command {
     Pay(PayArgs),
     /// List payments whose settlement outcome is unknown, or resolve one (through the admin listener).
     Payments(PaymentsArgs),
+    /// List `batch-settlement` channels (deposit, charged, unclaimed), or claim or settle them now.
+    Channels(ChannelsArgs),
     /// Start everything locally (chain, facilitator, upstream, gateway) and pay one request.
     Demo(DemoArgs),
 }
@@ -113,6 +116,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => run(&args.config, cli.log_format),
         Command::Pay(args) => runtime().and_then(|rt| rt.block_on(pay::run(args))),
         Command::Payments(args) => runtime().and_then(|rt| rt.block_on(payments::run(args))),
+        Command::Channels(args) => runtime().and_then(|rt| rt.block_on(crate::tools::channels::run(args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Upstream(args) => runtime().and_then(|rt| rt.block_on(upstream::run(args.listen))),
         Command::Check(args) => crate::config::load(&args.config, &ProcessEnv)

@@ -22,6 +22,7 @@ struct BatchStack {
     _upstream: Upstream,
     gateway: Gateway,
     pay_to: Address,
+    admin: String,
 }
 
 impl BatchStack {
@@ -30,14 +31,31 @@ impl BatchStack {
         let facilitator = Facilitator::start(&devnet, &[]).await;
         let upstream = Upstream::start().await;
         let (pay_to, _) = devnet.account(8);
-        let gateway = Gateway::start(&table(&devnet, &upstream.url, &facilitator.url, pay_to, extra)).await;
+        let admin = format!("127.0.0.1:{}", support::free_port());
+        let extra = format!("admin_listen: \"{admin}\"\n{extra}");
+        let gateway = Gateway::start(&table(&devnet, &upstream.url, &facilitator.url, pay_to, &extra)).await;
         BatchStack {
             devnet,
             facilitator,
             _upstream: upstream,
             gateway,
             pay_to,
+            admin: format!("http://{admin}"),
         }
+    }
+
+    /// `x402-gateway channels <action> --json` against this gateway.
+    fn channels(&self, action: &str) -> Value {
+        let out = std::process::Command::new(support::bin())
+            .args(["channels", "--admin", &self.admin, "--json", action])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "channels {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn url(&self) -> String {
@@ -159,12 +177,45 @@ async fn the_official_client_pays_many_calls_with_one_deposit_and_gets_the_rest_
         escrow_before + U256::from(MIN_DEPOSIT)
     );
 
-    // The refund: the gateway claims what was charged and returns the rest in one transaction, and
-    // answers without asking the upstream.
-    let out = stack.pay(0, 0, &[("REFUND_ONLY", "1")]);
+    // `x402-gateway channels` shows what was charged and not yet claimed; `claim` claims it in one
+    // transaction and `settle` pays it to the receiver in another.
+    let charged = calls as u64 * PRICE;
+    let listed = stack.channels("list");
+    let row = &listed["channels"][0];
+    assert_eq!(row["channel"], channel.to_string(), "{listed}");
+    assert_eq!(row["charged"], charged.to_string());
+    assert_eq!(row["unclaimed"], charged.to_string());
+    assert_eq!(row["balance"], MIN_DEPOSIT.to_string());
+    let claimed = stack.channels("claim");
+    assert_eq!(claimed["channels"], 1, "{claimed}");
+    let tx = claimed["transactions"][0].as_str().unwrap();
+    assert_eq!(stack.devnet.receipt(tx).await["status"], "0x1");
+    assert_eq!(
+        stack.channel(channel).await,
+        (u128::from(MIN_DEPOSIT), u128::from(charged))
+    );
+    assert_eq!(stack.channels("list")["channels"][0]["unclaimed"], "0");
+    assert_eq!(
+        stack.channels("claim")["transactions"],
+        json!([]),
+        "nothing left to claim"
+    );
+    let receiver_before = stack.devnet.balance(stack.pay_to).await;
+    let settled = stack.channels("settle");
+    let tx = settled["transactions"][0].as_str().unwrap();
+    assert_eq!(stack.devnet.receipt(tx).await["status"], "0x1");
+    assert_eq!(
+        stack.devnet.balance(stack.pay_to).await,
+        receiver_before + U256::from(charged)
+    );
+
+    // Two more calls on the same deposit, then the refund: the gateway claims what was charged and
+    // returns the rest in one transaction, and answers without asking the upstream.
+    let out = stack.pay(0, 2, &[("REFUND", "1")]);
+    assert_eq!(out["statuses"], json!([200, 200]), "{out}");
+    let charged = charged + 2 * PRICE;
     let refund = &out["refund"];
     assert_eq!(refund["success"], true, "{out}");
-    let charged = calls as u64 * PRICE;
     assert_eq!(refund["amount"], (MIN_DEPOSIT - charged).to_string());
     assert_eq!(
         stack.devnet.receipt(refund["transaction"].as_str().unwrap()).await["status"],
@@ -172,5 +223,16 @@ async fn the_official_client_pays_many_calls_with_one_deposit_and_gets_the_rest_
     );
     assert_eq!(stack.channel(channel).await, (u128::from(charged), u128::from(charged)));
     assert_eq!(stack.devnet.balance(payer).await, payer_before - U256::from(charged));
-    let _ = stack.pay_to;
+    // The refund's claim is settled next: the receiver has exactly every call's price, no more.
+    stack.channels("settle");
+    assert_eq!(
+        stack.devnet.balance(stack.pay_to).await,
+        receiver_before + U256::from(charged)
+    );
+    assert_eq!(stack.devnet.balance(SETTLEMENT).await, escrow_before);
+    assert_eq!(
+        f.counter("facilitator_verify_requests_total").await,
+        2,
+        "the deposit and the refund"
+    );
 }

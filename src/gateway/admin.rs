@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::gateway::claimer::Claimer;
 use crate::gateway::claims::Claims;
 use crate::gateway::facilitator::Remote;
 use crate::gateway::health::Health;
@@ -33,6 +34,8 @@ pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveConfig>,
     pub reloader: Reloader,
+    /// Claims and settles `batch-settlement` vouchers.
+    pub claimer: Arc<Claimer>,
 }
 
 /// Starts the control plane on a thread of its own. The admin port is bound before this returns, so a
@@ -60,6 +63,7 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                     .clone()
                     .run(plane.remote, plane.store.clone(), plane.live),
             );
+            tokio::spawn(plane.claimer.clone().run());
             let reloads = tokio::spawn(plane.reloader.run(hup));
             let listener = match listener.map(tokio::net::TcpListener::from_std) {
                 Some(Ok(l)) => l,
@@ -76,6 +80,7 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
             let (metrics, claims, store, health) = (plane.metrics, plane.claims, plane.store, plane.health);
             let gauges = health.clone();
             let (listed, resolved) = (claims.clone(), claims.clone());
+            let (shown, claiming, settling) = (plane.claimer.clone(), plane.claimer.clone(), plane.claimer);
             let app = Router::new()
                 .route(
                     "/metrics",
@@ -90,6 +95,15 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
                     }),
                 )
                 .route("/healthz", get(|| async { "ok" }))
+                .route("/channels", get(move || channels(shown.clone())))
+                .route(
+                    "/channels/claim",
+                    post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| collect(claiming.clone(), peer, false)),
+                )
+                .route(
+                    "/channels/settle",
+                    post(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| collect(settling.clone(), peer, true)),
+                )
                 .route("/payments", get(move || list(listed.clone())))
                 .route(
                     "/payments/resolve",
@@ -119,6 +133,34 @@ pub fn spawn(plane: ControlPlane) -> std::io::Result<()> {
         });
     })?;
     Ok(())
+}
+
+/// `GET /channels`: every `batch-settlement` channel with its deposit, charged and unclaimed amounts.
+async fn channels(claimer: Arc<Claimer>) -> (StatusCode, Json<Value>) {
+    match claimer.list().await {
+        Ok(rows) => (StatusCode::OK, Json(json!({ "channels": rows }))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": e }))),
+    }
+}
+
+/// `POST /channels/claim` and `/channels/settle`: a claim (or settle) round now, from this host only (it
+/// sends transactions).
+async fn collect(claimer: Arc<Claimer>, peer: SocketAddr, settle: bool) -> (StatusCode, Json<Value>) {
+    if !peer.ip().is_loopback() {
+        let message = "channels are claimed by hand only from the gateway's own host (loopback): run `x402-gateway channels` there";
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": message })));
+    }
+    let round = if settle {
+        claimer.settle().await
+    } else {
+        claimer.claim().await
+    };
+    let status = if round.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    (status, Json(json!(round)))
 }
 
 /// `GET /payments`: every payment whose settlement outcome is unknown, oldest deadline first.

@@ -15,12 +15,11 @@ use serde_json::{json, Map, Value};
 
 use crate::core::time::Clock;
 use crate::gateway::channels::{self, Change};
-use crate::gateway::checkout::{Admission, Checkout};
 use crate::gateway::decode::Matched;
 use crate::gateway::facilitator::{Remote, Settlement};
 use crate::gateway::metrics::{Verdict, Where};
 use crate::gateway::refusal::{Answer, Refusal};
-use crate::gateway::scheme::{Hold, SchemeServer};
+use crate::gateway::scheme::{Admission, Checkout, Hold, SchemeServer};
 use crate::gateway::store::Store;
 use crate::protocol::batch::{self, reason as why, BatchPayload, ClaimEntry, Kind};
 use crate::protocol::exact::{Rejection, Requirement, Scheme};
@@ -34,13 +33,16 @@ use crate::rules::table::Pricing;
 
 /// How long a channel record is kept after its last change: far beyond any withdraw delay, so a record
 /// with unclaimed charges is never dropped by its store for age.
-const RECORD_LIFETIME_SECS: u64 = 400 * 86_400;
+pub const RECORD_LIFETIME_SECS: u64 = 400 * 86_400;
 /// The bounds of a reservation's life (the SDK servers' clamp of `maxTimeoutSeconds`).
 const HOLD_BOUNDS_MS: (u64, u64) = (5_000, 600_000);
 
+/// Where channel records sit in the store: `channel:<network>:<channel id>`.
+pub const CHANNEL_PREFIX: &str = "channel:";
+
 /// The store key of a channel's record.
 pub fn channel_key(network: Network, channel_id: B256) -> String {
-    format!("channel:{}:{channel_id:x}", network.caip2())
+    format!("{CHANNEL_PREFIX}{}:{channel_id}", network.caip2())
 }
 
 fn refuse(r: &Rejection) -> Refusal {
@@ -96,6 +98,26 @@ fn random_id() -> u64 {
 /// `batch-settlement`: a channel per payer, many calls per deposit.
 pub struct BatchServer;
 
+/// The label of a payload's kind (never the client's own string: metric labels stay bounded).
+fn kind_label(payload: &Value) -> &'static str {
+    match payload.get("type").and_then(Value::as_str) {
+        Some("voucher") => "voucher",
+        Some("deposit") => "deposit",
+        Some("refund") => "refund",
+        _ => "other",
+    }
+}
+
+/// A refusal's label: its reason when it is a 402, else its outcome.
+fn refusal_label(r: &Refusal) -> String {
+    match r {
+        Refusal::PaymentRequired { reason: Some(why), .. } | Refusal::Corrective { reason: why, .. } => {
+            why.split(':').next().unwrap_or_default().to_owned()
+        }
+        other => other.outcome().as_str().to_owned(),
+    }
+}
+
 #[async_trait]
 impl SchemeServer for BatchServer {
     async fn admit(
@@ -105,6 +127,18 @@ impl SchemeServer for BatchServer {
         pricing: &Pricing,
         url: &str,
     ) -> Result<Admission, Refusal> {
+        let kind = kind_label(&matched.payload);
+        let admitted = admit(cx, matched, pricing, url).await;
+        if let Err(r) = &admitted {
+            cx.remote.metrics().batch_voucher(kind, &refusal_label(r));
+        }
+        admitted
+    }
+}
+
+/// Every check of a `batch-settlement` payment through the channel's reservation.
+async fn admit(cx: &Checkout<'_>, matched: Matched, pricing: &Pricing, url: &str) -> Result<Admission, Refusal> {
+    {
         let index = matched.candidates.first().copied().unwrap_or_default();
         let (Some(offer), Some(settings)) = (pricing.offers.get(index), cx.batch) else {
             return Err(refuse_with(reason::NO_MATCHING_REQUIREMENTS));
@@ -396,15 +430,18 @@ impl BatchHold {
 
     /// The client's refund, with what the receiver adds (SDK `enrichSettlementPayload`): the claim of what
     /// was charged, the refund nonce and amount, and the receiver authorizer's signatures.
-    fn enriched_refund(&self, asked: Option<u128>) -> Result<FacilitatorRequest, Refusal> {
+    fn enriched_refund(&self, asked: Option<u128>) -> Result<FacilitatorRequest, (&'static str, String)> {
         let c = &self.snapshot;
         let remainder = c.balance.saturating_sub(c.charged);
         if remainder == 0 {
-            return Err(self.failed(why::REFUND_NO_BALANCE, "nothing in the channel is left to refund"));
+            return Err((
+                why::REFUND_NO_BALANCE,
+                "nothing in the channel is left to refund".into(),
+            ));
         }
         let amount = match asked {
             Some(a) if a > remainder => {
-                return Err(self.failed(
+                return Err((
                     why::REFUND_NO_BALANCE,
                     format!("asked for {a}, but only {remainder} is left unclaimed"),
                 ))
@@ -418,7 +455,7 @@ impl BatchHold {
             self.authorizer
                 .sign_hash_sync(&digest)
                 .map(|s| alloy::primitives::Bytes::from(s.as_bytes().to_vec()).to_string())
-                .map_err(|_| self.failed(why::REFUND_PAYLOAD, "the receiver authorizer could not sign"))
+                .map_err(|_| (why::REFUND_PAYLOAD, "the receiver authorizer could not sign".to_owned()))
         };
         let refund_sig = sign(batch::refund_digest(id, c.refund_nonce, amount, self.chain_id()))?;
         let entry = ClaimEntry {
@@ -433,7 +470,7 @@ impl BatchHold {
             .get_mut("payload")
             .and_then(Value::as_object_mut)
         else {
-            return Err(self.failed(why::REFUND_PAYLOAD, "the refund payload is not an object"));
+            return Err((why::REFUND_PAYLOAD, "the refund payload is not an object".into()));
         };
         payload.insert(
             "claims".into(),
@@ -452,7 +489,10 @@ impl BatchHold {
     }
 
     async fn refund(&mut self, asked: Option<u128>) -> Result<SettleResponse, Refusal> {
-        let request = self.enriched_refund(asked)?.encode();
+        let request = self
+            .enriched_refund(asked)
+            .map_err(|(why, message)| self.failed(why, message))?
+            .encode();
         let s = self.settle(&request).await?;
         let state = s.extra.as_ref().and_then(|e| e.get("channelState")).cloned();
         let Some(after) = state.as_ref().and_then(OnChain::from_json) else {
@@ -543,11 +583,19 @@ impl Hold for BatchHold {
             tracing::warn!(payer = %self.payer(), charge = %c.amount, "batch charge adjusted: {note}");
         }
         let charge = u128::try_from(c.amount).unwrap_or(self.price);
-        let s = match self.payload.kind.clone() {
-            Kind::Voucher => self.voucher(charge).await?,
-            Kind::Deposit { .. } => self.deposit(charge).await?,
-            Kind::Refund { amount } => self.refund(amount).await?,
+        let collected = match self.payload.kind.clone() {
+            Kind::Voucher => self.voucher(charge).await,
+            Kind::Deposit { .. } => self.deposit(charge).await,
+            Kind::Refund { amount } => self.refund(amount).await,
         };
+        let kind = match self.payload.kind {
+            Kind::Voucher => "voucher",
+            Kind::Deposit { .. } => "deposit",
+            Kind::Refund { .. } => "refund",
+        };
+        let result = collected.as_ref().map_or_else(refusal_label, |_| "accepted".to_owned());
+        self.remote.metrics().batch_voucher(kind, &result);
+        let s = collected?;
         self.charged = Some(if matches!(self.payload.kind, Kind::Refund { .. }) {
             0
         } else {

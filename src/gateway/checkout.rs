@@ -1,5 +1,5 @@
 //! The paid request's way in: decode and match the payment ([`decode`]), then hand it to the server of the
-//! scheme its offer names ([`scheme`]). For `exact` and `upto`, stage by stage: verify it locally
+//! scheme its offer names (the seam: [`scheme`]). For `exact` and `upto`, stage by stage: verify it locally
 //! ([`verify::local`]), claim the authorization ([`claims`]), verify it with the facilitator
 //! ([`verify::remote`]), and settle first on `settle: before` routes ([`settle`]). Each refusal is typed;
 //! nothing here writes HTTP.
@@ -10,27 +10,21 @@
 //! [`claims`]: crate::gateway::claims
 //! [`settle`]: crate::gateway::settle
 
-use std::sync::Arc;
-
 use alloy::primitives::Address;
 use async_trait::async_trait;
 
-use crate::config::BatchSettings;
-use crate::core::time::Clock;
-use crate::gateway::claims::{ClaimRefusal, ClaimState, ClaimTicket, Claims};
+use crate::gateway::batch::BatchServer;
+use crate::gateway::claims::{ClaimRefusal, ClaimState, ClaimTicket};
 use crate::gateway::decode::{self, Matched, Presented};
-use crate::gateway::facilitator::{no_settler, FacilitatorError, Remote};
+use crate::gateway::facilitator::{no_settler, FacilitatorError};
 use crate::gateway::fault::{self, Point};
 use crate::gateway::idempotency;
 use crate::gateway::metrics::{Verdict, Where};
-use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::Refusal;
-use crate::gateway::scheme::{self, Hold, SchemeServer};
+use crate::gateway::scheme::{Admission, Checkout, SchemeServer};
 use crate::gateway::settle::{settle, Admitted, ExactHold, Metered, Resolver};
-use crate::gateway::store::Store;
-use crate::gateway::throttle::Throttle;
 use crate::gateway::verify;
-use crate::protocol::exact::{AuthorizationId, Requirement};
+use crate::protocol::exact::{AuthorizationId, Requirement, Scheme};
 use crate::protocol::facilitator::{EncodedRequest, FacilitatorRequest, SettleResponse};
 use crate::protocol::payment::Payment;
 use crate::protocol::{reason, Version};
@@ -38,29 +32,6 @@ use crate::rules::challenge::resource;
 use crate::rules::table::{OnFacilitatorError, Pricing, SettleMode, VerifyMode};
 use crate::rules::verify::Proof;
 use crate::rules::window;
-
-/// What checkout comes to, when it does not refuse.
-pub enum Admission {
-    /// Verified and held (an `exact` authorization claimed, a channel reserved): proxy, then collect.
-    Paid(Box<dyn Hold>),
-    /// The facilitator could not verify it, on a route that fails open (`on_facilitator_error: allow`):
-    /// served once, unpaid. Its authorization is spent before anything is served, so one signature never
-    /// buys a second unpaid response.
-    Unpaid(FacilitatorError),
-}
-
-/// The parts checkout needs: the stages every scheme shares.
-pub struct Checkout<'a> {
-    pub claims: &'a Arc<Claims>,
-    pub remote: &'a Arc<Remote>,
-    pub onchain: &'a Arc<Onchain>,
-    /// The per-client limit on attempts that reach the facilitator, and this request's client.
-    pub throttle: Option<(&'a Throttle, std::net::IpAddr)>,
-    pub store: &'a Arc<dyn Store>,
-    pub clock: &'a Clock,
-    /// `batch_settlement:`, when configured.
-    pub batch: Option<&'a BatchSettings>,
-}
 
 /// Refuses a payment for what decoding it found.
 fn undecodable(e: &decode::PaymentError) -> Refusal {
@@ -81,9 +52,17 @@ impl Checkout<'_> {
                 receipt: None,
             });
         };
-        scheme::server(&offer.requirement.scheme)
+        server(&offer.requirement.scheme)
             .admit(self, matched, pricing, url)
             .await
+    }
+}
+
+/// The server for a scheme: the one place a scheme is looked up (ARCHITECTURE.md, "Adding a scheme").
+fn server(scheme: &Scheme) -> &'static dyn SchemeServer {
+    match scheme {
+        Scheme::Exact | Scheme::Upto { .. } => &ExactServer,
+        Scheme::Batch(_) => &BatchServer,
     }
 }
 

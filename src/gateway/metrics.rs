@@ -203,6 +203,14 @@ pub struct Metrics {
     tls_reloads: IntCounterVec,
     shadow: IntCounterVec,
     store_errors: IntCounter,
+    batch_vouchers: IntCounterVec,
+    batch_transactions: IntCounterVec,
+    /// `batch-settlement` channels in the store, as the claimer last counted them.
+    pub batch_channels: IntGauge,
+    /// Charged by vouchers and not yet claimed, atomic units, as the claimer last counted it.
+    pub batch_unclaimed: IntGauge,
+    /// Claimed by the claimer since start, atomic units.
+    pub batch_claimed: IntCounter,
     /// Requests holding a claimed payment right now.
     pub claims_in_flight: IntGauge,
     cache_entries: IntGaugeVec,
@@ -348,6 +356,32 @@ impl Metrics {
             )?,
             store_errors,
             claims_in_flight: gauge(&r, "x402_claims_in_flight", "Requests holding a claimed payment")?,
+            batch_vouchers: counter(
+                &r,
+                "x402_batch_vouchers_total",
+                "batch-settlement payments (voucher, deposit, refund) by kind and result (accepted, or the refusal's reason)",
+                &["kind", "result"],
+            )?,
+            batch_transactions: counter(
+                &r,
+                "x402_batch_transactions_total",
+                "batch-settlement claim and settle transactions sent by the claimer, by kind and result",
+                &["kind", "result"],
+            )?,
+            batch_channels: gauge(&r, "x402_batch_channels", "batch-settlement channels in the store")?,
+            batch_unclaimed: gauge(
+                &r,
+                "x402_batch_unclaimed_atomic",
+                "Charged by batch-settlement vouchers but not yet claimed, atomic units (all tokens)",
+            )?,
+            batch_claimed: {
+                let c = IntCounter::new(
+                    "x402_batch_claimed_atomic_total",
+                    "Claimed on chain by the claimer, atomic units (all tokens)",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             cache_entries,
             facilitator_up: gauge(
                 &r,
@@ -422,6 +456,18 @@ impl Metrics {
     /// Counts a settlement.
     pub fn settlement(&self, network: &str, result: Settled) {
         self.settlements.with_label_values(&[network, result.as_str()]).inc();
+    }
+
+    /// Counts a `batch-settlement` payment of `kind` accepted (`result` "accepted") or refused (its reason).
+    pub fn batch_voucher(&self, kind: &str, result: &str) {
+        self.batch_vouchers.with_label_values(&[kind, result]).inc();
+    }
+
+    /// Counts a claim or settle transaction the claimer sent.
+    pub fn batch_transaction(&self, kind: &str, ok: bool) {
+        self.batch_transactions
+            .with_label_values(&[kind, if ok { "success" } else { "failure" }])
+            .inc();
     }
 
     /// Adds settled revenue, in atomic units.

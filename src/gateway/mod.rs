@@ -21,6 +21,7 @@ mod admin;
 mod batch;
 pub mod channels;
 mod checkout;
+mod claimer;
 mod claims;
 mod cors;
 pub mod decode;

@@ -14,7 +14,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorType, Result};
 
 use crate::core::time::Clock;
-use crate::gateway::checkout::{Admission, Checkout};
 use crate::gateway::claims::Claims;
 use crate::gateway::decode::{self, Presented};
 use crate::gateway::drain::{InFlight, Requests};
@@ -26,7 +25,7 @@ use crate::gateway::live::{Generations, LiveConfig};
 use crate::gateway::metrics::{Metrics, Outcome, WouldDo, UNMATCHED};
 use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::{self, Answer, Refusal};
-use crate::gateway::scheme::Hold;
+use crate::gateway::scheme::{Admission, Checkout, Hold};
 use crate::gateway::settle;
 use crate::gateway::store::Store;
 use crate::gateway::throttle::Throttle;

@@ -1,18 +1,25 @@
 //! The scheme seam: each payment scheme's server side behind one interface, as the SDKs register a scheme
-//! server per name. Checkout picks the server by the offer a payment names ([`server`]); the server admits
-//! the payment and hands back a [`Hold`]; the proxy drives the hold once the upstream answered and never
-//! asks which scheme it is. A new scheme (Solana `exact`, say) is one more [`SchemeServer`] and one more
-//! arm in [`server`] (ARCHITECTURE.md, "Adding a scheme").
+//! server per name. Checkout picks the server by the offer a payment names (`checkout`'s registry); the
+//! server admits the payment with the shared stages ([`Checkout`]) and hands back a [`Hold`]; the proxy
+//! drives the hold once the upstream answered and never asks which scheme it is. A new scheme (Solana
+//! `exact`, say) is one more [`SchemeServer`] and one more arm in that registry (ARCHITECTURE.md, "Adding
+//! a scheme").
 
 use alloy::primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
-use crate::gateway::batch::BatchServer;
-use crate::gateway::checkout::{Admission, Checkout, ExactServer};
+use std::sync::Arc;
+
+use crate::config::BatchSettings;
+use crate::core::time::Clock;
+use crate::gateway::claims::Claims;
 use crate::gateway::decode::Matched;
+use crate::gateway::facilitator::{FacilitatorError, Remote};
 use crate::gateway::idempotency::Tracked;
+use crate::gateway::onchain::Onchain;
 use crate::gateway::refusal::{Answer, Refusal};
-use crate::protocol::exact::Scheme;
+use crate::gateway::store::Store;
+use crate::gateway::throttle::Throttle;
 use crate::protocol::facilitator::SettleResponse;
 use crate::protocol::network::Network;
 use crate::protocol::Version;
@@ -32,12 +39,27 @@ pub trait SchemeServer: Send + Sync {
     ) -> Result<Admission, Refusal>;
 }
 
-/// The server for a scheme. The one place a scheme is looked up.
-pub fn server(scheme: &Scheme) -> &'static dyn SchemeServer {
-    match scheme {
-        Scheme::Exact | Scheme::Upto { .. } => &ExactServer,
-        Scheme::Batch(_) => &BatchServer,
-    }
+/// What checkout comes to, when it does not refuse.
+pub enum Admission {
+    /// Verified and held (an `exact` authorization claimed, a channel reserved): proxy, then collect.
+    Paid(Box<dyn Hold>),
+    /// The facilitator could not verify it, on a route that fails open (`on_facilitator_error: allow`):
+    /// served once, unpaid. Its authorization is spent before anything is served, so one signature never
+    /// buys a second unpaid response.
+    Unpaid(FacilitatorError),
+}
+
+/// The parts checkout needs: the stages every scheme shares.
+pub struct Checkout<'a> {
+    pub claims: &'a Arc<Claims>,
+    pub remote: &'a Arc<Remote>,
+    pub onchain: &'a Arc<Onchain>,
+    /// The per-client limit on attempts that reach the facilitator, and this request's client.
+    pub throttle: Option<(&'a Throttle, std::net::IpAddr)>,
+    pub store: &'a Arc<dyn Store>,
+    pub clock: &'a Clock,
+    /// `batch_settlement:`, when configured.
+    pub batch: Option<&'a BatchSettings>,
 }
 
 /// A payment admitted for one request, whatever its scheme: what the proxy does with it once the upstream

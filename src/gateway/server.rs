@@ -12,6 +12,7 @@ use pingora::server::{RunArgs, Server};
 use crate::config::Config;
 use crate::core::time::Clock;
 use crate::gateway::admin::ControlPlane;
+use crate::gateway::claimer::Claimer;
 use crate::gateway::claims::Claims;
 use crate::gateway::drain::{self, Drain, Requests};
 use crate::gateway::facilitator::{FacilitatorClient, Remote};
@@ -74,8 +75,17 @@ fn build(config: Config, path: &Path) -> Result<(Gateway, ControlPlane), String>
         health: health.clone(),
         requests: Arc::new(Requests::default()),
     };
+    let claimer = Arc::new(Claimer {
+        store: store.clone(),
+        remote: remote.clone(),
+        live: live.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        id: format!("{}-{}", std::process::id(), clock.now()),
+    });
     let plane = ControlPlane {
         admin_listen,
+        claimer,
         reloader: Reloader {
             path: path.to_owned(),
             settings: reload,

@@ -15,13 +15,13 @@ use super::exact::{parse_address, parse_decimal, Rejection};
 use super::permit2::WirePermitted;
 
 /// The scheme's wire name.
-pub const SCHEME: &str = "batch-settlement";
+pub const SCHEME: &str = super::SCHEME_BATCH;
 /// The batch-settlement contract, at the same address on every chain.
 pub const SETTLEMENT: Address = address!("4020074e9dF2ce1deE5A9C1b5c3f541D02a10003");
 /// The deposit collector that takes an EIP-3009 `receiveWithAuthorization`.
 pub const ERC3009_COLLECTOR: Address = address!("4020806089470a89826cB9fB1f4059150b550004");
 /// The deposit collector that takes a Permit2 witness transfer.
-pub const PERMIT2_COLLECTOR: Address = address!("4020425FAf3B746C082C2f942b4E5159887B0005");
+pub use super::permit2::BATCH_COLLECTOR as PERMIT2_COLLECTOR;
 /// The shortest withdraw delay the contract accepts, in seconds (15 minutes).
 pub const MIN_WITHDRAW_DELAY: u64 = 900;
 /// The longest withdraw delay the contract accepts, in seconds (30 days).
@@ -192,16 +192,7 @@ pub fn deposit_nonce(channel_id: B256, salt: B256) -> B256 {
     alloy::primitives::keccak256(both)
 }
 
-/// The channel terms a `batch-settlement` offer fixes beyond the usual requirement (its `extra`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BatchTerms {
-    /// Signs claim batches and refunds for the receiver (`extra.receiverAuthorizer`); never zero.
-    pub receiver_authorizer: Address,
-    /// Seconds between a payer's withdraw request and its completion (`extra.withdrawDelay`).
-    pub withdraw_delay: u64,
-    /// The deposit a client is told to make at least (`extra.minDeposit`), in atomic units.
-    pub min_deposit: U256,
-}
+pub use super::exact::BatchTerms;
 
 /// A voucher as it travels: the channel, the cumulative ceiling, the payer's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]

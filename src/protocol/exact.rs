@@ -10,9 +10,8 @@ use alloy::sol_types::{Eip712Domain, SolStruct};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::batch::{self, BatchTerms};
 use super::network::Network;
-use super::{reason, v1, v2, Version, SCHEME_EXACT, SCHEME_UPTO};
+use super::{reason, v1, v2, Version, SCHEME_BATCH, SCHEME_EXACT, SCHEME_UPTO};
 
 sol! {
     /// EIP-3009's signed message; field order is part of the type hash.
@@ -80,9 +79,20 @@ impl Scheme {
         match self {
             Scheme::Exact => SCHEME_EXACT,
             Scheme::Upto { .. } => SCHEME_UPTO,
-            Scheme::Batch(_) => batch::SCHEME,
+            Scheme::Batch(_) => SCHEME_BATCH,
         }
     }
+}
+
+/// The channel terms a `batch-settlement` offer fixes beyond the usual requirement (its `extra`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BatchTerms {
+    /// Signs claim batches and refunds for the receiver (`extra.receiverAuthorizer`); never zero.
+    pub receiver_authorizer: Address,
+    /// Seconds between a payer's withdraw request and its completion (`extra.withdrawDelay`).
+    pub withdraw_delay: u64,
+    /// The deposit a client is told to make at least (`extra.minDeposit`), in atomic units.
+    pub min_deposit: U256,
 }
 
 /// A typed requirement: what the server asks for, independent of the protocol version.
@@ -234,7 +244,7 @@ impl Requirement {
             v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
         };
         let scheme = match scheme {
-            batch::SCHEME => Scheme::Batch(BatchTerms {
+            SCHEME_BATCH => Scheme::Batch(BatchTerms {
                 receiver_authorizer: field("receiverAuthorizer")
                     .as_deref()
                     .and_then(parse_address)

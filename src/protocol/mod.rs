@@ -21,6 +21,8 @@ pub mod v2;
 pub const SCHEME_EXACT: &str = "exact";
 /// The metered scheme: the payer authorises a maximum, the server settles what the call cost.
 pub const SCHEME_UPTO: &str = "upto";
+/// Wire name of the `batch-settlement` scheme.
+pub const SCHEME_BATCH: &str = "batch-settlement";
 
 /// Request header carrying a v2 payment.
 pub const HEADER_PAYMENT_SIGNATURE: &str = "payment-signature";

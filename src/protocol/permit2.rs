@@ -22,6 +22,8 @@ pub const EXACT_PROXY: Address = address!("402085c248EeA27D92E8b30b2C58ed07f9E20
 /// `x402UptoPermit2Proxy`: the spender of an `upto` payment; only the facilitator named in the witness
 /// may settle through it.
 pub const UPTO_PROXY: Address = address!("4020A4f3b7b90ccA423B9fabCc0CE57C6C240002");
+/// The `batch-settlement` Permit2 deposit collector: the spender of a Permit2 deposit into a channel.
+pub const BATCH_COLLECTOR: Address = address!("4020425FAf3B746C082C2f942b4E5159887B0005");
 
 sol! {
     /// What the payer lets the spender take.
@@ -261,7 +263,7 @@ pub fn spender(scheme: Scheme) -> Address {
     match scheme {
         Scheme::Exact => EXACT_PROXY,
         Scheme::Upto { .. } => UPTO_PROXY,
-        Scheme::Batch(_) => crate::protocol::batch::PERMIT2_COLLECTOR,
+        Scheme::Batch(_) => BATCH_COLLECTOR,
     }
 }
 

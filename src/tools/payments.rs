@@ -37,20 +37,28 @@ pub enum Action {
     },
 }
 
+/// The admin listener's JSON answer, or what went wrong in words an operator can act on.
+pub async fn admin_answer(admin: &str, r: Result<reqwest::Response, reqwest::Error>) -> Result<Value, String> {
+    let r = r.map_err(|e| format!("cannot reach the admin listener {admin}: {}", e.without_url()))?;
+    let status = r.status();
+    let body: Value = r.json().await.map_err(|e| format!("unreadable answer: {e}"))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        let why = body["error"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| body["errors"].as_array().map(|e| format!("{e:?}")))
+            .unwrap_or_else(|| "(no reason)".to_owned());
+        Err(format!("{status}: {why}"))
+    }
+}
+
 /// Runs `payments`.
 pub async fn run(args: PaymentsArgs) -> Result<(), String> {
     let admin = args.admin.trim_end_matches('/');
     let client = reqwest::Client::new();
-    let answer = |r: Result<reqwest::Response, reqwest::Error>| async move {
-        let r = r.map_err(|e| format!("cannot reach the admin listener {admin}: {}", e.without_url()))?;
-        let status = r.status();
-        let body: Value = r.json().await.map_err(|e| format!("unreadable answer: {e}"))?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(format!("{status}: {}", body["error"].as_str().unwrap_or("(no reason)")))
-        }
-    };
+    let answer = |r| admin_answer(admin, r);
     match args.action.unwrap_or(Action::List { json: false }) {
         Action::List { json } => {
             let body = answer(client.get(format!("{admin}/payments")).send().await).await?;

@@ -384,6 +384,15 @@ impl Store for MemoryStore {
             .map(|e| e.value))
     }
 
+    async fn scan_entries(&self, prefix: &str, now: u64) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .entries
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && now < e.expires_at)
+            .map(|(k, e)| (k.as_ref().clone(), e.value))
+            .collect())
+    }
+
     async fn swap_entry(
         &self,
         key: &str,

@@ -131,6 +131,10 @@ pub trait Store: Send + Sync {
         now: u64,
     ) -> Result<bool, StoreError>;
 
+    /// Every live plain entry whose key starts with `prefix` (the `batch-settlement` channels, for the
+    /// claimer and `x402-gateway channels`). A scan: never on the request path.
+    async fn scan_entries(&self, prefix: &str, now: u64) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -314,6 +314,37 @@ impl RedisStore {
             .await
     }
 
+    /// Every key starting with `prefix` (no glob characters) and its value. SCAN, not KEYS: a large store
+    /// is walked without blocking Redis; one MGET per batch, not a GET per key.
+    async fn scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let pattern = format!("{prefix}*");
+        let found: Vec<(String, Option<String>)> = self
+            .with(move |mut c| async move {
+                let mut out = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await?;
+                    if !keys.is_empty() {
+                        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+                        out.extend(keys.into_iter().zip(values));
+                    }
+                    if next == 0 {
+                        return Ok(out);
+                    }
+                    cursor = next;
+                }
+            })
+            .await?;
+        Ok(found.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+    }
+
     /// The record at `k` as Redis holds it now (also to read back a step whose outcome is unknown).
     async fn read_back(&self, k: String) -> Result<Option<Record>, StoreError> {
         let json = self.value(k).await?;
@@ -425,6 +456,10 @@ impl Store for RedisStore {
         self.value(key.to_owned()).await
     }
 
+    async fn scan_entries(&self, prefix: &str, _now: u64) -> Result<Vec<(String, String)>, StoreError> {
+        self.scan(prefix).await
+    }
+
     async fn swap_entry(
         &self,
         key: &str,
@@ -464,35 +499,10 @@ impl Store for RedisStore {
     }
 
     async fn unknown(&self, now: u64) -> Result<Vec<(AuthorizationId, Record)>, StoreError> {
-        // SCAN, not KEYS: a large store is walked without blocking Redis.
-        let found: Vec<(String, Option<String>)> = self
-            .with(|mut c| async move {
-                let mut out = Vec::new();
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(format!("{CLAIM_PREFIX}*"))
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await?;
-                    // One round trip per batch, not per key.
-                    if !keys.is_empty() {
-                        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-                        out.extend(keys.into_iter().zip(values));
-                    }
-                    if next == 0 {
-                        return Ok(out);
-                    }
-                    cursor = next;
-                }
-            })
-            .await?;
+        let found = self.scan(CLAIM_PREFIX).await?;
         Ok(found
             .into_iter()
-            .filter_map(|(k, v)| Some((super::parse_key(&k)?, serde_json::from_str::<Record>(&v?).ok()?)))
+            .filter_map(|(k, v)| Some((super::parse_key(&k)?, serde_json::from_str::<Record>(&v).ok()?)))
             .filter(|(_, r)| r.is_live(now) && r.state.is_unknown())
             .collect())
     }

@@ -224,6 +224,19 @@ impl Store for SqliteStore {
         self.run(move |c| live_entry(c, &k, now)).await
     }
 
+    async fn scan_entries(&self, prefix: &str, now: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let p = prefix.to_owned();
+        self.run(move |c| {
+            let mut q =
+                c.prepare("SELECT key, value FROM entries WHERE substr(key, 1, length(?1)) = ?1 AND expires_at > ?2")?;
+            let rows = q.query_map(params![p, now], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })
+        .await
+    }
+
     async fn swap_entry(
         &self,
         key: &str,
