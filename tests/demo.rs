@@ -50,6 +50,7 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
         "free_url",
         "metered_url",
         "permit2_url",
+        "batch_url",
         "plain_asset",
         "facilitator_url",
         "pay_to",
@@ -58,6 +59,9 @@ async fn demo_starts_everything_pays_once_and_pay_cli_pays_again() {
     ] {
         assert!(state.get(key).is_some(), "state file lacks {key}: {state}");
     }
+    // One hundred batch-settlement calls took one transaction: the deposit.
+    assert_eq!(state["batch_calls"], 100, "{state}");
+    assert_eq!(state["batch_transactions"], 1, "{state}");
     let chain = x402_gateway::tools::chain::Chain::connect(&state["rpc_url"].as_str().unwrap().parse().unwrap(), None)
         .await
         .unwrap();

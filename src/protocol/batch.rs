@@ -40,6 +40,17 @@ sol! {
         bytes32 salt;
     }
 
+    /// EIP-3009's receive authorization: what a payer signs for a deposit through the EIP-3009 collector
+    /// (`to` is the collector, `nonce` is [`deposit_nonce`]), under the token's own domain.
+    struct ReceiveWithAuthorization {
+        address from;
+        address to;
+        uint256 value;
+        uint256 validAfter;
+        uint256 validBefore;
+        bytes32 nonce;
+    }
+
     /// What the payer signs per call: the total the receiver may claim from the channel so far.
     struct Voucher {
         bytes32 channelId;

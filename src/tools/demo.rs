@@ -45,6 +45,8 @@ pub struct DemoArgs {
 const DEMO_CONFIG: &str = include_str!("demo.yaml");
 /// The demo's price, in atomic units of its 6-decimals token ("$0.001").
 const PRICE_ATOMIC: u64 = 1000;
+/// Calls the demo pays by batch settlement, from one deposit.
+const BATCH_CALLS: u64 = 100;
 /// How long the gateway may take to start answering.
 const GATEWAY_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -60,6 +62,11 @@ struct DemoState<'a> {
     metered_url: String,
     /// `exact` through Permit2 in the plain 18-decimal token.
     permit2_url: String,
+    /// `batch-settlement` at $0.0001 a call.
+    batch_url: String,
+    /// Calls the demo paid on `batch_url`, and the transactions they took (the deposit).
+    batch_calls: u64,
+    batch_transactions: usize,
     facilitator_url: String,
     pay_to: String,
     price_atomic: String,
@@ -112,14 +119,17 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
     tokio::spawn(crate::tools::upstream::serve(listener));
 
     let payer = s.accounts.first().ok_or("devnet has no funded accounts")?;
+    // Signs the receiver's claims and refunds for batch settlement (never a payer in the demo).
+    let authorizer = s.accounts.get(5).ok_or("devnet has too few accounts")?;
     let pay_to = s.accounts.get(1).ok_or("devnet has too few accounts")?.address.clone();
     let gateway_url = format!("http://127.0.0.1:{}", args.gateway_port);
     let (paid_url, free_url) = (format!("{gateway_url}/paid/hello"), format!("{gateway_url}/free/hello"));
-    let (metered_url, permit2_url) = (
+    let (metered_url, permit2_url, batch_url) = (
         format!("{gateway_url}/metered/hello"),
         format!("{gateway_url}/token/hello"),
+        format!("{gateway_url}/batch/hello"),
     );
-    println!("[4/5] gateway: {gateway_url} (free /free/**, $0.001 for /paid/**, up to $0.01 for /metered/**, $0.001 in {} via Permit2 for /token/**, paid to {pay_to}); metrics on http://127.0.0.1:{}/metrics", s.plain_asset_symbol, args.admin_port);
+    println!("[4/5] gateway: {gateway_url} (free /free/**, $0.001 for /paid/**, up to $0.01 for /metered/**, $0.001 in {} via Permit2 for /token/**, $0.0001 a call by batch settlement for /batch/**, paid to {pay_to}); metrics on http://127.0.0.1:{}/metrics", s.plain_asset_symbol, args.admin_port);
     let dir = std::env::temp_dir().join(format!("x402-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config_path = dir.join("gateway.yaml");
@@ -144,6 +154,7 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         .env("PLAIN_SYMBOL", &s.plain_asset_symbol)
         .env("FACILITATOR_ADDRESS", facilitator_address.to_string())
         .env("STORE_PATH", dir.join("claims.db"))
+        .env("RECEIVER_AUTHORIZER_KEY", authorizer.private_key.as_str())
         .env_remove(crate::config::FACILITATOR_URL_ENV)
         .stdout(Stdio::null())
         .stderr(log)
@@ -216,6 +227,33 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         before.0, after.0, before.1, after.1
     );
 
+    // Batch settlement: one deposit, then a voucher per call that the gateway checks by itself.
+    let batch_payer = s.accounts.get(4).ok_or("devnet has too few accounts")?;
+    println!(
+        "      batch settlement: paying {BATCH_CALLS} calls to {batch_url} as {} from one deposit...",
+        batch_payer.address
+    );
+    let batch_signer = batch_payer.private_key.parse().map_err(|_| "bad dev key".to_owned())?;
+    let now = crate::core::time::unix_now();
+    let run = crate::tools::batch_pay::pay_calls(&http, batch_signer, &batch_url, BATCH_CALLS, now).await?;
+    let served = run.statuses.iter().filter(|&&s| s == 200).count();
+    if served != run.statuses.len() {
+        return Err(format!(
+            "batch settlement: only {served} of {BATCH_CALLS} calls were served: {:?}",
+            run.statuses
+        ));
+    }
+    println!(
+        "      {served} calls served, {} on-chain transaction(s) (the deposit of {} atomic units), where exact would have sent {BATCH_CALLS}; charged {} so far",
+        run.transactions.len(),
+        run.deposit,
+        run.charged
+    );
+    println!(
+        "      the gateway claims the vouchers every 10s, many channels per transaction: x402-gateway channels --admin http://127.0.0.1:{}",
+        args.admin_port
+    );
+
     if let Some(path) = &args.state_file {
         let state = DemoState {
             devnet: &s,
@@ -224,6 +262,9 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
             free_url,
             metered_url: metered_url.clone(),
             permit2_url: permit2_url.clone(),
+            batch_url: batch_url.clone(),
+            batch_calls: BATCH_CALLS,
+            batch_transactions: run.transactions.len(),
             facilitator_url,
             pay_to,
             price_atomic: PRICE_ATOMIC.to_string(),
@@ -241,6 +282,8 @@ pub async fn run(args: DemoArgs) -> Result<(), String> {
         s.plain_asset_symbol
     );
     println!("  X402_PRIVATE_KEY={key} x402-gateway pay --max-amount 1000000000000000 {permit2_url}");
+    println!("Batch settlement with the official clients (register BatchSettlementEvmScheme), e.g. Python:");
+    println!("  see tests/clients/batch_python.py; URL={batch_url}");
     println!("Ctrl-C stops everything.");
     shutdown_signal().await;
     let _ = gateway.kill().await;

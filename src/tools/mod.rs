@@ -4,6 +4,7 @@
 //! echo [`upstream`]. The tools never import the gateway (the demo starts it as a process), and the gateway
 //! never imports them: `chain` is never on the request path.
 
+pub mod batch_pay;
 pub mod chain;
 pub mod channels;
 pub mod demo;
