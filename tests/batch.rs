@@ -616,3 +616,61 @@ async fn the_official_ts_client_pays_with_one_deposit_and_gets_the_rest_back() {
         receiver_before + U256::from(3 * PRICE)
     );
 }
+
+/// Sends `function(config[, amount])` of the batch-settlement contract from `from` (an unlocked anvil
+/// account); whether it succeeded.
+async fn payer_call(devnet: &Devnet, from: Address, signature: &str, data: Vec<u8>) -> bool {
+    let selector = &alloy::primitives::keccak256(signature.as_bytes())[..4];
+    let input = alloy::primitives::Bytes::from([selector, data.as_slice()].concat()).to_string();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction",
+        "params": [{"from": from.to_string(), "to": SETTLEMENT.to_string(), "data": input, "gas": "0x100000"}]});
+    let resp: Value = reqwest::Client::new()
+        .post(&devnet.state.rpc_url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    match resp["result"].as_str() {
+        Some(tx) => devnet.receipt(tx).await["status"] == "0x1",
+        None => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payer_withdraws_alone_after_the_delay_but_never_what_was_claimed_before() {
+    let stack = BatchStack::start("").await;
+    let (payer_address, _) = stack.devnet.account(0);
+    let before = stack.devnet.balance(payer_address).await;
+    let out = stack.pay(0, 3, &[]);
+    assert_eq!(out["statuses"], json!([200, 200, 200]), "{out}");
+    let config = stack.config(0, stack.pay_to);
+    let config_type = "(address,address,address,address,address,uint40,bytes32)";
+    let initiate = format!("initiateWithdraw({config_type},uint128)");
+    let finalize = format!("finalizeWithdraw({config_type})");
+    use alloy::sol_types::SolValue;
+    // The payer asks for everything back, including the three calls the gateway has not claimed yet.
+    let all = (config.clone(), u128::from(MIN_DEPOSIT)).abi_encode_params();
+    assert!(payer_call(&stack.devnet, payer_address, &initiate, all).await);
+    // The gateway claims them within the delay; before it has passed, the payer cannot finish.
+    assert_eq!(stack.channels("claim")["channels"], 1);
+    let only = (config.clone(),).abi_encode_params();
+    assert!(
+        !payer_call(&stack.devnet, payer_address, &finalize, only.clone()).await,
+        "the delay has not passed"
+    );
+    stack.devnet.rpc("evm_increaseTime", json!([900])).await;
+    stack.devnet.rpc("evm_mine", json!([])).await;
+    assert!(payer_call(&stack.devnet, payer_address, &finalize, only).await);
+    // The payer got back the deposit less the three calls; the receiver gets exactly those.
+    let charged = 3 * PRICE;
+    assert_eq!(stack.devnet.balance(payer_address).await, before - U256::from(charged));
+    let receiver_before = stack.devnet.balance(stack.pay_to).await;
+    stack.channels("settle");
+    assert_eq!(
+        stack.devnet.balance(stack.pay_to).await,
+        receiver_before + U256::from(charged)
+    );
+}
