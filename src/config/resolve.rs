@@ -72,6 +72,8 @@ pub(super) struct Defaults {
     pub(super) upto_facilitator: Option<Address>,
     /// `batch_settlement:`'s receiver authorizer and withdraw delay (seconds), when set.
     pub(super) batch: Option<(Address, u64)>,
+    /// Whether the file has a `batch_settlement:` block at all (resolved or not).
+    pub(super) batch_declared: bool,
 }
 
 pub(super) struct Resolver<'a> {
@@ -240,6 +242,7 @@ impl Resolver<'_> {
                 .flatten()
                 .map(|b| (b.authorizer.address(), b.withdraw_delay))
                 .next(),
+            batch_declared: raw.batch_settlement.is_some(),
         };
         let routes: Vec<Option<Route>> = raw
             .routes

@@ -124,6 +124,8 @@ impl Resolver<'_> {
             return self.fail(&at("settle"), "an `upto` route charges what the upstream reports, which is known only after it answered: drop `settle: before`");
         }
         let batch = match (price, d.batch) {
+            // `batch_settlement:` is there but wrong: its own error says so.
+            (RawPrice::Batch { .. }, None) if d.batch_declared => return None,
             (RawPrice::Batch { .. }, None) => {
                 return self.fail(&at("price"), "a `batch` price needs the top-level `batch_settlement:` block with the receiver authorizer's key (`receiver_authorizer_key: ${RECEIVER_AUTHORIZER_KEY}`)")
             }

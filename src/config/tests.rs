@@ -321,3 +321,80 @@ fn forwarding_defaults_and_errors_name_the_field() {
         .to_string();
     assert!(e.contains("upstream_timeouts.read"), "{e}");
 }
+
+#[test]
+fn batch_offers_the_channel_terms_and_its_key_never_shows() {
+    use crate::protocol::exact::Scheme;
+    const KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+    let batch = "accepts: [eip155:31337]\nbatch_settlement:\n  receiver_authorizer_key: ${AUTH_KEY}\n  withdraw_delay: 1h\nroutes:\n  - path: /b/**\n    price: {batch: \"$0.0001\", min_deposit: \"$0.10\"}\n  - path: /c\n    price: {batch: \"$0.001\"}\n";
+    let c = parse(&format!("{BASE}{batch}"), "t.yaml", &env(&[("AUTH_KEY", KEY)])).unwrap();
+    let settings = c.batch.as_ref().unwrap();
+    let authorizer: alloy::signers::local::PrivateKeySigner = KEY.parse().unwrap();
+    assert_eq!(settings.authorizer.address(), authorizer.address());
+    assert!(!format!("{c:?}").contains(&KEY[2..]), "the key is never printed");
+    let offer = |i: usize| c.table.routes[i].pricing.as_ref().unwrap().offers[0].clone();
+    let Scheme::Batch(terms) = offer(0).requirement.scheme else {
+        panic!("not batch: {:?}", offer(0));
+    };
+    assert_eq!(offer(0).requirement.amount, U256::from(100));
+    assert_eq!(
+        (terms.receiver_authorizer, terms.withdraw_delay),
+        (authorizer.address(), 3600)
+    );
+    assert_eq!(terms.min_deposit, U256::from(100_000));
+    let Scheme::Batch(terms) = offer(1).requirement.scheme else {
+        panic!()
+    };
+    assert_eq!(terms.min_deposit, U256::from(10_000), "ten calls' worth by default");
+    let wire = serde_json::to_value(offer(0).requirement.to_v2()).unwrap();
+    assert_eq!(wire["scheme"], "batch-settlement");
+    assert_eq!(wire["extra"]["receiverAuthorizer"], authorizer.address().to_string());
+    assert_eq!(wire["extra"]["withdrawDelay"], 3600);
+    assert_eq!(wire["extra"]["minDeposit"], "100000");
+    assert!(
+        offer(0)
+            .requirement
+            .to_v1(&crate::rules::challenge::resource("", "", ""))
+            .is_none(),
+        "v2 only"
+    );
+}
+
+#[test]
+fn batch_mistakes_name_the_field_and_say_how_to_fix_them() {
+    let route = "accepts: [eip155:31337]\nroutes:\n  - path: /b\n    price: {batch: \"$0.001\"}\n";
+    let block = |b: &str| format!("batch_settlement:\n{b}{route}");
+    let cases = [
+        (route.to_owned(), "routes[0].price", "batch_settlement:"),
+        (block("  withdraw_delay: 15m\n"), "batch_settlement", "receiver_authorizer_key"),
+        (block("  receiver_authorizer_key: \"0x12\"\n"), "batch_settlement.receiver_authorizer_key", "not a private key"),
+        (block("  receiver_authorizer_key_file: /nonexistent/key\n"), "batch_settlement.receiver_authorizer_key_file", "cannot read"),
+        (
+            block("  receiver_authorizer_key: \"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a\"\n  withdraw_delay: 1m\n"),
+            "batch_settlement.withdraw_delay",
+            "must be between",
+        ),
+        (
+            block("  receiver_authorizer_key: \"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a\"\n  onchain_ttl: 10m\n"),
+            "batch_settlement.onchain_ttl",
+            "at most half the withdraw_delay",
+        ),
+        (
+            "batch_settlement:\n  receiver_authorizer_key: \"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a\"\naccepts: [eip155:31337]\nroutes:\n  - path: /b\n    price: {batch: \"$0.001\"}\n    settle: before\n".to_owned(),
+            "routes[0].settle",
+            "remove it",
+        ),
+        (
+            "batch_settlement:\n  receiver_authorizer_key: \"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a\"\naccepts: [eip155:31337]\nroutes:\n  - path: /b\n    price: {batch: \"$0.01\", min_deposit: \"$0.001\"}\n".to_owned(),
+            "routes[0].price",
+            "below the price of one call",
+        ),
+    ];
+    for (yaml, field, hint) in cases {
+        let e = load(&yaml).unwrap_err().to_string();
+        assert!(
+            e.starts_with("t.yaml:") && e.contains(field) && e.contains(hint),
+            "{field}: {e}"
+        );
+    }
+}

@@ -44,9 +44,9 @@ impl Clock {
     }
 }
 
-/// Parses `500ms`, `30s`, `2m`, or plain seconds.
+/// Parses `500ms`, `30s`, `2m`, `6h`, `30d`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("{s:?} is not a duration: write e.g. 500ms, 30s or 2m");
+    let err = || format!("{s:?} is not a duration: write e.g. 500ms, 30s, 2m, 6h or 30d");
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, "s"), |i| s.split_at(i));
@@ -55,6 +55,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3_600))),
+        "d" => Ok(Duration::from_secs(n.saturating_mul(86_400))),
         _ => Err(err()),
     }
 }
@@ -79,6 +81,8 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("1h").unwrap_err().contains("500ms, 30s or 2m"));
+        assert_eq!(parse_duration("6h"), Ok(Duration::from_secs(21_600)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+        assert!(parse_duration("1w").unwrap_err().contains("500ms, 30s, 2m, 6h or 30d"));
     }
 }

@@ -38,7 +38,7 @@ pub const RECORD_LIFETIME_SECS: u64 = 400 * 86_400;
 const HOLD_BOUNDS_MS: (u64, u64) = (5_000, 600_000);
 
 /// Where channel records sit in the store: `channel:<network>:<channel id>`.
-pub const CHANNEL_PREFIX: &str = "channel:";
+pub const CHANNEL_PREFIX: &str = crate::gateway::store::PINNED_PREFIX;
 
 /// The store key of a channel's record.
 pub fn channel_key(network: Network, channel_id: B256) -> String {

@@ -19,7 +19,7 @@ use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::{EvictionPolicy, Expiry};
 
-use super::{ClaimState, Insert, Record, Store, StoreError};
+use super::{ClaimState, Insert, Record, Store, StoreError, PINNED_PREFIX};
 use crate::core::time::Clock;
 use crate::protocol::exact::AuthorizationId;
 
@@ -198,6 +198,8 @@ pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     entries: Cache<String, Entry>,
+    /// Entries under [`PINNED_PREFIX`]: kept until they expire, never evicted for room.
+    pinned: Cache<String, Entry>,
     capacity: u64,
     /// Claims held (expired ones until their shard is swept), counted exactly.
     live: AtomicU64,
@@ -209,14 +211,25 @@ impl MemoryStore {
         let entries = Cache::builder()
             .max_capacity(capacity)
             .eviction_policy(EvictionPolicy::lru())
-            .expire_after(UntilExpiry(clock))
+            .expire_after(UntilExpiry(clock.clone()))
             .build();
+        let pinned = Cache::builder().expire_after(UntilExpiry(clock)).build();
         MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             entries,
+            pinned,
             capacity,
             live: AtomicU64::new(0),
+        }
+    }
+
+    /// Where the plain entry `key` lives.
+    fn cache(&self, key: &str) -> &Cache<String, Entry> {
+        if key.starts_with(PINNED_PREFIX) {
+            &self.pinned
+        } else {
+            &self.entries
         }
     }
 
@@ -350,7 +363,7 @@ impl Store for MemoryStore {
     async fn put_new(&self, key: &str, value: String, expires_at: u64, now: u64) -> Result<Option<String>, StoreError> {
         let entry = Entry { value, expires_at };
         let result = self
-            .entries
+            .cache(key)
             .entry(key.to_owned())
             .and_compute_with(|current| async move {
                 match current.map(|e| e.into_value()) {
@@ -366,18 +379,20 @@ impl Store for MemoryStore {
     }
 
     async fn put(&self, key: &str, value: String, expires_at: u64, _now: u64) -> Result<(), StoreError> {
-        self.entries.insert(key.to_owned(), Entry { value, expires_at }).await;
+        self.cache(key)
+            .insert(key.to_owned(), Entry { value, expires_at })
+            .await;
         Ok(())
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        self.entries.invalidate(key).await;
+        self.cache(key).invalidate(key).await;
         Ok(())
     }
 
     async fn entry(&self, key: &str, now: u64) -> Result<Option<String>, StoreError> {
         Ok(self
-            .entries
+            .cache(key)
             .get(key)
             .await
             .filter(|e| now < e.expires_at)
@@ -386,7 +401,7 @@ impl Store for MemoryStore {
 
     async fn scan_entries(&self, prefix: &str, now: u64) -> Result<Vec<(String, String)>, StoreError> {
         Ok(self
-            .entries
+            .cache(prefix)
             .iter()
             .filter(|(k, e)| k.starts_with(prefix) && now < e.expires_at)
             .map(|(k, e)| (k.as_ref().clone(), e.value))
@@ -402,7 +417,7 @@ impl Store for MemoryStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         let matched = AtomicBool::new(false);
-        self.entries
+        self.cache(key)
             .entry(key.to_owned())
             .and_compute_with(|current| {
                 let live = current.map(|e| e.into_value()).filter(|e| now < e.expires_at);
@@ -587,5 +602,20 @@ mod tests {
         assert!(store.swap(&id(1), 5, &done.state, None, NOW).await.unwrap());
         assert_eq!(store.entries(), Some(0));
         assert!(!store.swap(&id(1), 5, &done.state, None, NOW).await.unwrap(), "gone");
+    }
+
+    #[tokio::test]
+    async fn channel_records_are_never_evicted_for_room() {
+        let store = MemoryStore::new(2, Clock::fixed(100));
+        store.put("channel:x", "kept".into(), 1_000, 100).await.unwrap();
+        for i in 0..50 {
+            store.put(&format!("id:{i}"), "v".into(), 1_000, 100).await.unwrap();
+        }
+        store.entries.run_pending_tasks().await;
+        assert!(store.entries.entry_count() <= 2, "the other entries are bounded");
+        assert_eq!(store.entry("channel:x", 100).await.unwrap().as_deref(), Some("kept"));
+        let scanned = store.scan_entries("channel:", 100).await.unwrap();
+        assert_eq!(scanned, vec![("channel:x".to_owned(), "kept".to_owned())]);
+        assert_eq!(store.entry("channel:x", 1_000).await.unwrap(), None, "it still expires");
     }
 }

@@ -84,6 +84,11 @@ pub enum Insert {
     Full,
 }
 
+/// Plain entries under this prefix are never evicted for room by the memory store (its other entries are
+/// an LRU cache): a `batch-settlement` channel's record holds charges not yet claimed. Only a real
+/// deposit makes one, so they cannot be multiplied for free.
+pub const PINNED_PREFIX: &str = "channel:";
+
 /// A place for claims. Each method is one atomic step on one key.
 #[async_trait]
 pub trait Store: Send + Sync {
