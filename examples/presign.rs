@@ -8,6 +8,12 @@
 //! its own exact terms, and the load generator never signs. On stdout: one JSON line with the offer taken,
 //! the count and the signing time.
 //!
+//! A `batch-settlement` offer (`--batch C`): C channels of the same payer (salts S..S+C, `--salt-base S`);
+//! OUT.deposits gets each channel's opening deposit (which pays call 1), and OUT gets N vouchers dealt
+//! round-robin over the channels (line i: channel i mod C, its call i div C + 2). Keep C a multiple of
+//! the load generator's threads and the lines dealt i mod threads, so each channel's vouchers are sent
+//! in order by one thread, and far apart: one request per channel at a time.
+//!
 //! The default key is the well-known dev key #0 of anvil/hardhat (0xf39F…2266): a benchmark key with no
 //! value anywhere, never to be used for real funds.
 
@@ -16,8 +22,9 @@ use std::time::Instant;
 
 use alloy::signers::local::PrivateKeySigner;
 use serde_json::{json, Value};
-use x402_gateway::protocol::exact::Requirement;
+use x402_gateway::protocol::exact::{Requirement, Scheme};
 use x402_gateway::protocol::{codec, v2};
+use x402_gateway::tools::batch_pay::Channel;
 
 const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const VALID_AFTER_SKEW_SECS: u64 = 600;
@@ -28,18 +35,30 @@ struct Args {
     out: String,
     key: String,
     threads: usize,
+    /// `batch-settlement`: how many channels, and the first salt.
+    channels: usize,
+    salt_base: u64,
 }
 
 fn args() -> Result<Args, String> {
-    let usage = "usage: presign URL N OUT [--key 0x…] [--threads T]";
+    let usage = "usage: presign URL N OUT [--key 0x…] [--threads T] [--batch CHANNELS] [--salt-base S]";
     let mut positional = Vec::new();
     let mut key = std::env::var("X402_BENCH_KEY").unwrap_or_else(|_| DEV_KEY.to_owned());
     let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (mut channels, mut salt_base) = (64, 0);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--key" => key = it.next().ok_or(usage)?,
             "--threads" => threads = it.next().ok_or(usage)?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--batch" => channels = it.next().ok_or(usage)?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--salt-base" => {
+                salt_base = it
+                    .next()
+                    .ok_or(usage)?
+                    .parse()
+                    .map_err(|e| format!("--salt-base: {e}"))?
+            }
             _ => positional.push(a),
         }
     }
@@ -50,6 +69,8 @@ fn args() -> Result<Args, String> {
         out,
         key,
         threads: threads.max(1),
+        channels: channels.max(1),
+        salt_base,
     })
 }
 
@@ -84,6 +105,9 @@ async fn run() -> Result<(), String> {
         serde_json::from_value(accepted.clone()).map_err(|e| format!("accepts[0]: {e}"))?;
     let requirement = Requirement::from_v2(&typed).map_err(|e| format!("accepts[0]: {e:?}"))?;
     let now = x402_gateway::core::time::unix_now();
+    if matches!(requirement.scheme, Scheme::Batch(_)) {
+        return vouchers(&a, signer, &accepted, now);
+    }
     let (valid_after, valid_before) = (
         now.saturating_sub(VALID_AFTER_SKEW_SECS),
         now + requirement.max_timeout_seconds,
@@ -132,6 +156,73 @@ async fn run() -> Result<(), String> {
             "payer": signer.address().to_string(),
             "accepted": accepted,
             "valid_before": valid_before,
+            "sign_seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+/// Writes the whole of `text` to `path`.
+fn write(path: &str, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `batch-settlement`: the channels' deposits to OUT.deposits, then N vouchers dealt round-robin to OUT.
+fn vouchers(a: &Args, signer: PrivateKeySigner, accepted: &Value, now: u64) -> Result<(), String> {
+    let started = Instant::now();
+    let channels: Vec<Channel> = (0..a.channels)
+        .map(|c| {
+            let salt = alloy::primitives::B256::from(alloy::primitives::U256::from(a.salt_base + c as u64));
+            Channel::open(accepted, signer.clone()).map(|ch| ch.with_salt(salt))
+        })
+        .collect::<Result<_, _>>()?;
+    let price = u128::try_from(channels[0].price()).map_err(|_| "price too large")?;
+    let rounds = a.n.div_ceil(a.channels) as u128 + 2;
+    let deposit = channels[0]
+        .min_deposit()
+        .max(alloy::primitives::U256::from(price * rounds));
+    let mut deposits = String::new();
+    for c in &channels {
+        deposits.push_str(&c.deposit(deposit, now)?);
+        deposits.push('\n');
+    }
+    write(&format!("{}.deposits", a.out), &deposits)?;
+    let per = a.n.div_ceil(a.threads);
+    let parts: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..a.threads)
+            .map(|t| {
+                let channels = &channels;
+                let lines = (t * per)..((t + 1) * per).min(a.n);
+                s.spawn(move || -> Result<String, String> {
+                    let mut out = String::with_capacity(lines.len() * 900);
+                    for i in lines {
+                        let call = (i / channels.len()) as u128 + 2;
+                        out.push_str(&channels[i % channels.len()].voucher(call * price)?);
+                        out.push('\n');
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a signing thread panicked".into())))
+            .collect()
+    });
+    let mut all = String::new();
+    for p in parts {
+        all.push_str(&p?);
+    }
+    write(&a.out, &all)?;
+    println!(
+        "{}",
+        json!({
+            "url": a.url,
+            "count": a.n,
+            "channels": a.channels,
+            "deposit": deposit.to_string(),
+            "payer": signer.address().to_string(),
+            "accepted": accepted,
             "sign_seconds": started.elapsed().as_secs_f64(),
         })
     );

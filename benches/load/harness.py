@@ -89,7 +89,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # A first guess at each paid scenario's rate (req/s), to size its presigned payments before any run; later
 # runs use the largest rate seen so far. Payments for warm-up and run are RATE * seconds * MARGIN + SPARE.
-RATE_GUESS = {"gw-paid": 9000, "gw-paid-sqlite": 6000, "gw-paid-redis": 6000, "gw-paid-local": 12000, "axum-paid": 9000, "express-paid": 2500}
+RATE_GUESS = {"gw-paid-batch": 20000, "gw-paid-batch-sqlite": 8000, "gw-paid-batch-redis": 10000, "gw-paid": 9000, "gw-paid-sqlite": 6000, "gw-paid-redis": 6000, "gw-paid-local": 12000, "axum-paid": 9000, "express-paid": 2500}
 MARGIN, SPARE = 1.5, 2000
 
 
@@ -271,9 +271,19 @@ def start_upstream(rundir):
     return p, port
 
 
-def facilitator_bodies():
+# batch-settlement: the receiver authorizer's key (anvil dev key #1: a benchmark key with no value anywhere)
+# and the channel state the stand-in reports for every deposit (a balance no run can spend).
+AUTHORIZER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+BATCH_STATE = {"channelId": "0x" + "00" * 32, "balance": str(10**15), "totalClaimed": "0",
+               "withdrawRequestedAt": 0, "refundNonce": "0"}
+
+def facilitator_bodies(batch=False):
     verify = {"isValid": True, "payer": PAYER}
     settle = {"success": True, "transaction": TX_HASH, "network": NETWORK, "payer": PAYER}
+    if batch:
+        # What a batch-settlement deposit's /verify and /settle carry: the channel's on-chain state.
+        verify["extra"] = BATCH_STATE
+        settle["extra"] = {"channelState": BATCH_STATE}
     supported = {
         "kinds": [
             {"x402Version": 2, "scheme": "exact", "network": NETWORK},
@@ -285,10 +295,10 @@ def facilitator_bodies():
     return [json.dumps(x, separators=(",", ":")) for x in (verify, settle, supported)]
 
 
-def start_facilitator(rundir):
+def start_facilitator(rundir, batch=False):
     """The benchmark facilitator stand-in: instant fixed answers, and a request counter (stub_status)."""
     port = free_port()
-    verify, settle, supported = facilitator_bodies()
+    verify, settle, supported = facilitator_bodies(batch)
     body = f"""  # Benchmark facilitator stand-in: answers every /verify valid and every /settle settled at once.
   server {{
     listen 127.0.0.1:{port};
@@ -331,7 +341,7 @@ def start_nginx_proxy(rundir, upstream_port):
 
 # ---------------------------------------------------------------------------------------------- contenders
 
-def gateway_yaml(port, admin, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT, verify=None):
+def gateway_yaml(port, admin, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT, verify=None, batch=False):
     lines = [
         f'listen: "127.0.0.1:{port}"',
         f'admin_listen: "127.0.0.1:{admin}"',
@@ -356,14 +366,24 @@ def gateway_yaml(port, admin, upstream, facilitator, store=None, max_timeout=MAX
     ]
     if verify:
         lines.append(f"    verify: {verify}")
+    if batch:
+        lines += [
+            "  - path: /batch/**",
+            "    methods: [GET]",
+            f'    price: {{batch: "{PRICE_USD}", min_deposit: "$1"}}',
+            f'    description: "{DESCRIPTION}"',
+            f"    mime_type: {MIME}",
+            "batch_settlement:",
+            f'  receiver_authorizer_key: "{AUTHORIZER_KEY}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
-def start_gateway(rundir, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT, verify=None):
+def start_gateway(rundir, upstream, facilitator, store=None, max_timeout=MAX_TIMEOUT, verify=None, batch=False):
     port, admin = free_port(), free_port()
     cfg = os.path.join(rundir, "gateway.yaml")
     with open(cfg, "w") as f:
-        f.write(gateway_yaml(port, admin, upstream, facilitator, store, max_timeout, verify))
+        f.write(gateway_yaml(port, admin, upstream, facilitator, store, max_timeout, verify, batch))
     p = Proc("gateway", [GATEWAY, "run", "-c", cfg], rundir, env={"RUST_LOG": "warn"}, stop_signal=signal.SIGINT)
     p.admin_port = admin
     wait_http(p, port, "/free/ready")
@@ -441,6 +461,14 @@ SCENARIOS = [
          paid=True, store="redis"),
     dict(id="gw-paid-local", contender="x402-gateway, verify: local", what="paid", path="/paid/x", status=200,
          paid=True, verify="local"),
+    # batch-settlement: one deposit per channel before the clock starts, then a voucher per request, checked
+    # by the gateway alone (no facilitator call).
+    dict(id="gw-paid-batch", contender="x402-gateway, batch-settlement", what="paid", path="/batch/x",
+         status=200, paid=True, batch=True),
+    dict(id="gw-paid-batch-sqlite", contender="x402-gateway, batch-settlement, store sqlite", what="paid",
+         path="/batch/x", status=200, paid=True, batch=True, store="sqlite"),
+    dict(id="gw-paid-batch-redis", contender="x402-gateway, batch-settlement, store redis", what="paid",
+         path="/batch/x", status=200, paid=True, batch=True, store="redis"),
     dict(id="axum-402", contender="x402-axum 2.0.2", what="402", path="/paid/x", status=402),
     dict(id="axum-paid", contender="x402-axum 2.0.2", what="paid", path="/paid/x", status=200, paid=True),
     dict(id="express-402", contender="@x402/express 2.27", what="402", path="/paid/x", status=402),
@@ -462,7 +490,7 @@ def start_contender(s, rundir, upstream, facilitator, store_port=None):
             store = f"sqlite:{os.path.join(rundir, 'claims.db')}"
         elif s.get("store") == "redis":
             store = f"redis://127.0.0.1:{store_port}/0"
-        return start_gateway(rundir, upstream, facilitator, store, verify=s.get("verify"))
+        return start_gateway(rundir, upstream, facilitator, store, verify=s.get("verify"), batch=s.get("batch", False))
     if sid.startswith("axum-"):
         return start_axum(rundir, upstream, facilitator)
     if sid.startswith("express-"):
@@ -470,8 +498,8 @@ def start_contender(s, rundir, upstream, facilitator, store_port=None):
     raise ValueError(sid)
 
 
-def presign(port, path, n, out):
-    r = subprocess.run([PRESIGN, f"http://127.0.0.1:{port}{path}", str(n), out], capture_output=True, text=True)
+def presign(port, path, n, out, extra=()):
+    r = subprocess.run([PRESIGN, f"http://127.0.0.1:{port}{path}", str(n), out, *extra], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"presign failed: {r.stderr.strip()}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -493,6 +521,17 @@ def split_payments(src, skip, first, base_warm, base_run, threads):
                 run[(i - first) % threads].write(line)
     for h in warm + run:
         h.close()
+
+
+def deal(src, base, threads):
+    """Line i of `src` to base.(i % threads), in order: a batch channel's vouchers stay with one thread."""
+    out = [open(f"{base}.{k}", "w") for k in range(threads)]
+    with open(src) as f:
+        for i, line in enumerate(f):
+            out[i % threads].write(line)
+    for h in out:
+        h.close()
+    os.remove(src)
 
 
 def wrk(port, path, secs, script, script_args=(), headers=(), logfile=None):
@@ -534,7 +573,7 @@ def run_scenario(s, workdir, round_no, rates):
     try:
         upstream, up_port = start_upstream(rundir)
         procs.append(upstream)
-        fac, fac_port = start_facilitator(rundir)
+        fac, fac_port = start_facilitator(rundir, batch=s.get("batch", False))
         procs.append(fac)
         store_proc = store_port = None
         if s.get("store") == "redis":
@@ -550,7 +589,27 @@ def run_scenario(s, workdir, round_no, rates):
         wrk_log = os.path.join(rundir, "wrk.log")
         script, script_args, headers = STATIC_LUA, (), ()
         warm_args = ()
-        if s.get("paid"):
+        if s.get("batch"):
+            rate = rates.get(sid, RATE_GUESS.get(sid, 5000))
+            # Channels per set (warm-up, run): far more than connections, so a channel's next voucher is sent
+            # long after its last answer (one request per channel at a time); a multiple of THREADS.
+            channels = max(16 * CONNS // THREADS, 1) * THREADS
+            for part, secs, salt in (("warm", WARMUP, 0), ("run", SECS, channels)):
+                n = int(rate * secs * MARGIN) + SPARE
+                src = os.path.join(rundir, f"{part}.txt")
+                info = presign(port, s["path"], n, src, ("--batch", str(channels), "--salt-base", str(salt)))
+                result["accepted"] = info["accepted"]
+                result.setdefault("presigned", 0)
+                result["presigned"] += n
+                result["channels"] = channels
+                with open(src + ".deposits") as f:
+                    for line in f:  # each deposit opens a channel (and pays its call 1)
+                        check_status(s, port, {"PAYMENT-SIGNATURE": line.strip()})
+                deal(src, os.path.join(rundir, part), THREADS)
+            script = PAYMENTS_LUA
+            warm_args = (os.path.join(rundir, "warm"),)
+            script_args = (os.path.join(rundir, "run"),)
+        elif s.get("paid"):
             rate = rates.get(sid, RATE_GUESS.get(sid, 5000))
             n_warm = int(rate * WARMUP * MARGIN) + SPARE
             n_run = int(rate * SECS * MARGIN) + SPARE
@@ -639,7 +698,7 @@ def memory_scenario(workdir, rate):
     out = dict(claims_target=MEMORY_CLAIMS)
     try:
         upstream, up_port = start_upstream(rundir)
-        fac, fac_port = start_facilitator(rundir)
+        fac, fac_port = start_facilitator(rundir, batch=s.get("batch", False))
         procs += [upstream, fac]
         gw, port = start_gateway(rundir, up_port, fac_port, None, MEMORY_MAX_TIMEOUT)
         procs.insert(0, gw)
@@ -756,6 +815,10 @@ def comparisons(sm):
         ("paid, sqlite store vs memory store", "gw-paid-sqlite", "gw-paid"),
         ("paid, redis store vs memory store", "gw-paid-redis", "gw-paid"),
         ("paid, verify: local (one facilitator call) vs x402-axum", "gw-paid-local", "axum-paid"),
+        ("batch-settlement voucher vs x402-axum paid", "gw-paid-batch", "axum-paid"),
+        ("batch-settlement voucher vs the gateway's 402", "gw-paid-batch", "gw-402"),
+        ("batch-settlement, sqlite store vs memory store", "gw-paid-batch-sqlite", "gw-paid-batch"),
+        ("batch-settlement, redis store vs memory store", "gw-paid-batch-redis", "gw-paid-batch"),
         ("402: gateway vs nginx reverse proxy", "gw-402", "nginx-proxy"),
     ]
     out = []

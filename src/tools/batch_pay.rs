@@ -70,6 +70,13 @@ impl Channel {
         })
     }
 
+    /// The same payer's channel under another `salt` (a payer may hold many channels to one receiver).
+    pub fn with_salt(mut self, salt: B256) -> Channel {
+        self.config.salt = salt;
+        self.id = batch::channel_id(&self.config, self.requirement.network.chain_id);
+        self
+    }
+
     /// The channel's id.
     pub fn id(&self) -> B256 {
         self.id
